@@ -1,0 +1,165 @@
+"""Frame encoding: byte-grouped zstd, optionally XORed against a base chunk; bounded, verified decoding."""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Callable
+
+import numpy as np
+import zstandard
+
+RAW, ZSTD, GROUPED = 0, 1, 2
+FLAG_XOR = 1
+HEADER = struct.Struct("<BBBBI")
+PLANE = struct.Struct("<BI")
+PLANE_RAW, PLANE_ZSTD = 0, 1
+MAX_WIDTH = 16
+
+_local = threading.local()
+
+
+class FrameError(ValueError):
+    """A frame that cannot be what it claims (raised before any unbounded work)."""
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    # zstd contexts are not thread safe; one per thread and level, reused across chunks.
+    cache = _local.__dict__.setdefault("compressors", {})
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return cache[level]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_local, "decompressor"):
+        _local.decompressor = zstandard.ZstdDecompressor()
+    return _local.decompressor
+
+
+def _planes(raw: np.ndarray, width: int) -> list[np.ndarray]:
+    n = len(raw) // width
+    grid = raw[: n * width].reshape(n, width)
+    planes = [np.ascontiguousarray(grid[:, j]) for j in range(width)] if width > 1 else [raw[: n * width]]
+    if len(raw) % width:
+        planes.append(raw[n * width:])
+    return planes
+
+
+def _encode_plane(plane: np.ndarray, level: int) -> bytes:
+    packed = _compressor(level).compress(plane)
+    # Mantissa planes are near random: store them raw unless zstd saves at least 1/64.
+    if len(packed) < len(plane) - (len(plane) >> 6):
+        return PLANE.pack(PLANE_ZSTD, len(packed)) + packed
+    return PLANE.pack(PLANE_RAW, len(plane)) + plane.tobytes()
+
+
+def encode(raw: memoryview | bytes, width: int, level: int = 1, base: memoryview | bytes | None = None,
+           base_id: bytes | None = None) -> bytes:
+    """Encode one chunk; with `base` (same length) the XOR delta is used when it is smaller."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    width = max(1, min(width, MAX_WIDTH))
+    plain = _grouped(data, width, level)
+    frame = HEADER.pack(GROUPED, 0, width, 0, len(data)) + plain
+    if base is not None and base_id is not None and len(base) == len(data):
+        delta = np.bitwise_xor(data, np.frombuffer(base, dtype=np.uint8))
+        xored = HEADER.pack(GROUPED, FLAG_XOR, width, 0, len(data)) + base_id + _grouped(delta, width, level)
+        if len(xored) < len(frame):
+            return xored
+    return frame
+
+
+def _grouped(data: np.ndarray, width: int, level: int) -> bytes:
+    return b"".join(_encode_plane(p, level) for p in _planes(data, width))
+
+
+def frame_base(frame: bytes | memoryview) -> bytes | None:
+    """The chunk id this frame is a delta against, if any."""
+    if len(frame) < HEADER.size:
+        raise FrameError("frame shorter than its header")
+    _, flags, *_ = HEADER.unpack_from(frame)
+    if flags & FLAG_XOR:
+        if len(frame) < HEADER.size + 32:
+            raise FrameError("delta frame shorter than its base id")
+        return bytes(frame[HEADER.size:HEADER.size + 32])
+    return None
+
+
+def decode(frame: bytes | memoryview, raw_length: int, base: Callable[[bytes], memoryview] | None = None) -> memoryview:
+    """Decode a frame whose index entry says `raw_length`; every length is checked before it is trusted."""
+    frame = memoryview(frame)
+    if len(frame) < HEADER.size:
+        raise FrameError("frame shorter than its header")
+    codec, flags, width, _, length = HEADER.unpack_from(frame)
+    if length != raw_length:
+        raise FrameError(f"frame declares {length} bytes, index says {raw_length}")
+    pos = HEADER.size
+    base_id = None
+    if flags & FLAG_XOR:
+        base_id = bytes(frame[pos:pos + 32])
+        pos += 32
+    if codec == RAW:
+        out = np.frombuffer(frame[pos:], dtype=np.uint8).copy()
+        if len(out) != length:
+            raise FrameError("raw frame length mismatch")
+    elif codec == ZSTD:
+        out = np.frombuffer(_unzstd(frame[pos:], length), dtype=np.uint8).copy()
+    elif codec == GROUPED and 1 <= width <= MAX_WIDTH:
+        out = _ungroup(frame, pos, width, length)
+    else:
+        raise FrameError(f"unknown codec {codec} / width {width}")
+    if base_id is not None:
+        if base is None:
+            raise FrameError("delta frame without a base reader")
+        ref = np.frombuffer(base(base_id), dtype=np.uint8)
+        if len(ref) != length:
+            raise FrameError("delta base has another length")
+        np.bitwise_xor(out, ref, out=out)
+    return memoryview(out).cast("B")
+
+
+def _unzstd(data: memoryview, expected: int) -> bytes:
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as exc:
+        raise FrameError(f"bad zstd frame: {exc}") from None
+    if declared != expected:
+        raise FrameError(f"zstd frame declares {declared} bytes, expected {expected}")
+    try:
+        out = _decompressor().decompress(data, max_output_size=expected)
+    except zstandard.ZstdError as exc:
+        raise FrameError(f"bad zstd frame: {exc}") from None
+    if len(out) != expected:
+        raise FrameError("zstd frame decoded to another length")
+    return out
+
+
+def _ungroup(frame: memoryview, pos: int, width: int, length: int) -> np.ndarray:
+    n, tail = divmod(length, width)
+    sizes = [n] * width + ([tail] if tail else [])
+    out = np.empty(length, dtype=np.uint8)
+    grid = out[: n * width].reshape(n, width)
+    for j, size in enumerate(sizes):
+        if pos + PLANE.size > len(frame):
+            raise FrameError("frame truncated in a plane header")
+        mode, stored = PLANE.unpack_from(frame, pos)
+        pos += PLANE.size
+        body = frame[pos:pos + stored]
+        pos += stored
+        if len(body) != stored:
+            raise FrameError("frame truncated in a plane")
+        if mode == PLANE_RAW:
+            if stored != size:
+                raise FrameError("raw plane has the wrong length")
+            plane = np.frombuffer(body, dtype=np.uint8)
+        elif mode == PLANE_ZSTD:
+            plane = np.frombuffer(_unzstd(body, size), dtype=np.uint8)
+        else:
+            raise FrameError(f"unknown plane mode {mode}")
+        if j < width:
+            grid[:, j] = plane
+        else:
+            out[n * width:] = plane
+    if pos != len(frame):
+        raise FrameError("trailing bytes after the last plane")
+    return out

@@ -1,0 +1,46 @@
+"""The repository config file: format version, hash, chunking and codec settings, metadata schema."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UnsupportedFormat
+
+FORMAT, VERSION, HASH = "ckstore", 1, "blake3-256"
+DEFAULT_CHUNK = 1 << 20
+DEFAULT_PACK = 256 << 20
+
+
+@dataclass(frozen=True)
+class Config:
+    chunk_size: int = DEFAULT_CHUNK
+    pack_size: int = DEFAULT_PACK
+    zstd_level: int = 1
+    schema: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "version": VERSION, "hash": HASH, "chunk_size": self.chunk_size,
+                           "pack_size": self.pack_size, "codec": {"zstd_level": self.zstd_level},
+                           "schema": self.schema}, indent=2) + "\n"
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UnsupportedFormat(f"{path} is not a readable ckstore config: {exc}") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise UnsupportedFormat(f"{path} is not a ckstore config")
+        if raw.get("version") != VERSION:
+            raise UnsupportedFormat(f"repository format version {raw.get('version')!r} is not supported "
+                                    f"(this ckstore reads version {VERSION})")
+        if raw.get("hash") != HASH:
+            raise UnsupportedFormat(f"repository hash {raw.get('hash')!r} is not supported (this ckstore uses {HASH})")
+        chunk, pack = raw.get("chunk_size", DEFAULT_CHUNK), raw.get("pack_size", DEFAULT_PACK)
+        level = (raw.get("codec") or {}).get("zstd_level", 1)
+        if not all(isinstance(v, int) and v > 0 for v in (chunk, pack, level)) or chunk < 4096:
+            raise UnsupportedFormat(f"{path}: chunk_size, pack_size and codec.zstd_level must be positive integers "
+                                    "(chunk_size at least 4096)")
+        return cls(chunk, pack, level, raw.get("schema") or {})

@@ -1,0 +1,120 @@
+"""Every error ckstore raises, one tree under CkstoreError.
+
+    CkstoreError                    base; .hint says what the user can do about it
+    ├── UsageError                  bad arguments to an API call or command
+    │   ├── InvalidMetadata         metadata fails the repository's schema or cannot be parsed
+    │   └── UnsafePath              a path that would escape or clobber its destination
+    ├── RepositoryError
+    │   ├── NotARepository          no .ckstore found
+    │   ├── UnsupportedFormat       config names a format/version/hash this build does not read
+    │   ├── AlreadyExists           init over an existing repository, checkout over files
+    │   └── LockTimeout             a ref or lease held by a live process for too long
+    ├── RevisionError
+    │   ├── UnknownRevision         nothing by that name
+    │   └── AmbiguousRevision       an id prefix matching several objects
+    ├── RefError
+    │   ├── RefConflict             compare-and-swap lost: the ref moved
+    │   └── ProtectedRef            tags never move; deleting the current branch
+    ├── MalformedCheckpoint         an input file that does not parse as its format
+    └── IntegrityError
+        ├── CorruptObject           bytes whose hash is not their id (expected, got)
+        └── MissingObject           an object or chunk that should be there and is not
+"""
+
+from __future__ import annotations
+
+
+class CkstoreError(Exception):
+    """Base class of every error ckstore raises on purpose."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+
+class UsageError(CkstoreError):
+    """Bad arguments."""
+
+
+class InvalidMetadata(UsageError):
+    """Commit metadata that fails the schema or cannot be parsed."""
+
+
+class UnsafePath(UsageError):
+    """A path that would write outside its destination or into a control directory."""
+
+
+class RepositoryError(CkstoreError):
+    """Problems with the repository itself."""
+
+
+class NotARepository(RepositoryError):
+    hint = "run `ckstore init` first, or point at one with -C DIR or CKSTORE_DIR"
+
+
+class UnsupportedFormat(RepositoryError):
+    hint = "upgrade ckstore to read this repository"
+
+
+class AlreadyExists(RepositoryError):
+    pass
+
+
+class LockTimeout(RepositoryError):
+    pass
+
+
+class RevisionError(CkstoreError):
+    pass
+
+
+class UnknownRevision(RevisionError):
+    hint = "see `ckstore log`, `ckstore branch` and `ckstore tag` for valid revisions"
+
+
+class AmbiguousRevision(RevisionError):
+    hint = "give more hex digits of the id"
+
+
+class RefError(CkstoreError):
+    pass
+
+
+class RefConflict(RefError):
+    """A compare-and-swap found another value than expected."""
+
+    def __init__(self, ref: str, expected: str | None, actual: str | None, *, hint: str = "") -> None:
+        super().__init__(f"{ref} moved: expected {expected or 'nothing'}, found {actual or 'nothing'}", hint=hint)
+        self.ref, self.expected, self.actual = ref, expected, actual
+
+
+class ProtectedRef(RefError):
+    pass
+
+
+class MalformedCheckpoint(CkstoreError):
+    """An input file that claims a format it does not follow."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", hint="the file is damaged or not in the format its name says")
+        self.path, self.reason = path, reason
+
+
+class IntegrityError(CkstoreError):
+    hint = "run `ckstore fsck --read-data` to list every damaged object"
+
+
+class CorruptObject(IntegrityError):
+    def __init__(self, what: str, expected: str, got: str, detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"corrupt {what} {expected}: content hashes to {got}{extra}")
+        self.what, self.expected, self.got = what, expected, got
+
+
+class MissingObject(IntegrityError):
+    def __init__(self, what: str, oid: str) -> None:
+        super().__init__(f"missing {what} {oid}")
+        self.what, self.oid = what, oid

@@ -1,0 +1,58 @@
+"""Format readers: turn checkpoint files into spans of tensor and opaque bytes, never running code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import MalformedCheckpoint, UsageError
+from .base import DTYPES, ScannedFile, Span, TensorInfo, dtype_name, itemsize, map_file, opaque
+
+__all__ = ["DTYPES", "ScannedFile", "Span", "TensorInfo", "dtype_name", "itemsize", "scan_buffer", "scan_path",
+           "walk_source"]
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+SKIP_DIRS = {".ckstore", ".git"}
+
+
+def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
+    """Pick a reader by name and magic; anything unrecognised is opaque bytes."""
+    lower = rel.lower()
+    if lower.endswith(".safetensors"):
+        from . import safetensors
+        return safetensors.scan(rel, buf)
+    if lower.endswith(".npy"):
+        from . import numpy_files
+        return numpy_files.scan_npy(rel, buf)
+    if lower.endswith(".npz"):
+        from . import numpy_files
+        return numpy_files.scan_npz(rel, buf)
+    if lower.endswith(TORCH_SUFFIXES) and bytes(buf[:4]) == b"PK\x03\x04":
+        from . import torchzip
+        return torchzip.scan(rel, buf)
+    return opaque(rel, buf)
+
+
+def scan_path(path: str | os.PathLike, rel: str) -> ScannedFile:
+    try:
+        return scan_buffer(rel, map_file(path))
+    except OSError as exc:
+        raise MalformedCheckpoint(rel, f"cannot read: {exc.strerror or exc}") from None
+
+
+def walk_source(src: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(absolute path, relative name) of every file to commit: a file by its base name, a directory's contents
+    relative to it (sorted, skipping .ckstore/.git; symlinked files are read through, as in HF caches)."""
+    root = Path(src)
+    if root.is_file():
+        return [(root, root.name)]
+    if not root.is_dir():
+        raise UsageError(f"{src}: no such file or directory")
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            full = Path(dirpath) / name
+            if full.is_file():
+                out.append((full, full.relative_to(root).as_posix()))
+    return out

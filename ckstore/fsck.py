@@ -1,0 +1,148 @@
+"""Integrity check: packs, index files, objects, refs, reachability and the audit chain; names what is damaged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import codec
+from .errors import CkstoreError
+from .objects import Commit, Manifest, Tag, hash_bytes
+from .progress import Progress
+from .store.packs import PackFormatError, pack_path, parse_idx, read_pack_entries
+
+if TYPE_CHECKING:
+    from .repo import Repo
+
+
+@dataclass
+class Problem:
+    kind: str  # pack, index, chunk, object, ref, audit
+    id: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}: {self.message}" if self.id else f"{self.kind}: {self.message}"
+
+
+@dataclass
+class FsckReport:
+    problems: list[Problem] = field(default_factory=list)
+    packs: int = 0
+    chunks: int = 0
+    objects: int = 0
+    commits: int = 0
+    refs: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "packs": self.packs, "chunks": self.chunks, "objects": self.objects,
+                "commits": self.commits, "refs": self.refs,
+                "problems": [{"kind": p.kind, "id": p.id, "message": p.message} for p in self.problems]}
+
+
+def _check_pack(repo: Repo, pack_id: bytes, read_data: bool, report: FsckReport) -> set[bytes]:
+    """Checksum, trailer and .idx agreement of one pack; with read_data every frame decoded and hashed."""
+    path = pack_path(repo.store.packs_dir, pack_id)
+    label = pack_id.hex()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        report.problems.append(Problem("pack", label, "index file present but pack missing"))
+        return set()
+    try:
+        entries = read_pack_entries(data)
+    except PackFormatError as exc:
+        report.problems.append(Problem("pack", label, str(exc)))
+        return set()
+    if hash_bytes(data) != pack_id:
+        report.problems.append(Problem("pack", label, "content does not hash to its name"))
+    try:
+        idx_id, idx_entries = parse_idx(pack_path(repo.store.packs_dir, pack_id, ".idx").read_bytes())
+        if idx_id != pack_id or idx_entries != entries:
+            report.problems.append(Problem("index", label, ".idx does not match the pack trailer"))
+    except (OSError, PackFormatError) as exc:
+        report.problems.append(Problem("index", label, f".idx unreadable: {exc}"))
+    chunks = {e.chunk for e in entries}
+    if read_data:
+        for e in entries:
+            try:
+                base = codec.frame_base(data[e.offset:e.offset + e.length])
+                raw = codec.decode(data[e.offset:e.offset + e.length], e.raw_length,
+                                   (lambda b: repo.store.get_chunk(b)) if base else None)
+                ok = hash_bytes(raw) == e.chunk
+                detail = "content does not hash to its id"
+            except (codec.FrameError, CkstoreError) as exc:
+                ok, detail = False, f"undecodable: {exc}"
+            if not ok:
+                report.problems.append(Problem("chunk", e.chunk.hex(), f"in pack {label[:12]}: {detail}"))
+    report.chunks += len(entries)
+    return chunks
+
+
+def _check_objects(repo: Repo, report: FsckReport) -> dict[bytes, object]:
+    objects = {}
+    for oid in repo.store.object_ids():
+        report.objects += 1
+        try:
+            objects[oid] = repo.store.get_object(oid)
+        except CkstoreError as exc:
+            report.problems.append(Problem("object", oid.hex(), str(exc)))
+    return objects
+
+
+def _check_graph(repo: Repo, objects: dict, chunks: set[bytes], report: FsckReport) -> None:
+    """Every ref leads to commits whose manifests, parents and chunks all exist."""
+    stack = []
+    for name, oid in repo.refs.list().items():
+        report.refs += 1
+        if oid not in objects:
+            report.problems.append(Problem("ref", name, f"points to missing or damaged object {oid.hex()}"))
+            continue
+        obj = objects[oid]
+        while isinstance(obj, Tag):
+            oid, obj = obj.target, objects.get(obj.target)
+        if not isinstance(obj, Commit):
+            report.problems.append(Problem("ref", name, f"does not lead to a commit ({oid.hex()})"))
+            continue
+        stack.append(oid)
+    seen: set[bytes] = set()
+    while stack:
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        commit = objects.get(oid)
+        if not isinstance(commit, Commit):
+            report.problems.append(Problem("object", oid.hex(), "commit referenced by history is missing"))
+            continue
+        report.commits += 1
+        stack.extend(commit.parents)
+        manifest = objects.get(commit.manifest)
+        if not isinstance(manifest, Manifest):
+            report.problems.append(Problem("object", commit.manifest.hex(),
+                                           f"manifest of commit {oid.hex()[:12]} is missing or damaged"))
+            continue
+        missing = manifest.chunk_ids() - chunks
+        for c in sorted(missing)[:20]:
+            report.problems.append(Problem("chunk", c.hex(), f"needed by commit {oid.hex()[:12]} but not stored"))
+
+
+def check(repo: Repo, *, read_data: bool, progress: Progress) -> FsckReport:
+    report = FsckReport()
+    packs = sorted(repo.store.pack_ids() | repo.store.index.known_packs())
+    progress.begin("fsck", len(packs))
+    chunks: set[bytes] = set()
+    for pack_id in packs:
+        report.packs += 1
+        chunks |= _check_pack(repo, pack_id, read_data, report)
+        progress.advance(1)
+    progress.end()
+    objects = _check_objects(repo, report)
+    _check_graph(repo, objects, chunks, report)
+    for message in repo.refs.audit.verify():
+        report.problems.append(Problem("audit", "", message))
+    return report

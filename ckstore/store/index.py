@@ -1,0 +1,97 @@
+"""The LMDB chunk index: chunk id -> (pack, offset, length, raw length). A cache rebuilt from .idx files."""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from .fileio import io_step
+from .packs import Entry
+
+LOCATION = struct.Struct("<32sQII")
+MAP_SIZE = 1 << 36  # address space only; the file grows as needed
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    pack: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+class ChunkIndex:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._open()
+
+    def _open(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        # Default durability: never writemap or nosync (a crash must not corrupt the index).
+        self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=4, readahead=False)
+        self.chunks = self.env.open_db(b"chunks")
+        self.packs = self.env.open_db(b"packs")
+        self.pid = os.getpid()
+
+    def _env(self) -> lmdb.Environment:
+        # An LMDB environment must not be used across fork: reopen in the child.
+        if os.getpid() != self.pid:
+            self._open()
+        return self.env
+
+    def close(self) -> None:
+        self.env.close()
+
+    def get(self, chunk: bytes) -> Location | None:
+        with self._env().begin(db=self.chunks, buffers=False) as txn:
+            value = txn.get(chunk)
+        return Location(*LOCATION.unpack(value)) if value else None
+
+    def get_many(self, chunks: list[bytes]) -> dict[bytes, Location]:
+        out = {}
+        with self._env().begin(db=self.chunks) as txn:
+            for c in chunks:
+                value = txn.get(c)
+                if value:
+                    out[c] = Location(*LOCATION.unpack(value))
+        return out
+
+    def known_packs(self) -> set[bytes]:
+        with self._env().begin(db=self.packs) as txn:
+            return {bytes(k) for k in txn.cursor().iternext(keys=True, values=False)}
+
+    def add_packs(self, packs: list[tuple[bytes, list[Entry]]]) -> None:
+        """Record sealed packs and their chunks in one write transaction."""
+        if not packs:
+            return
+        io_step()
+        with self._env().begin(write=True) as txn:
+            for pack_id, entries in packs:
+                for e in entries:
+                    txn.put(e.chunk, LOCATION.pack(pack_id, e.offset, e.length, e.raw_length), db=self.chunks)
+                txn.put(pack_id, struct.pack("<I", len(entries)), db=self.packs)
+
+    def drop_packs(self, pack_ids: set[bytes]) -> None:
+        """Forget packs (and their chunks) that are no longer on disk."""
+        if not pack_ids:
+            return
+        with self._env().begin(write=True) as txn:
+            cur = txn.cursor(db=self.chunks)
+            for key, value in list(cur.iternext()):
+                if LOCATION.unpack(value)[0] in pack_ids:
+                    txn.delete(key, db=self.chunks)
+            for p in pack_ids:
+                txn.delete(p, db=self.packs)
+
+    def clear(self) -> None:
+        with self._env().begin(write=True) as txn:
+            txn.drop(self.chunks, delete=False)
+            txn.drop(self.packs, delete=False)
+
+    def count(self) -> int:
+        with self._env().begin(db=self.chunks) as txn:
+            return txn.stat(self.chunks)["entries"]

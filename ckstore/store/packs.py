@@ -1,0 +1,130 @@
+"""Packs: append frames to a temp file, seal with a trailer index, publish under the hash of the bytes."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+import xxhash
+
+from .fileio import fsync_dir, io_step, write_atomic
+
+PACK_MAGIC, IDX_MAGIC, VERSION = b"CKPK", b"CKIX", 1
+ENTRY = struct.Struct("<32sQII")  # chunk id, offset, length, raw length
+FOOTER = struct.Struct("<IQ")  # entry count, xxh3_64 of everything before
+
+
+class PackFormatError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    chunk: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+def pack_path(root: Path, pack_id: bytes, suffix: str = ".pack") -> Path:
+    h = pack_id.hex()
+    return root / h[:2] / f"{h}{suffix}"
+
+
+def _trailer(entries: list[Entry]) -> bytes:
+    return b"".join(ENTRY.pack(e.chunk, e.offset, e.length, e.raw_length) for e in entries)
+
+
+def parse_entries(body: bytes | memoryview, what: str) -> tuple[list[Entry], int]:
+    """(entries, where they start) of a body ending in entries + footer; checks the xxh3 over all but its last 8 bytes."""
+    if len(body) < FOOTER.size:
+        raise PackFormatError(f"{what} is too short")
+    count, checksum = FOOTER.unpack_from(body, len(body) - FOOTER.size)
+    if xxhash.xxh3_64_intdigest(body[: len(body) - 8]) != checksum:
+        raise PackFormatError(f"{what} checksum mismatch")
+    start = len(body) - FOOTER.size - count * ENTRY.size
+    if start < 0:
+        raise PackFormatError(f"{what} declares {count} entries, more than it holds")
+    return [Entry(*ENTRY.unpack_from(body, start + i * ENTRY.size)) for i in range(count)], start
+
+
+class PackWriter:
+    """Frames go to a temp file; `seal` fsyncs it and renames it to packs/ab/<blake3>.pack, then writes .idx."""
+
+    def __init__(self, packs_dir: Path, tmp_dir: Path) -> None:
+        self.packs_dir, self.tmp_dir = packs_dir, tmp_dir
+        fd, self.tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=".pack")
+        self.file = os.fdopen(fd, "wb")
+        self.hasher, self.check = blake3.blake3(), xxhash.xxh3_64()
+        self.entries: list[Entry] = []
+        self.size = 0
+        self._write(PACK_MAGIC + struct.pack("<I", VERSION))
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self.file.write(data)
+        self.hasher.update(data)
+        self.check.update(data)
+        self.size += len(data)
+
+    def add(self, chunk: bytes, frame: bytes, raw_length: int) -> None:
+        self.entries.append(Entry(chunk, self.size, len(frame), raw_length))
+        self._write(frame)
+
+    def seal(self) -> tuple[bytes, list[Entry]]:
+        """Publish the pack durably; returns its id and entries."""
+        trailer = _trailer(self.entries)
+        self._write(trailer + struct.pack("<I", len(self.entries)))
+        tail = struct.pack("<Q", self.check.intdigest())
+        self.file.write(tail)
+        self.hasher.update(tail)
+        self.file.flush()
+        io_step()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        pack_id = self.hasher.digest()
+        final = pack_path(self.packs_dir, pack_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        io_step()
+        os.replace(self.tmp, final)
+        fsync_dir(final.parent)
+        write_atomic(pack_path(self.packs_dir, pack_id, ".idx"), idx_bytes(pack_id, self.entries), self.tmp_dir)
+        return pack_id, self.entries
+
+    def abort(self) -> None:
+        self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def idx_bytes(pack_id: bytes, entries: list[Entry]) -> bytes:
+    body = IDX_MAGIC + struct.pack("<I", VERSION) + pack_id + _trailer(entries) + struct.pack("<I", len(entries))
+    return body + struct.pack("<Q", xxhash.xxh3_64_intdigest(body))
+
+
+def parse_idx(data: bytes) -> tuple[bytes, list[Entry]]:
+    if data[:4] != IDX_MAGIC or len(data) < 40 + FOOTER.size:
+        raise PackFormatError("not an index file")
+    (version,) = struct.unpack_from("<I", data, 4)
+    if version != VERSION:
+        raise PackFormatError(f"index version {version} is not supported")
+    entries, start = parse_entries(data, "index")
+    if start != 40:
+        raise PackFormatError("index entry count does not match its size")
+    return data[8:40], entries
+
+
+def read_pack_entries(data: bytes | memoryview) -> list[Entry]:
+    """Entries of a whole pack after checking its magic, checksum and that every frame lies before the trailer."""
+    if bytes(data[:4]) != PACK_MAGIC:
+        raise PackFormatError("not a pack file")
+    entries, start = parse_entries(data, "pack")
+    for e in entries:
+        if e.offset < 8 or e.offset + e.length > start:
+            raise PackFormatError("pack entry points outside the frame area")
+    return entries
