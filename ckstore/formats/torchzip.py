@@ -1,9 +1,327 @@
-"""torch.save zip archives (placeholder until the allowlist reader lands): stored as opaque bytes."""
+"""torch.save zip archives read by an allowlist unpickler that runs no code: each storage record is a tensor span."""
 
 from __future__ import annotations
 
-from .base import ScannedFile, opaque
+import io
+import math
+import pickle
+import pickletools
+import re
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+
+from ..errors import MalformedCheckpoint
+from .base import ScannedFile, TensorInfo, itemsize, opaque, spans_from_tensors
+
+MAGIC = b"PK\x03\x04"
+MAX_PICKLE = 64 << 20  # real state-dict pickles are KBs to a few MBs; anything bigger is stored opaque
+MAX_OPS = 1 << 22  # pickletools walks ~2M opcodes/s: this bounds the pre-scan to a couple of seconds
+MAX_MEMO = 1 << 20  # the C unpickler sizes its memo array by the largest PUT index, so cap it before loading
+MAX_DEPTH = 200  # nesting depth of containers when naming tensors (the walk is recursive)
+MAX_DIMS = 64
+# Opcodes torch.save never writes and that reach classes or buffers the allowlist has no use for.
+_BANNED_OPS = frozenset({"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "NEXT_BUFFER",
+                         "READONLY_BUFFER"})
+_PKL = re.compile(r"[^/]+/data\.pkl")
+# torch dtype attribute name -> safetensors name; legacy storage class -> safetensors name.
+_DTYPES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16", "short": "I16",
+           "uint32": "U32", "int32": "I32", "int": "I32", "uint64": "U64", "int64": "I64", "long": "I64",
+           "float16": "F16", "half": "F16", "bfloat16": "BF16", "float32": "F32", "float": "F32",
+           "float64": "F64", "double": "F64", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+           "float8_e8m0fnu": "F8_E8M0", "complex64": "C64"}
+_STORAGES = {"FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16", "DoubleStorage": "F64",
+             "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
+             "ByteStorage": "U8", "BoolStorage": "BOOL", "Float8_e4m3fnStorage": "F8_E4M3",
+             "Float8_e5m2Storage": "F8_E5M2"}
+
+
+class _Refused(Exception):
+    """The pickle asks for something outside the allowlist: the file is kept as opaque bytes."""
+
+
+class _Sealed:
+    """Base of every placeholder: no __dict__ (slots) and BUILD refused, so a pickle cannot alter one."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: object) -> None:
+        raise _Refused(f"BUILD on {type(self).__name__}")
+
+
+class _DType(_Sealed):
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _StorageType(_Sealed):
+    """A storage class; untyped storages count their numel in bytes and take a dtype from the tensor."""
+
+    __slots__ = ("dtype", "untyped")
+
+    def __init__(self, dtype: str, untyped: bool) -> None:
+        self.dtype, self.untyped = dtype, untyped
+
+
+class _Storage(_Sealed):
+    __slots__ = ("key", "kind", "numel")
+
+    def __init__(self, key: str, kind: _StorageType, numel: int) -> None:
+        self.key, self.kind, self.numel = key, kind, numel
+
+
+class _Tensor(_Sealed):
+    __slots__ = ("storage", "offset", "shape", "stride", "dtype")
+
+    def __init__(self, storage: _Storage, offset: int, shape: tuple, stride: tuple, dtype: str) -> None:
+        self.storage, self.offset, self.shape, self.stride, self.dtype = storage, offset, shape, stride, dtype
+
+
+class _Call(_Sealed):
+    """An allowlisted callable; a wrapper because plain functions accept attribute writes through BUILD."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., object]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: object) -> object:
+        return self.fn(*args)
+
+
+class _ODict(dict):
+    """collections.OrderedDict; BUILD state (torch's `_metadata` attribute) is checked and dropped."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict):
+            raise _Refused("BUILD on an OrderedDict with non-dict state")
+
+
+def _is_index(x: object) -> bool:
+    return type(x) is int and 0 <= x < 1 << 62
+
+
+def _tensor(storage: object, offset: object, size: object, stride: object, dtype: object = None) -> _Tensor:
+    """Check the arguments every _rebuild_tensor* variant shares; only the bookkeeping is kept."""
+    dims_ok = (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride) <= MAX_DIMS
+               and all(map(_is_index, size + stride)))
+    if not (isinstance(storage, _Storage) and _is_index(offset) and dims_ok
+            and (dtype is None or isinstance(dtype, _DType))):
+        raise _Refused("tensor rebuilt from unexpected arguments")
+    return _Tensor(storage, offset, size, stride, dtype.name if dtype is not None else storage.kind.dtype)
+
+
+def _v3(st: object, off: object, size: object, stride: object, requires_grad: object, hooks: object,
+        dtype: object, metadata: object = None) -> _Tensor:
+    if type(requires_grad) is not bool or not isinstance(hooks, dict) or not isinstance(metadata, (dict, type(None))):
+        raise _Refused("tensor rebuilt with unexpected requires_grad, hooks or metadata")
+    return _tensor(st, off, size, stride, dtype)
+
+
+def _v2(st: object, off: object, size: object, stride: object, requires_grad: object, hooks: object,
+        metadata: object = None) -> _Tensor:
+    return _v3(st, off, size, stride, requires_grad, hooks, None, metadata)
+
+
+def _parameter(data: object, requires_grad: object, hooks: object, state: object = None) -> _Tensor:
+    if not isinstance(data, _Tensor) or type(requires_grad) is not bool or not isinstance(hooks, dict):
+        raise _Refused("parameter rebuilt from unexpected arguments")
+    return data
+
+
+def _container(kind: type) -> _Call:
+    """OrderedDict, set, frozenset: protocol 2 (torch's default) spells them as a call on nothing or a list."""
+    def make(*args: object) -> object:
+        if len(args) > 1 or args and not isinstance(args[0], (list, tuple)):
+            raise _Refused(f"{kind.__name__} called with unexpected arguments")
+        return kind(*args)
+    return _Call(make)
+
+
+def _encode(text: object, encoding: object) -> bytes:
+    """_codecs.encode(str, 'latin1'): how protocol 2 spells a bytes value."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused("_codecs.encode called with unexpected arguments")
+    return text.encode("latin1")
+
+
+_ALLOWED: dict[tuple[str, str], object] = {
+    ("collections", "OrderedDict"): _container(_ODict),
+    ("builtins", "set"): _container(set), ("builtins", "frozenset"): _container(frozenset),
+    ("_codecs", "encode"): _Call(_encode),
+    ("torch._utils", "_rebuild_tensor"): _Call(_tensor), ("torch._utils", "_rebuild_tensor_v2"): _Call(_v2),
+    ("torch._utils", "_rebuild_tensor_v3"): _Call(_v3), ("torch._utils", "_rebuild_parameter"): _Call(_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): _Call(_parameter),
+    **{("torch", name): _StorageType(dt, False) for name, dt in _STORAGES.items()},
+    **{(mod, name): _StorageType("U8", True) for mod in ("torch", "torch.storage")
+       for name in ("UntypedStorage", "TypedStorage")},
+    **{("torch", name): _DType(dt) for name, dt in _DTYPES.items()},
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Resolves globals only from _ALLOWED and persistent ids only to _Storage placeholders."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data), fix_imports=False)
+        self.storages: dict[str, _Storage] = {}
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise _Refused(f"global {module}.{name} is not allowlisted") from None
+
+    def persistent_load(self, pid: object) -> _Storage:
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)
+                and isinstance(pid[2], str) and isinstance(pid[3], str) and _is_index(pid[4])):
+            raise _Refused(f"unexpected persistent id {pid!r:.100}")
+        _, kind, key, _, numel = pid
+        st = self.storages.setdefault(key, _Storage(key, kind, numel))
+        if st.kind is not kind or st.numel != numel:
+            raise _Refused(f"storage {key!r} declared twice with different types or sizes")
+        return st
+
+
+def _prescan(data: bytes) -> None:
+    """Walk the opcodes without running them, refusing what the C unpickler would turn into a hazard."""
+    memo = 0
+    for n, (op, arg, _) in enumerate(pickletools.genops(data)):
+        if op.name in _BANNED_OPS or n >= MAX_OPS:
+            raise _Refused(f"opcode {op.name} (number {n}) is not accepted")
+        memo += op.name == "MEMOIZE"
+        if memo > MAX_MEMO or op.name.endswith("PUT") and arg >= MAX_MEMO:
+            raise _Refused("memo index beyond the cap")
+
+
+def _walk(root: object) -> tuple[dict[str, str], dict[str, list[_Tensor]]]:
+    """Storage key -> dotted key path of the first tensor (or bare storage) under it, and -> its tensors in order."""
+    names: dict[str, str] = {}
+    views: dict[str, list[_Tensor]] = {}
+    seen: set[int] = set()  # shared containers are walked once, so memo-built DAGs cannot blow up the walk
+
+    def walk(obj: object, path: tuple[str, ...]) -> None:
+        if len(path) > MAX_DEPTH:
+            raise _Refused("containers nested too deeply")
+        if isinstance(obj, _Tensor) and id(obj) not in seen:
+            seen.add(id(obj))
+            views.setdefault(obj.storage.key, []).append(obj)
+        if isinstance(obj, (_Tensor, _Storage)):
+            if path:  # a top-level tensor has no path; it is named after its record below
+                names.setdefault(obj.key if isinstance(obj, _Storage) else obj.storage.key, ".".join(path))
+        elif isinstance(obj, (dict, list, tuple)) and id(obj) not in seen:
+            seen.add(id(obj))
+            for k, v in obj.items() if isinstance(obj, dict) else enumerate(obj):
+                walk(v, path + (str(k),))
+
+    walk(root, ())
+    return names, views
+
+
+def _load(data: bytes) -> tuple[dict[str, _Storage], dict[str, str], dict[str, list[_Tensor]]]:
+    """Storages, names and tensor views of a data.pkl; raises _Refused for anything outside the allowlist."""
+    _prescan(data)
+    unpickler = _Unpickler(data)
+    root = unpickler.load()
+    return unpickler.storages, *_walk(root)
+
+
+def _contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expect = 1
+    for d, s in zip(reversed(shape), reversed(stride)):
+        if d != 1 and s != expect:
+            return False
+        expect *= d
+    return True
+
+
+def _data_offset(rel: str, buf: memoryview, info: zipfile.ZipInfo) -> int:
+    at = info.header_offset
+    local = bytes(buf[at:at + 30])
+    if len(local) < 30 or local[:4] != MAGIC:
+        raise MalformedCheckpoint(rel, f"member {info.filename!r} has no local header at offset {at}")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    start = at + 30 + name_len + extra_len
+    if start + info.file_size > len(buf):
+        raise MalformedCheckpoint(rel, f"member {info.filename!r} runs past the end of the file")
+    return start
+
+
+def _record(rel: str, buf: memoryview, info: zipfile.ZipInfo, st: _Storage, views: list[_Tensor],
+            name: str) -> tuple[int, int, TensorInfo] | None:
+    """The tensor span of one storage record, or None when it must stay opaque (compressed, sizes disagree)."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1 or info.compress_size != info.file_size:
+        return None
+    dtype = next((t.dtype for t in views), "U8") if st.kind.untyped else st.kind.dtype
+    size, nbytes = itemsize(dtype), info.file_size
+    if st.numel * (1 if st.kind.untyped else size) != nbytes or nbytes % size:
+        return None
+    numel = nbytes // size
+    shapes = {t.shape for t in views if t.dtype == dtype and t.offset == 0 and math.prod(t.shape) == numel
+              and (numel == 0 or _contiguous(t.shape, t.stride))}
+    shape = shapes.pop() if len(shapes) == 1 else (numel,)
+    return _data_offset(rel, buf, info), nbytes, TensorInfo(name, dtype, shape)
+
+
+class _View(io.RawIOBase):
+    """A seekable read-only file over the mapped buffer: io.BytesIO would copy a multi-GB checkpoint."""
+
+    def __init__(self, buf: memoryview) -> None:
+        super().__init__()
+        self._buf, self._pos = buf, 0
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        pos = offset + (0, self._pos, len(self._buf))[whence]
+        if pos < 0:
+            raise OSError("seek before the start of the file")  # what zipfile expects from files too short
+        self._pos = pos
+        return pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        end = len(self._buf) if n is None or n < 0 else min(len(self._buf), self._pos + n)
+        data = bytes(self._buf[self._pos:end])
+        self._pos = max(self._pos, end)
+        return data
+
+
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, struct.error,
+               IndexError)
 
 
 def scan(rel: str, buf: memoryview) -> ScannedFile:
-    return opaque(rel, buf)
+    if bytes(buf[:4]) != MAGIC:
+        return opaque(rel, buf)  # legacy (pre-1.6) pickle checkpoints: never unpickled, stored as they are
+    try:
+        zf = zipfile.ZipFile(_View(buf))
+        infos = {i.filename: i for i in zf.infolist()}
+        pkls = [n for n in infos if _PKL.fullmatch(n)]
+        if len(pkls) != 1:
+            return opaque(rel, buf)  # a zip, but not one torch.save wrote
+        prefix, pkl = pkls[0][:-len("/data.pkl")], infos[pkls[0]]
+        order = infos.get(f"{prefix}/byteorder")
+        if (pkl.file_size > MAX_PICKLE or pkl.flag_bits & 1 or pkl.compress_type not in (zipfile.ZIP_STORED,
+                zipfile.ZIP_DEFLATED) or order is not None and (order.file_size > 16 or zf.read(order) != b"little")):
+            return opaque(rel, buf)  # too big, encrypted, exotic compression, or big-endian data we cannot label
+        with zf.open(pkl) as f:
+            data = f.read(MAX_PICKLE + 1)
+    except _ZIP_ERRORS as exc:
+        raise MalformedCheckpoint(rel, f"torch zip archive does not parse: {exc}") from None
+    try:
+        storages, names, views = _load(data)
+    except Exception:  # noqa: BLE001 - the unpickler only ever reaches our placeholders; any failure means refuse
+        return opaque(rel, buf)
+    spans = []
+    for key, st in storages.items():
+        info = infos.get(f"{prefix}/data/{key}")
+        span = info and _record(rel, buf, info, st, views.get(key, []), names.get(key, f"data/{key}"))
+        if span:
+            spans.append(span)
+    return spans_from_tensors(rel, buf, spans)

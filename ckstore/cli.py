@@ -1,0 +1,268 @@
+"""The `ckstore` command: parse arguments, call the library, render the result. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+if TYPE_CHECKING:  # the library (numpy, lmdb, ...) is imported only when a command runs, so --help stays fast
+    from .repo import Repo
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Version model checkpoints the way you version code.")
+_state: dict[str, Any] = {"dir": None}
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+@app.callback()
+def _root(directory: Optional[Path] = typer.Option(None, "-C", help="Run as if started in DIR.",
+                                                   metavar="DIR")) -> None:
+    _state["dir"] = directory
+
+
+def _repo() -> Repo:
+    from .repo import Repo
+    return Repo.open(_state["dir"])
+
+
+def _emit(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def _progress() -> Any:
+    from .render import DelayedProgress
+    return DelayedProgress()
+
+
+@app.command()
+def init(directory: Path = typer.Argument(Path("."), help="Where to create the repository."),
+         require: list[str] = typer.Option([], "--require", metavar="KEY:TYPE",
+                                           help="Metadata every commit must carry, e.g. metrics.val_loss:number."),
+         chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB).")) -> None:
+    """Create an empty repository."""
+    from .errors import UsageError
+    from .repo import Repo
+    required = {}
+    for item in require:
+        key, sep, kind = item.rpartition(":")
+        if not sep or not key:
+            raise UsageError(f"--require {item!r} is not KEY:TYPE")
+        required[key] = kind
+    target = (_state["dir"] or Path(".")) / directory
+    with Repo.init(target, chunk_size=chunk_size, required=required) as repo:
+        typer.echo(f"Initialized empty ckstore repository in {repo.dir}")
+
+
+@app.command()
+def commit(src: str = typer.Argument(..., help="A checkpoint file or directory."),
+           message: str = typer.Option(..., "-m", "--message", help="What this checkpoint is."),
+           branch: Optional[str] = typer.Option(None, "--branch", "-b", help="Branch to commit to (default HEAD's)."),
+           tag: Optional[str] = typer.Option(None, "--tag", help="Also tag the new commit."),
+           meta: list[str] = typer.Option([], "--meta", metavar="KEY=VALUE", help="Metadata, dotted keys allowed."),
+           metric: list[str] = typer.Option([], "--metric", metavar="NAME=VALUE", help="A metric (a number)."),
+           meta_file: Optional[Path] = typer.Option(None, "--meta-file", help="Metadata from JSON, YAML or TOML."),
+           step: Optional[int] = typer.Option(None, "--step", help="Training step."),
+           as_json: bool = JsonOpt) -> None:
+    """Snapshot a checkpoint as a new commit."""
+    from . import metadata
+    meta_dict = metadata.load_meta_file(meta_file) if meta_file else {}
+    meta_dict = metadata.deep_merge(meta_dict, metadata.parse_assignments(meta))
+    metrics = metadata.parse_assignments(metric, "--metric")
+    with _repo() as repo:
+        src_path = Path(src) if os.path.isabs(src) or _state["dir"] is None else _state["dir"] / src
+        info = repo.commit(src_path, message, metrics=metrics, meta=meta_dict, step=step, branch=branch, tag=tag,
+                           progress=_progress())
+        shown = repo.show(info.id)
+    if as_json:
+        return _emit({**info.to_dict(), "logical_bytes": shown.logical_bytes, "new_bytes": shown.new_bytes})
+    from .render import human_bytes
+    typer.echo(f"[{branch or 'HEAD'} {info.id[:12]}] {message}")
+    typer.echo(f" {len(shown.manifest.files)} files, {len(shown.manifest.tensors)} tensors, "
+               f"{human_bytes(shown.logical_bytes)} logical, {human_bytes(shown.new_bytes)} new stored")
+
+
+@app.command()
+def log(rev: Optional[str] = typer.Argument(None, help="Where to start (default HEAD)."),
+        n: Optional[int] = typer.Option(None, "-n", help="Show at most N commits."),
+        oneline: bool = typer.Option(False, "--oneline", help="One line per commit."),
+        graph: bool = typer.Option(False, "--graph", help="Draw the commit graph."),
+        all_refs: bool = typer.Option(False, "--all", help="Start from every ref."),
+        as_json: bool = JsonOpt) -> None:
+    """Show commit history, newest first."""
+    with _repo() as repo:
+        entries = repo.log(rev, n=n, all=all_refs)
+    if as_json:
+        return _emit([e.to_dict() for e in entries])
+    from .render import render_log
+    render_log(entries, oneline=oneline, graph=graph)
+
+
+@app.command()
+def show(rev: str = typer.Argument("HEAD"), as_json: bool = JsonOpt) -> None:
+    """Show a commit's metadata, files and tensors, and its logical vs stored bytes."""
+    with _repo() as repo:
+        info = repo.show(rev)
+    if as_json:
+        return _emit(info.to_dict())
+    from .render import render_show
+    render_show(info)
+
+
+@app.command()
+def checkout(rev: str = typer.Argument(..., help="The revision to check out."),
+             output: Path = typer.Option(..., "-o", "--output", help="Destination directory."),
+             include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Only matching paths."),
+             force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty directory."),
+             as_json: bool = JsonOpt) -> None:
+    """Write a commit's files, byte-identical, into a directory."""
+    with _repo() as repo:
+        files = repo.checkout(rev, output, include=include or None, force=force, progress=_progress())
+    if as_json:
+        return _emit({"rev": rev, "output": str(output), "files": files})
+    typer.echo(f"checked out {len(files)} files into {output}")
+
+
+@app.command()
+def branch(name: Optional[str] = typer.Argument(None, help="Branch to create."),
+           rev: str = typer.Argument("HEAD", help="Where it starts."),
+           delete: Optional[str] = typer.Option(None, "-d", "--delete", metavar="NAME", help="Delete a branch."),
+           force: bool = typer.Option(False, "--force", "-f", help="Move an existing branch."),
+           as_json: bool = JsonOpt) -> None:
+    """List, create or delete branches."""
+    with _repo() as repo:
+        if delete:
+            repo.delete_branch(delete)
+            return typer.echo(f"deleted branch {delete}")
+        if name:
+            b = repo.branch(name, rev, force=force)
+            return typer.echo(f"branch {b.name} at {b.id[:12]}")
+        branches = repo.branches()
+    if as_json:
+        return _emit([{"name": b.name, "id": b.id, "current": b.current} for b in branches])
+    for b in branches:
+        typer.echo(f"{'*' if b.current else ' '} {b.name:<24} {b.id[:12]}")
+
+
+@app.command()
+def switch(name: str = typer.Argument(..., help="Branch that new commits go to.")) -> None:
+    """Point HEAD at another branch."""
+    with _repo() as repo:
+        repo.switch(name)
+    typer.echo(f"switched to {name}")
+
+
+@app.command()
+def tag(name: Optional[str] = typer.Argument(None, help="Tag to create."),
+        rev: str = typer.Argument("HEAD", help="What it marks."),
+        message: Optional[str] = typer.Option(None, "-m", "--message", help="Annotate the tag."),
+        delete: Optional[str] = typer.Option(None, "-d", "--delete", metavar="NAME", help="Delete a tag."),
+        as_json: bool = JsonOpt) -> None:
+    """List, create or delete tags. Tags never move."""
+    with _repo() as repo:
+        if delete:
+            repo.delete_tag(delete)
+            return typer.echo(f"deleted tag {delete}")
+        if name:
+            oid = repo.tag(name, rev, message=message)
+            return typer.echo(f"tag {name} at {oid[:12]}")
+        tags = repo.tags()
+    if as_json:
+        return _emit(tags)
+    for t in tags:
+        typer.echo(f"{t['name']:<24} {t['id'][:12]} {t['message']}")
+
+
+@app.command()
+def ls(rev: str = typer.Argument("HEAD"), as_json: bool = JsonOpt) -> None:
+    """List the files of a commit."""
+    with _repo() as repo:
+        files = repo.ls(rev)
+    if as_json:
+        return _emit(files)
+    for f in files:
+        typer.echo(f"{f['size']:>14}  {f['path']}")
+
+
+@app.command()
+def cat(rev: str = typer.Argument(...), path: str = typer.Argument(..., help="File path inside the commit.")) -> None:
+    """Write one committed file to standard output."""
+    out = sys.stdout.buffer
+    with _repo() as repo:
+        for piece in repo.cat(rev, path):
+            out.write(piece)
+    out.flush()
+
+
+@app.command()
+def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and hash every chunk."),
+         reindex: bool = typer.Option(False, "--reindex", help="Rebuild the LMDB index from the .idx files."),
+         as_json: bool = JsonOpt) -> None:
+    """Verify the repository; exits 1 and names every damaged object."""
+    with _repo() as repo:
+        report = repo.fsck(read_data=read_data, reindex=reindex, progress=_progress())
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        for p in report.problems:
+            typer.echo(f"error: {p}", err=True)
+        typer.echo(f"{report.packs} packs, {report.chunks} chunks, {report.objects} objects, {report.commits} "
+                   f"commits, {report.refs} refs: {'ok' if report.ok else f'{len(report.problems)} problems'}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def audit(as_json: bool = JsonOpt) -> None:
+    """Show the audit log of ref changes: who, when, old, new, why."""
+    with _repo() as repo:
+        entries = repo.audit()
+    if as_json:
+        return _emit(entries)
+    from .render import render_audit
+    render_audit(entries)
+
+
+@app.command()
+def demo() -> None:
+    """Build a small model's checkpoint series in a temporary repository and walk through it."""
+    from .demo import run
+    run(typer.echo)
+
+
+def main() -> None:
+    """Entry point: library errors become one line and a hint (traceback only with CKSTORE_DEBUG=1)."""
+    import click
+
+    from .errors import CkstoreError
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except CkstoreError as exc:
+        if os.environ.get("CKSTORE_DEBUG") == "1":
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        sys.exit(2 if _is_usage(exc) else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _is_usage(exc: Exception) -> bool:
+    from .errors import UsageError
+    return type(exc) is UsageError  # subclasses (bad metadata, unsafe paths) are failures of the input, exit 1
