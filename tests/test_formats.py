@@ -904,8 +904,6 @@ def test_walk_source_flat_directory_is_sorted(tmp_path):
     assert [r for _, r in walk_source(tmp_path / "d")] == sorted(["b", "a", "c.txt", "B", "a.b"])
 
 
-@pytest.mark.xfail(strict=True, reason="walk_source lists a directory's own files before its subdirectories, "
-                                       "so the result is not sorted by relative path (fix in formats/__init__.py)")
 def test_walk_source_nested_directory_is_sorted(tmp_path):
     root = tmp_path / "n"
     _tree(root, ["z.txt", "a/x", "m/n/o", "b.txt"])

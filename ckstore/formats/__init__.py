@@ -55,4 +55,4 @@ def walk_source(src: str | os.PathLike) -> list[tuple[Path, str]]:
             full = Path(dirpath) / name
             if full.is_file():
                 out.append((full, full.relative_to(root).as_posix()))
-    return out
+    return sorted(out, key=lambda item: item[1])

@@ -152,7 +152,7 @@ def _encode(text: object, encoding: object) -> bytes:
 
 _ALLOWED: dict[tuple[str, str], object] = {
     ("collections", "OrderedDict"): _container(_ODict),
-    ("builtins", "set"): _container(set), ("builtins", "frozenset"): _container(frozenset),
+    **{(mod, kind.__name__): _container(kind) for mod in ("builtins", "__builtin__") for kind in (set, frozenset)},
     ("_codecs", "encode"): _Call(_encode),
     ("torch._utils", "_rebuild_tensor"): _Call(_tensor), ("torch._utils", "_rebuild_tensor_v2"): _Call(_v2),
     ("torch._utils", "_rebuild_tensor_v3"): _Call(_v3), ("torch._utils", "_rebuild_parameter"): _Call(_parameter),
@@ -293,7 +293,7 @@ class _View(io.RawIOBase):
 
 
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, struct.error,
-               IndexError)
+               IndexError, NotImplementedError)  # the last: header fields naming zip features we do not read
 
 
 def scan(rel: str, buf: memoryview) -> ScannedFile:
