@@ -32,6 +32,11 @@ def _repo() -> Repo:
     return Repo.open(_state["dir"])
 
 
+def _path(p: Path) -> Path:
+    """A path given on the command line, relative to -C DIR when one was given ("as if started in DIR")."""
+    return p if p.is_absolute() or _state["dir"] is None else _state["dir"] / p
+
+
 def _emit(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
 
@@ -72,18 +77,18 @@ def commit(src: str = typer.Argument(..., help="A checkpoint file or directory."
            as_json: bool = JsonOpt) -> None:
     """Snapshot a checkpoint as a new commit."""
     from . import metadata
-    meta_dict = metadata.load_meta_file(meta_file) if meta_file else {}
+    meta_dict = metadata.load_meta_file(_path(meta_file)) if meta_file else {}
     meta_dict = metadata.deep_merge(meta_dict, metadata.parse_assignments(meta))
     metrics = metadata.parse_assignments(metric, "--metric")
     with _repo() as repo:
-        src_path = Path(src) if os.path.isabs(src) or _state["dir"] is None else _state["dir"] / src
-        info = repo.commit(src_path, message, metrics=metrics, meta=meta_dict, step=step, branch=branch, tag=tag,
+        target_branch = branch or repo.head_branch()
+        info = repo.commit(_path(Path(src)), message, metrics=metrics, meta=meta_dict, step=step, branch=branch, tag=tag,
                            progress=_progress())
         shown = repo.show(info.id)
     if as_json:
         return _emit({**info.to_dict(), "logical_bytes": shown.logical_bytes, "new_bytes": shown.new_bytes})
     from .render import human_bytes
-    typer.echo(f"[{branch or 'HEAD'} {info.id[:12]}] {message}")
+    typer.echo(f"[{target_branch} {info.id[:12]}] {message}")
     typer.echo(f" {len(shown.manifest.files)} files, {len(shown.manifest.tensors)} tensors, "
                f"{human_bytes(shown.logical_bytes)} logical, {human_bytes(shown.new_bytes)} new stored")
 
@@ -123,7 +128,7 @@ def checkout(rev: str = typer.Argument(..., help="The revision to check out."),
              as_json: bool = JsonOpt) -> None:
     """Write a commit's files, byte-identical, into a directory."""
     with _repo() as repo:
-        files = repo.checkout(rev, output, include=include or None, force=force, progress=_progress())
+        files = repo.checkout(rev, _path(output), include=include or None, force=force, progress=_progress())
     if as_json:
         return _emit({"rev": rev, "output": str(output), "files": files})
     typer.echo(f"checked out {len(files)} files into {output}")
@@ -241,16 +246,23 @@ def main() -> None:
     import click
 
     from .errors import CkstoreError
+    # typer >= 0.2x vendors click: its Exit/Abort/ClickException are not click's classes, so catch both kinds.
+    exits = tuple({click.exceptions.Exit, typer.Exit})
+    aborts = tuple({click.exceptions.Abort, typer.Abort})
+    usage = tuple({click.ClickException, getattr(typer, "TyperException", click.ClickException)})
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except usage as exc:
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            typer.echo(f"Error: {exc}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except aborts:
         sys.exit(130)
     except CkstoreError as exc:
         if os.environ.get("CKSTORE_DEBUG") == "1":

@@ -178,7 +178,7 @@ class AuditLog:
             return []
         if lines and lines[-1] != "":
             problems.append("audit log: last entry is truncated")
-        for n, line in enumerate(filter(None, lines[:-1] if lines[-1] == "" else lines[:-1]), 1):
+        for n, line in enumerate(filter(None, lines[:-1]), 1):  # lines[-1] is "" or the truncated entry
             try:
                 raw = json.loads(line)
                 h = raw.pop("hash")

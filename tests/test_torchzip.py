@@ -36,7 +36,9 @@ _RECORDING = [False]
 
 
 def _hook(event: str, args: tuple) -> None:
-    if _RECORDING[0] and event.startswith(WATCHED):
+    # zipfile and pickle's text opcodes load stdlib codecs (cp437, raw_unicode_escape) on first use: not a payload
+    codec = event == "import" and str(args[0]).startswith("encodings.")
+    if _RECORDING[0] and event.startswith(WATCHED) and not codec:
         _EVENTS.append((event, repr(args)[:200]))
 
 

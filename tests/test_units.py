@@ -1,0 +1,126 @@
+"""Small pure pieces: revision syntax, graph walks, path safety, ref names, metadata parsing, audit chain."""
+
+import pytest
+
+from ckstore import graph, metadata
+from ckstore.errors import InvalidMetadata, UnsafePath, UsageError
+from ckstore.paths import check_path, check_paths
+from ckstore.refs import AuditLog, RefStore, check_ref_name, file_lock
+
+
+def test_parse_rev():
+    assert graph.parse_rev("main") == ("main", [])
+    assert graph.parse_rev("main~2^") == ("main", [("~", 2), ("^", 1)])
+    assert graph.parse_rev("v1.0^2~") == ("v1.0", [("^", 2), ("~", 1)])
+    assert graph.parse_rev("feature/x~10") == ("feature/x", [("~", 10)])
+
+
+def test_walk_and_merge_base():
+    parents = {b"d": (b"b", b"c"), b"b": (b"a",), b"c": (b"a",), b"a": ()}
+    times = {b"a": 1, b"b": 2, b"c": 3, b"d": 4}
+    order = list(graph.walk([b"d"], parents.__getitem__, times.__getitem__))
+    assert order == [b"d", b"c", b"b", b"a"]
+    assert graph.merge_base(b"b", b"c", parents.__getitem__, times.__getitem__) == b"a"
+    assert graph.is_ancestor(b"a", b"d", parents.__getitem__)
+    assert not graph.is_ancestor(b"c", b"b", parents.__getitem__)
+
+
+@pytest.mark.parametrize("bad", ["../x", "/etc/x", "a/../../b", "C:\\x", "C:x", ".ckstore/config", "a/.git/x",
+                                 "a\0b", "", "a//b", "./a", "a/", "x" * 5000, ".CKSTORE/x", "a\\b"])
+def test_unsafe_paths(bad):
+    with pytest.raises(UnsafePath):
+        check_path(bad)
+
+
+def test_safe_paths_and_collisions():
+    check_paths(["model.safetensors", "tokenizer/vocab.json", "a.b/c..d", "..."[:2] + "x"])
+    with pytest.raises(UnsafePath, match="case"):
+        check_paths(["Model.bin", "model.bin"])
+    with pytest.raises(UnsafePath, match="file and a directory"):
+        check_paths(["a", "a/b"])
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", ".hidden", "a/.x", "x.lock", "a b", "a~1", "a^", "a:b", "a//b", "a/",
+                                 "/a", "a\\b", "a@{1}", "x?"])
+def test_bad_ref_names(bad):
+    with pytest.raises(UsageError):
+        check_ref_name(bad)
+
+
+def test_metadata_typing():
+    parsed = metadata.parse_assignments(["params.lr=3e-4", "params.layers=12", "flag=true", "name=resnet",
+                                         "data.splits=[1,2]", "nothing=null", "inf=inf"])
+    assert parsed == {"params": {"lr": 3e-4, "layers": 12}, "flag": True, "name": "resnet",
+                      "data": {"splits": [1, 2]}, "nothing": None, "inf": "inf"}
+    sections = metadata.split_sections(parsed)
+    assert sections["extra"] == {"flag": True, "name": "resnet", "nothing": None, "inf": "inf"}
+    with pytest.raises(InvalidMetadata):
+        metadata.parse_assignments(["novalue"])
+    with pytest.raises(InvalidMetadata):
+        metadata.split_sections({"metrics": {"loss": "low"}})
+    with pytest.raises(InvalidMetadata):
+        metadata.parse_assignments(["a=1", "a.b=2"])
+
+
+def test_meta_files(tmp_path):
+    (tmp_path / "m.json").write_text('{"params": {"lr": 0.1}}')
+    (tmp_path / "m.toml").write_text('[params]\nlr = 0.1\n')
+    (tmp_path / "m.yaml").write_text('params:\n  lr: 0.1\n')
+    for name in ("m.json", "m.toml", "m.yaml"):
+        assert metadata.load_meta_file(tmp_path / name) == {"params": {"lr": 0.1}}
+    (tmp_path / "bad.json").write_text("[1]")
+    with pytest.raises(InvalidMetadata, match="mapping"):
+        metadata.load_meta_file(tmp_path / "bad.json")
+
+
+def test_ref_compare_and_swap_and_audit(tmp_path):
+    refs = RefStore(tmp_path)
+    (tmp_path / "HEAD").write_text("ref: refs/heads/main\n")
+    a, b = b"\1" * 32, b"\2" * 32
+    refs.update("refs/heads/main", a, None, action="commit", message="first")
+    from ckstore.errors import RefConflict
+    with pytest.raises(RefConflict):
+        refs.update("refs/heads/main", b, None, action="commit")
+    refs.update("refs/heads/main", b, a, action="commit", message="second")
+    assert refs.read("refs/heads/main") == b
+    entries = refs.audit.entries()
+    assert [(e.old, e.new, e.message) for e in entries] == [(None, a.hex(), "first"), (a.hex(), b.hex(), "second")]
+    assert refs.audit.verify() == []
+
+
+def test_stale_lock_of_dead_process_is_broken(tmp_path):
+    import subprocess
+    import socket
+    import sys
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = tmp_path / "x.lock"
+    lock.write_text(f"{int(dead.stdout)} {socket.gethostname()}\n")
+    with file_lock(lock, wait=1):
+        assert lock.read_text().split()[0] == str(__import__("os").getpid())
+    assert not lock.exists()
+
+
+def test_live_lock_times_out(tmp_path):
+    import os
+    import socket
+    from ckstore.errors import LockTimeout
+    lock = tmp_path / "x.lock"
+    lock.write_text(f"{os.getppid()} {socket.gethostname()}\n")
+    with pytest.raises(LockTimeout):
+        with file_lock(lock, wait=0.05):
+            pass
+    assert lock.exists()
+
+
+def test_audit_tamper_detected(tmp_path):
+    log = AuditLog(tmp_path / "audit")
+    for i in range(3):
+        log.append("commit", "refs/heads/main", None, bytes([i]) * 32, f"m{i}")
+    text = (tmp_path / "audit").read_text()
+    (tmp_path / "audit").write_text(text.replace('"m1"', '"mX"'))
+    assert any("altered" in p for p in log.verify())
+    lines = text.splitlines(keepends=True)
+    (tmp_path / "audit").write_text(lines[0] + lines[2])
+    assert any("chain" in p for p in log.verify())
+    (tmp_path / "audit").write_text(text[:-10])
+    assert any("truncated" in p for p in log.verify())
