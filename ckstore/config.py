@@ -18,11 +18,12 @@ class Config:
     chunk_size: int = DEFAULT_CHUNK
     pack_size: int = DEFAULT_PACK
     zstd_level: int = 1
+    max_delta_depth: int = 4
     schema: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "version": VERSION, "hash": HASH, "chunk_size": self.chunk_size,
-                           "pack_size": self.pack_size, "codec": {"zstd_level": self.zstd_level},
+                           "pack_size": self.pack_size, "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
                            "schema": self.schema}, indent=2) + "\n"
 
     @classmethod
@@ -39,8 +40,10 @@ class Config:
         if raw.get("hash") != HASH:
             raise UnsupportedFormat(f"repository hash {raw.get('hash')!r} is not supported (this ckstore uses {HASH})")
         chunk, pack = raw.get("chunk_size", DEFAULT_CHUNK), raw.get("pack_size", DEFAULT_PACK)
-        level = (raw.get("codec") or {}).get("zstd_level", 1)
-        if not all(isinstance(v, int) and v > 0 for v in (chunk, pack, level)) or chunk < 4096:
+        codec = raw.get("codec") or {}
+        level, depth = codec.get("zstd_level", 1), codec.get("max_delta_depth", 4)
+        if not all(isinstance(v, int) and v > 0 for v in (chunk, pack, level)) or chunk < 4096 or \
+                not isinstance(depth, int) or depth < 0:
             raise UnsupportedFormat(f"{path}: chunk_size, pack_size and codec.zstd_level must be positive integers "
-                                    "(chunk_size at least 4096)")
-        return cls(chunk, pack, level, raw.get("schema") or {})
+                                    "(chunk_size at least 4096), codec.max_delta_depth a non-negative integer")
+        return cls(chunk, pack, level, depth, raw.get("schema") or {})

@@ -245,7 +245,8 @@ class Repo:
             tree = None
             scanned = [scan_path(path, rel) for path, rel in walk_source(src)]
         env = metadata.capture_env() if capture_env else {}
-        mid = self._write_manifest(scanned, tree, progress or NoProgress())
+        tip = self.refs.read(ref) or self.refs.read(self.refs.head())
+        mid = self._write_manifest(scanned, tree, progress or NoProgress(), self._manifest_of(tip))
         with self.refs.locked(ref) as (current, set_ref):
             parent = current if current else self.refs.read(self.refs.head())
             commit = Commit(mid, (parent,) if parent else (), author, time.time(), message, record.get("step"),
@@ -257,12 +258,18 @@ class Repo:
             self.refs.update(tag_ref, oid, None, action="tag", message=message)
         return self.info(oid)
 
-    def _write_manifest(self, scanned: list, tree: Any, progress: Progress) -> bytes:
+    def _manifest_of(self, commit: bytes | None) -> Manifest | None:
+        if commit is None:
+            return None
+        obj = self.store.get_object(self._commit(commit).manifest)
+        return obj if isinstance(obj, Manifest) else None
+
+    def _write_manifest(self, scanned: list, tree: Any, progress: Progress, parent: Manifest | None) -> bytes:
         writer = self.store.writer(self.config.pack_size)
         progress.begin("commit", sum(f.size for f in scanned))
+        settings = SnapshotSettings(self.config.chunk_size, self.config.zstd_level, self.config.max_delta_depth)
         try:
-            snap = Snapshotter(self.store, writer, self.pool,
-                               SnapshotSettings(self.config.chunk_size, self.config.zstd_level), progress.advance)
+            snap = Snapshotter(self.store, writer, self.pool, settings, progress.advance, parent)
             manifest = snap.manifest(scanned, tree)
             writer.finish()
         except BaseException:

@@ -22,32 +22,50 @@ Progress = Callable[[int], None]
 class SnapshotSettings:
     chunk_size: int
     zstd_level: int
+    max_delta_depth: int = 4  # a full frame at least every few versions: reads decode at most this many deltas
 
 
 @dataclass(slots=True)
 class _Job:
     data: memoryview
     width: int
-
-
-def _process(store: Store, job: _Job, level: int) -> tuple[bytes, bytes | None]:
-    """Hash a chunk and, when the store lacks it, encode its frame (runs on a worker thread)."""
-    cid = hash_bytes(job.data)
-    if store.has_chunk(cid):
-        return cid, None
-    return cid, codec.encode(job.data, job.width, level)
+    base: bytes | None = None  # the same chunk of the same tensor in the parent commit
 
 
 class Snapshotter:
     def __init__(self, store: Store, writer: ChunkWriter, pool: Executor, settings: SnapshotSettings,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, parent: Manifest | None = None) -> None:
         self.store, self.writer, self.pool, self.settings = store, writer, pool, settings
         self.progress = progress or (lambda n: None)
+        self.parent_tensors: dict[tuple[str, str] | str, TensorEntry] = {}
+        for t in parent.tensors if parent else ():
+            self.parent_tensors[(t.file, t.name)] = t
+            self.parent_tensors.setdefault(t.name, t)  # re-sharded files keep their tensor names
 
-    def _store_chunks(self, pieces: list[memoryview], width: int) -> list[bytes]:
-        ids = []
+    def _process(self, job: _Job) -> tuple[bytes, bytes | None]:
+        """Hash a chunk and, when the store lacks it, encode its frame (runs on a worker thread)."""
+        cid = hash_bytes(job.data)
+        if self.store.has_chunk(cid):
+            return cid, None
         level = self.settings.zstd_level
-        work = ordered_map(self.pool, lambda j: _process(self.store, j, level), (_Job(p, width) for p in pieces))
+        if job.base is not None and job.base != cid:
+            depth = self.store.delta_depth(job.base, self.settings.max_delta_depth)
+            if depth < self.settings.max_delta_depth:
+                base = self.store.get_chunk(job.base)
+                return cid, codec.encode(job.data, job.width, level, base=base, base_id=job.base)
+        return cid, codec.encode(job.data, job.width, level)
+
+    def _bases(self, path: str, span: object, cb: int, count: int) -> list[bytes | None]:
+        """Parent chunk ids to delta against, position by position, when the parent had the same tensor layout."""
+        t = self.parent_tensors.get((path, span.tensor.name)) or self.parent_tensors.get(span.tensor.name)
+        if t is None or t.dtype != span.tensor.dtype or t.chunk_bytes != cb or t.nbytes != span.nbytes:
+            return [None] * count
+        return list(t.chunks)
+
+    def _store_chunks(self, pieces: list[memoryview], width: int, bases: list[bytes | None] | None = None) -> list[bytes]:
+        ids = []
+        jobs = (_Job(p, width, b) for p, b in zip(pieces, bases or [None] * len(pieces)))
+        work = ordered_map(self.pool, self._process, jobs)
         for piece, (cid, frame) in zip(pieces, work):
             if frame is not None and cid not in self.writer:
                 self.writer.add(cid, frame, len(piece))
@@ -62,7 +80,8 @@ class Snapshotter:
             if span.tensor is not None:
                 width = itemsize(span.tensor.dtype)
                 cb = chunk_bytes_for(width, size)
-                ids = self._store_chunks(split(span.data, cb), width)
+                pieces = split(span.data, cb)
+                ids = self._store_chunks(pieces, width, self._bases(scanned.path, span, cb, len(pieces)))
                 segments.append((SEG_TENSOR, len(tensors)))
                 tensors.append(TensorEntry(span.tensor.name, scanned.path, span.tensor.dtype, span.tensor.shape,
                                            span.offset, span.nbytes, cb, tuple(ids)))

@@ -277,3 +277,27 @@ def test_checkout_refuses_non_empty_and_include_filters(repo, tmp_path):
     assert tree_files(out) == ["keep"]
     assert repo.checkout("HEAD", out, include=["*.json"], force=True) == ["config.json"]
     assert tree_files(out) == ["config.json", "keep"]
+
+
+def test_fine_tune_steps_are_stored_as_bounded_xor_deltas(repo, tmp_path):
+    import ml_dtypes
+    w = RNG.standard_normal((256, 512)).astype(np.float32)
+    path = tmp_path / "m.safetensors"
+    ids = []
+    for step in range(10):
+        save_file({"w": w.astype(ml_dtypes.bfloat16), "w32": w}, path)
+        ids.append(repo.commit(path, f"step {step}", capture_env=False).id)
+        w = w + RNG.standard_normal(w.shape).astype(np.float32) * 1e-3 * np.abs(w)
+        if step == 0:
+            full = repo.show().new_bytes
+    later = repo.show().new_bytes
+    assert later < full * 0.8  # deltas of small updates are smaller than a full frame
+    depth_limit = repo.config.max_delta_depth
+    for t in repo.manifest().tensors:
+        for c in t.chunks:
+            assert repo.store.delta_depth(c, depth_limit + 5) <= depth_limit
+    for i in (0, 4, 9):
+        out = tmp_path / f"out{i}"
+        repo.checkout(ids[i], out)
+    assert (out / "m.safetensors").read_bytes() == path.read_bytes()
+    assert repo.fsck(read_data=True).ok

@@ -138,6 +138,23 @@ class Store:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {loc.pack.hex()[:12]}")
         return raw
 
+    def delta_depth(self, chunk: bytes, limit: int) -> int:
+        """How many delta frames must be decoded to read `chunk` (0 for a full frame), counting up to `limit`."""
+        depth = 0
+        while depth < limit:
+            loc = self.index.get(chunk)
+            if loc is None:
+                return limit  # unknown base: never delta against it
+            header = os.pread(self._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset)
+            try:
+                base = codec.frame_base(header)
+            except codec.FrameError:
+                return limit
+            if base is None:
+                return depth
+            chunk, depth = base, depth + 1
+        return depth
+
     def writer(self, pack_size: int) -> ChunkWriter:
         return ChunkWriter(self, pack_size)
 
