@@ -20,8 +20,9 @@ from .formats.statedict import flatten, scan_state, unflatten
 from .objects import Commit, Manifest, Tag, is_hex
 from .progress import NoProgress, Progress
 from .refs import ANY, RefStore, check_ref_name, whoami
-from .snapshot import SnapshotSettings, Snapshotter
+from .snapshot import CachedFile, SnapshotSettings, Snapshotter
 from .store import Store
+from .store.statcache import StatCache
 
 DIRNAME = ".ckstore"
 HEADS, TAGS = "refs/heads/", "refs/tags/"
@@ -99,6 +100,7 @@ class Repo:
         self.config = Config.load(self.dir / "config")
         self.refs = RefStore(self.dir)
         self.store = Store(self.dir)
+        self.stat_cache = StatCache(self.store.index)
         self._pool: ThreadPoolExecutor | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
@@ -238,15 +240,20 @@ class Repo:
         tag_ref = TAGS + check_ref_name(tag) if tag else None
         if tag_ref and self.refs.read(tag_ref):
             raise AlreadyExists(f"tag {tag!r} already exists", hint="tags never move; pick another name")
+        stats: dict[str, tuple[str, os.stat_result]] = {}
         if isinstance(src, dict):
             tensors, tree = flatten(src)
-            scanned = [scan_state(tensors)]
+            sources: list = [scan_state(tensors)]
         else:
-            tree = None
-            scanned = [scan_path(path, rel) for path, rel in walk_source(src)]
+            tree, sources = None, []
+            for path, rel in walk_source(src):
+                st = os.stat(path)  # before reading: a change during the read makes the next stat differ
+                hit = self.stat_cache.get(str(path), rel, st, self.config.chunk_size)
+                sources.append(CachedFile(*hit) if hit else scan_path(path, rel))
+                stats[rel] = (str(path), st)
         env = metadata.capture_env() if capture_env else {}
         tip = self.refs.read(ref) or self.refs.read(self.refs.head())
-        mid = self._write_manifest(scanned, tree, progress or NoProgress(), self._manifest_of(tip))
+        mid = self._write_manifest(sources, tree, progress or NoProgress(), self._manifest_of(tip), stats)
         with self.refs.locked(ref) as (current, set_ref):
             parent = current if current else self.refs.read(self.refs.head())
             commit = Commit(mid, (parent,) if parent else (), author, time.time(), message, record.get("step"),
@@ -264,14 +271,17 @@ class Repo:
         obj = self.store.get_object(self._commit(commit).manifest)
         return obj if isinstance(obj, Manifest) else None
 
-    def _write_manifest(self, scanned: list, tree: Any, progress: Progress, parent: Manifest | None) -> bytes:
+    def _write_manifest(self, sources: list, tree: Any, progress: Progress, parent: Manifest | None,
+                        stats: dict[str, tuple[str, os.stat_result]]) -> bytes:
         writer = self.store.writer(self.config.pack_size)
-        progress.begin("commit", sum(f.size for f in scanned))
+        progress.begin("commit", sum(f.recipe.size if isinstance(f, CachedFile) else f.size for f in sources))
         settings = SnapshotSettings(self.config.chunk_size, self.config.zstd_level, self.config.max_delta_depth)
         try:
             snap = Snapshotter(self.store, writer, self.pool, settings, progress.advance, parent)
-            manifest = snap.manifest(scanned, tree)
+            manifest = snap.manifest(sources, tree)
             writer.finish()
+            self.stat_cache.put([(*stats[f.recipe.path], self.config.chunk_size, f.recipe, f.tensors)
+                                 for f in snap.fresh if f.recipe.path in stats])
         except BaseException:
             writer.abort()
             raise

@@ -25,6 +25,14 @@ class SnapshotSettings:
     max_delta_depth: int = 4  # a full frame at least every few versions: reads decode at most this many deltas
 
 
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    """A file known unchanged since an earlier snapshot (stat cache hit): its recipe and tensors are reused."""
+
+    recipe: FileRecipe
+    tensors: tuple[TensorEntry, ...]  # SEG_TENSOR segments of `recipe` index into this tuple
+
+
 @dataclass(slots=True)
 class _Job:
     data: memoryview
@@ -100,11 +108,28 @@ class Snapshotter:
             h.update(span.data)
         return h.digest()
 
-    def manifest(self, files: Iterable[ScannedFile], tree: object = None) -> Manifest:
+    def manifest(self, files: Iterable[ScannedFile | CachedFile], tree: object = None) -> Manifest:
+        """Build the manifest; `self.fresh` then holds each newly read file as a CachedFile for the stat cache."""
         tensors: list[TensorEntry] = []
-        recipes = [self.file(f, tensors) for f in files]
+        recipes = []
+        self.fresh: list[CachedFile] = []
+        for f in files:
+            start = len(tensors)
+            if isinstance(f, CachedFile):
+                recipes.append(_reindex(f.recipe, start))
+                tensors.extend(f.tensors)
+                self.progress(f.recipe.size)
+            else:
+                recipe = self.file(f, tensors)
+                recipes.append(recipe)
+                self.fresh.append(CachedFile(_reindex(recipe, -start), tuple(tensors[start:])))
         order = sorted(range(len(recipes)), key=lambda i: recipes[i].path)
         return Manifest(tuple(recipes[i] for i in order), tuple(tensors), tree)
+
+
+def _reindex(recipe: FileRecipe, shift: int) -> FileRecipe:
+    segs = tuple((SEG_TENSOR, s[1] + shift) if s[0] == SEG_TENSOR else s for s in recipe.segments)
+    return FileRecipe(recipe.path, recipe.size, recipe.hash, segs)
 
 
 def _merge_inline(segments: list[tuple]) -> list[tuple]:

@@ -301,3 +301,31 @@ def test_fine_tune_steps_are_stored_as_bounded_xor_deltas(repo, tmp_path):
         repo.checkout(ids[i], out)
     assert (out / "m.safetensors").read_bytes() == path.read_bytes()
     assert repo.fsck(read_data=True).ok
+
+
+def test_stat_cache_reuses_unchanged_files_and_never_hides_a_change(repo, tmp_path):
+    import time
+    path = tmp_path / "m.safetensors"
+    w = RNG.standard_normal((128, 128)).astype(np.float32)
+    save_file({"w": w}, path)
+    old = time.time() - 3600
+    os.utime(path, (old, old))  # old enough not to be "racily clean"
+    first = repo.commit(path, "v0", capture_env=False)
+    assert repo.stat_cache.get(str(path), "m.safetensors", os.stat(path), repo.config.chunk_size) is not None
+    again = repo.commit(path, "v0 again", capture_env=False)
+    assert again.manifest == first.manifest
+    # same size, same mtime, different bytes: ctime/inode still give it away
+    w[0, 0] += 1
+    save_file({"w": w}, path)
+    os.utime(path, (old, old))
+    changed = repo.commit(path, "changed", capture_env=False)
+    assert changed.manifest != first.manifest
+    repo.checkout("HEAD", tmp_path / "out")
+    assert (tmp_path / "out/m.safetensors").read_bytes() == path.read_bytes()
+
+
+def test_racily_clean_files_are_not_cached(repo, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.ones(8, np.float32)}, path)
+    repo.commit(path, "fresh file", capture_env=False)
+    assert repo.stat_cache.get(str(path), "m.safetensors", os.stat(path), repo.config.chunk_size) is None

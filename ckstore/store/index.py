@@ -35,6 +35,7 @@ class ChunkIndex:
         self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=4, readahead=False)
         self.chunks = self.env.open_db(b"chunks")
         self.packs = self.env.open_db(b"packs")
+        self.stat = self.env.open_db(b"stat")
         self.pid = os.getpid()
 
     def _env(self) -> lmdb.Environment:
@@ -87,10 +88,21 @@ class ChunkIndex:
             for p in pack_ids:
                 txn.delete(p, db=self.packs)
 
+    def get_stat(self, key: bytes) -> bytes | None:
+        with self._env().begin(db=self.stat) as txn:
+            return txn.get(key)
+
+    def put_stats(self, items: list[tuple[bytes, bytes]]) -> None:
+        if items:
+            with self._env().begin(write=True, db=self.stat) as txn:
+                for key, value in items:
+                    txn.put(key, value)
+
     def clear(self) -> None:
         with self._env().begin(write=True) as txn:
             txn.drop(self.chunks, delete=False)
             txn.drop(self.packs, delete=False)
+            txn.drop(self.stat, delete=False)
 
     def count(self) -> int:
         with self._env().begin(db=self.chunks) as txn:
