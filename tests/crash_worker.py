@@ -1,7 +1,7 @@
 """Subprocess helper for tests/test_reliability.py (not a test module).
 
     python crash_worker.py commit REPO SRC MESSAGE [BRANCH]
-        open REPO, print "ready", commit SRC, print "done <seconds> <commit id>".
+        open REPO, print "ready", commit SRC, print "done <seconds> <commit id> <steps before> <steps after>".
         With CKSTORE_CRASH_AT=N in the environment the process dies at the N-th durable I/O step.
     python crash_worker.py writer REPO BRANCH WID COUNT SRCROOT
         COUNT commits of fresh small checkpoints (SRCROOT/<BRANCH-flat>-w<WID>-<i>/) to BRANCH.
@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,15 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def _commit(repo_path: str, src: str, message: str, branch: str | None) -> None:
     from ckstore import Repo
+    from ckstore.store import fileio
 
     with Repo.open(repo_path) as repo:
         print("ready", flush=True)
+        before = fileio._steps
         t0 = time.monotonic()
         info = repo.commit(src, message, branch=branch, capture_env=False)
-        print(f"done {time.monotonic() - t0:.4f} {info.id}", flush=True)
+        elapsed = time.monotonic() - t0
+    print(f"done {elapsed:.4f} {info.id} {before} {fileio._steps}", flush=True)
 
 
 def _writer(repo_path: str, branch: str, wid: int, count: int, srcroot: str) -> None:
@@ -69,7 +73,7 @@ def _writer(repo_path: str, branch: str, wid: int, count: int, srcroot: str) -> 
     with Repo.open(repo_path) as repo:
         for i in range(count):
             name = f"{flat}-w{wid}-{i}"
-            src = make_checkpoint(Path(srcroot) / name, seed=hash((flat, wid, i)) & 0xFFFFFFF, scale=1)
+            src = make_checkpoint(Path(srcroot) / name, seed=zlib.crc32(name.encode()), scale=1)
             repo.commit(src, name, branch=branch, capture_env=False)
     print(f"wrote {count}", flush=True)
 

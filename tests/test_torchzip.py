@@ -36,9 +36,7 @@ _RECORDING = [False]
 
 
 def _hook(event: str, args: tuple) -> None:
-    # zipfile and pickle's text opcodes load stdlib codecs (cp437, raw_unicode_escape) on first use: not a payload
-    codec = event == "import" and str(args[0]).startswith("encodings.")
-    if _RECORDING[0] and event.startswith(WATCHED) and not codec:
+    if _RECORDING[0] and event.startswith(WATCHED):
         _EVENTS.append((event, repr(args)[:200]))
 
 
@@ -46,6 +44,8 @@ def _hook(event: str, args: tuple) -> None:
 def audit() -> Callable[[], contextlib.AbstractContextManager[list[tuple[str, str]]]]:
     """Install the audit hook once per session (hooks cannot be removed); yields a recorder context manager."""
     sys.addaudithook(_hook)
+    for codec in ("cp437", "raw_unicode_escape", "unicode_escape"):  # zipfile and text opcodes load these lazily
+        b"x".decode(codec)
 
     @contextlib.contextmanager
     def watch() -> Iterator[list[tuple[str, str]]]:

@@ -20,17 +20,18 @@ MAX_PICKLE = 64 << 20  # real state-dict pickles are KBs to a few MBs; anything 
 MAX_OPS = 1 << 22  # pickletools walks ~2M opcodes/s: this bounds the pre-scan to a couple of seconds
 MAX_MEMO = 1 << 20  # the C unpickler sizes its memo array by the largest PUT index, so cap it before loading
 MAX_DEPTH = 200  # nesting depth of containers when naming tensors (the walk is recursive)
-MAX_DIMS = 64
+MAX_DIMS = 64  # torch's own limit; also keeps shape products small
+MAX_INT = 1 << 64  # ints beyond +-2**64 share hashes (mod 2**61-1) en masse: a dict of them is quadratic to build
 # Opcodes torch.save never writes and that reach classes or buffers the allowlist has no use for.
 _BANNED_OPS = frozenset({"INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4", "NEXT_BUFFER",
                          "READONLY_BUFFER"})
 _PKL = re.compile(r"[^/]+/data\.pkl")
 # torch dtype attribute name -> safetensors name; legacy storage class -> safetensors name.
-_DTYPES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16", "short": "I16",
-           "uint32": "U32", "int32": "I32", "int": "I32", "uint64": "U64", "int64": "I64", "long": "I64",
-           "float16": "F16", "half": "F16", "bfloat16": "BF16", "float32": "F32", "float": "F32",
-           "float64": "F64", "double": "F64", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
-           "float8_e8m0fnu": "F8_E8M0", "complex64": "C64"}
+# (torch pickles a dtype by its canonical name, so aliases like torch.float never appear)
+_DTYPES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "uint16": "U16", "int16": "I16", "uint32": "U32",
+           "int32": "I32", "uint64": "U64", "int64": "I64", "float16": "F16", "bfloat16": "BF16", "float32": "F32",
+           "float64": "F64", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "float8_e8m0fnu": "F8_E8M0",
+           "complex64": "C64"}
 _STORAGES = {"FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16", "DoubleStorage": "F64",
              "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
              "ByteStorage": "U8", "BoolStorage": "BOOL", "Float8_e4m3fnStorage": "F8_E4M3",
@@ -103,6 +104,7 @@ class _ODict(dict):
 
 
 def _is_index(x: object) -> bool:
+    """A non-negative int small enough that sizes and offsets built from it stay exact and cheap."""
     return type(x) is int and 0 <= x < 1 << 62
 
 
@@ -194,6 +196,8 @@ def _prescan(data: bytes) -> None:
     for n, (op, arg, _) in enumerate(pickletools.genops(data)):
         if op.name in _BANNED_OPS or n >= MAX_OPS:
             raise _Refused(f"opcode {op.name} (number {n}) is not accepted")
+        if op.name in ("INT", "LONG", "LONG1", "LONG4") and type(arg) is int and not -MAX_INT <= arg < MAX_INT:
+            raise _Refused("integer too large")
         memo += op.name == "MEMOIZE"
         if memo > MAX_MEMO or op.name.endswith("PUT") and arg >= MAX_MEMO:
             raise _Refused("memo index beyond the cap")
@@ -292,6 +296,11 @@ class _View(io.RawIOBase):
         return data
 
 
+def _readable(info: zipfile.ZipInfo) -> bool:
+    """Not encrypted, and stored or deflated: bz2/lzma members are not worth their decompression bombs."""
+    return not info.flag_bits & 1 and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, struct.error,
                IndexError, NotImplementedError)  # the last: header fields naming zip features we do not read
 
@@ -307,8 +316,8 @@ def scan(rel: str, buf: memoryview) -> ScannedFile:
             return opaque(rel, buf)  # a zip, but not one torch.save wrote
         prefix, pkl = pkls[0][:-len("/data.pkl")], infos[pkls[0]]
         order = infos.get(f"{prefix}/byteorder")
-        if (pkl.file_size > MAX_PICKLE or pkl.flag_bits & 1 or pkl.compress_type not in (zipfile.ZIP_STORED,
-                zipfile.ZIP_DEFLATED) or order is not None and (order.file_size > 16 or zf.read(order) != b"little")):
+        if (pkl.file_size > MAX_PICKLE or not _readable(pkl) or order is not None
+                and (order.file_size > 16 or not _readable(order) or zf.read(order) != b"little")):
             return opaque(rel, buf)  # too big, encrypted, exotic compression, or big-endian data we cannot label
         with zf.open(pkl) as f:
             data = f.read(MAX_PICKLE + 1)
@@ -316,7 +325,7 @@ def scan(rel: str, buf: memoryview) -> ScannedFile:
         raise MalformedCheckpoint(rel, f"torch zip archive does not parse: {exc}") from None
     try:
         storages, names, views = _load(data)
-    except Exception:  # noqa: BLE001 - the unpickler only ever reaches our placeholders; any failure means refuse
+    except Exception:  # the unpickler only ever reaches our placeholders: whatever fails, the answer is "refuse"
         return opaque(rel, buf)
     spans = []
     for key, st in storages.items():
