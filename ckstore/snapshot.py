@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import blake3
+import numpy as np
 
-from . import codec
+from . import codec, stats
 from .chunking import INLINE_MAX, chunk_bytes_for, split
-from .formats.base import ScannedFile, itemsize
-from .parallel import ordered_map
+from .formats.base import DTYPES, ScannedFile, TensorInfo, itemsize
 from .objects import SEG_CHUNKS, SEG_INLINE, SEG_TENSOR, FileRecipe, Manifest, TensorEntry, hash_bytes
+from .parallel import ordered_map
 from .store import ChunkWriter, Store
 
 Progress = Callable[[int], None]
@@ -70,6 +72,17 @@ class Snapshotter:
             return [None] * count
         return list(t.chunks)
 
+    def _stats(self, path: str, info: TensorInfo, pieces: list[memoryview], ids: tuple[bytes, ...]) -> dict:
+        """Statistics of a tensor: copied from the parent when its chunks are the same, else computed per chunk."""
+        t = self.parent_tensors.get((path, info.name)) or self.parent_tensors.get(info.name)
+        if t is not None and t.chunks == ids and t.dtype == info.dtype and t.stats:
+            return t.stats
+        dtype = DTYPES[info.dtype]
+        if dtype.kind == "c":
+            return {}
+        parts = ordered_map(self.pool, lambda p: stats.partial(np.frombuffer(p, dtype=dtype)), pieces)
+        return stats.finish(functools.reduce(stats.merge, parts, stats.Partial()))
+
     def _store_chunks(self, pieces: list[memoryview], width: int, bases: list[bytes | None] | None = None) -> list[bytes]:
         ids = []
         jobs = (_Job(p, width, b) for p, b in zip(pieces, bases or [None] * len(pieces)))
@@ -89,10 +102,11 @@ class Snapshotter:
                 width = itemsize(span.tensor.dtype)
                 cb = chunk_bytes_for(width, size)
                 pieces = split(span.data, cb)
-                ids = self._store_chunks(pieces, width, self._bases(scanned.path, span, cb, len(pieces)))
+                ids = tuple(self._store_chunks(pieces, width, self._bases(scanned.path, span, cb, len(pieces))))
                 segments.append((SEG_TENSOR, len(tensors)))
                 tensors.append(TensorEntry(span.tensor.name, scanned.path, span.tensor.dtype, span.tensor.shape,
-                                           span.offset, span.nbytes, cb, tuple(ids)))
+                                           span.offset, span.nbytes, cb, ids,
+                                           self._stats(scanned.path, span.tensor, pieces, ids)))
             elif span.nbytes <= INLINE_MAX:
                 segments.append((SEG_INLINE, bytes(span.data)))
                 self.progress(span.nbytes)

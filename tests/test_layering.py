@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "ckstore"
-PURE = {"errors", "objects", "chunking", "codec", "graph", "paths", "progress"}
+PURE = {"errors", "objects", "chunking", "codec", "graph", "paths", "progress", "stats", "query", "diff"}
 IO_MODULES = {"os", "io", "mmap", "shutil", "tempfile", "subprocess", "socket", "lmdb", "pathlib", "open"}
 
 

@@ -1,0 +1,130 @@
+"""Pure tensor statistics: per-chunk partials merged exactly (Chan et al.), and change statistics between versions.
+
+Moments (mean, std, L2 norm) and min/max are over the finite elements; NaN and Inf are counted separately, so one
+bad value does not hide the shape of the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    count: int = 0
+    finite: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    sumsq: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    zeros: int = 0
+    nan: int = 0
+    inf: int = 0
+
+
+def as_float64(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind == "c":
+        raise ValueError("complex tensors have no ordered statistics")
+    return arr.astype(np.float64, copy=False)  # ml_dtypes' bfloat16/float8 cast directly
+
+
+def partial(arr: np.ndarray) -> Partial:
+    """Statistics of one chunk of elements."""
+    x = as_float64(arr.reshape(-1))
+    n = x.size
+    if n == 0:
+        return Partial()
+    ok = np.isfinite(x)
+    nan = int(np.count_nonzero(np.isnan(x)))
+    nfin = int(np.count_nonzero(ok))
+    xf = x if nfin == n else x[ok]
+    zeros = n - int(np.count_nonzero(x))
+    if nfin == 0:
+        return Partial(n, 0, 0.0, 0.0, 0.0, math.inf, -math.inf, zeros, nan, n - nan)
+    mean = float(xf.mean())
+    centered = xf - mean
+    return Partial(n, nfin, mean, float(np.dot(centered, centered)), float(np.dot(xf, xf)), float(xf.min()),
+                   float(xf.max()), zeros, nan, n - nfin - nan)
+
+
+def merge(a: Partial, b: Partial) -> Partial:
+    if not a.finite:
+        mean, m2 = b.mean, b.m2
+    elif not b.finite:
+        mean, m2 = a.mean, a.m2
+    else:
+        n = a.finite + b.finite
+        delta = b.mean - a.mean
+        mean = a.mean + delta * b.finite / n
+        m2 = a.m2 + b.m2 + delta * delta * a.finite * b.finite / n
+    return Partial(a.count + b.count, a.finite + b.finite, mean, m2, a.sumsq + b.sumsq, min(a.min, b.min),
+                   max(a.max, b.max), a.zeros + b.zeros, a.nan + b.nan, a.inf + b.inf)
+
+
+def finish(p: Partial) -> dict:
+    """The stored form: count, mean, std (population), min, max, l2, zeros, nan, inf."""
+    if not p.finite:
+        return {"count": p.count, "mean": None, "std": None, "min": None, "max": None, "l2": 0.0,
+                "zeros": p.zeros, "nan": p.nan, "inf": p.inf}
+    return {"count": p.count, "mean": p.mean, "std": math.sqrt(max(p.m2, 0.0) / p.finite), "min": p.min,
+            "max": p.max, "l2": math.sqrt(p.sumsq), "zeros": p.zeros, "nan": p.nan, "inf": p.inf}
+
+
+# -- change statistics between two versions of a tensor ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaPartial:
+    count: int = 0
+    changed: int = 0
+    sq: float = 0.0  # sum of squared differences over elements finite in both
+    max_abs: float = 0.0
+    dot: float = 0.0
+    old_sq: float = 0.0
+    new_sq: float = 0.0
+    nan_new: int = 0  # NaN in the new version where the old had none
+    inf_new: int = 0
+
+
+def delta_partial(old: np.ndarray, new: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> DeltaPartial:
+    a, b = as_float64(old.reshape(-1)), as_float64(new.reshape(-1))
+    both = np.isfinite(a) & np.isfinite(b)
+    af, bf = (a, b) if both.all() else (a[both], b[both])
+    d = bf - af
+    if atol or rtol:
+        changed = int(np.count_nonzero(np.abs(d) > atol + rtol * np.abs(af)))
+    else:  # exact: an element changed when any of its bytes did (so NaN payloads and -0.0 count too)
+        w = old.dtype.itemsize
+        ob, nb = old.reshape(-1).view(np.uint8).reshape(-1, w), new.reshape(-1).view(np.uint8).reshape(-1, w)
+        changed = int(np.count_nonzero((ob != nb).any(axis=1)))
+    return DeltaPartial(a.size, changed, float(np.dot(d, d)), float(np.abs(d).max()) if d.size else 0.0,
+                        float(np.dot(af, bf)), float(np.dot(af, af)), float(np.dot(bf, bf)),
+                        int(np.count_nonzero(np.isnan(b) & ~np.isnan(a))),
+                        int(np.count_nonzero(np.isinf(b) & ~np.isinf(a))))
+
+
+def unchanged_partial(arr: np.ndarray) -> DeltaPartial:
+    """An identical chunk contributes its norms but no change (it is read only when cosine needs it)."""
+    x = as_float64(arr.reshape(-1))
+    x = x[np.isfinite(x)]
+    sq = float(np.dot(x, x))
+    return DeltaPartial(arr.size, 0, 0.0, 0.0, sq, sq, sq, 0, 0)
+
+
+def merge_delta(a: DeltaPartial, b: DeltaPartial) -> DeltaPartial:
+    return DeltaPartial(a.count + b.count, a.changed + b.changed, a.sq + b.sq, max(a.max_abs, b.max_abs),
+                        a.dot + b.dot, a.old_sq + b.old_sq, a.new_sq + b.new_sq, a.nan_new + b.nan_new,
+                        a.inf_new + b.inf_new)
+
+
+def finish_delta(p: DeltaPartial) -> dict:
+    old_l2, new_l2 = math.sqrt(p.old_sq), math.sqrt(p.new_sq)
+    l2 = math.sqrt(p.sq)
+    return {"elements": p.count, "changed": p.changed, "frac_changed": p.changed / p.count if p.count else 0.0,
+            "l2_delta": l2, "rel_l2": l2 / old_l2 if old_l2 else (0.0 if l2 == 0 else math.inf),
+            "max_abs": p.max_abs, "cosine": p.dot / (old_l2 * new_l2) if old_l2 and new_l2 else None,
+            "nan_appeared": p.nan_new, "inf_appeared": p.inf_new}

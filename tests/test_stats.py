@@ -1,0 +1,80 @@
+"""Tensor statistics at commit time and change statistics, each checked against numpy computed independently."""
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from ckstore import Repo, stats
+
+DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16]
+
+
+def reference(arr):
+    x = np.asarray(arr, dtype=np.float64).reshape(-1)
+    fin = x[np.isfinite(x)]
+    return {"count": x.size, "mean": fin.mean(), "std": fin.std(), "min": fin.min(), "max": fin.max(),
+            "l2": np.sqrt(np.sum(fin ** 2)), "zeros": int(np.sum(x == 0)), "nan": int(np.isnan(x).sum()),
+            "inf": int(np.isinf(x).sum())}
+
+
+def close(a, b):
+    assert set(a) >= set(b)
+    for k, v in b.items():
+        assert math.isclose(a[k], v, rel_tol=1e-9, abs_tol=1e-12), (k, a[k], v)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_commit_stats_match_numpy(tmp_path, dtype):
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((300, 257)) * 0.5 + 0.1).astype(dtype)
+    w[0, :3] = 0
+    w[1, 1] = np.nan
+    w[2, 2] = np.inf
+    with Repo.init(tmp_path / "r", chunk_size=16384) as repo:  # many chunks: exercises the exact merge
+        repo.commit({"w": w, "empty": np.zeros((0,), dtype)}, "stats", capture_env=False)
+        entries = {t.name: t for t in repo.manifest().tensors}
+        close(entries["w"].stats, reference(w))
+        assert entries["empty"].stats["count"] == 0
+        shown = {t["name"]: t for t in repo.show().to_dict()["tensors"]}
+        assert shown["w"]["stats"]["nan"] == 1
+
+
+def test_unchanged_tensor_reuses_parent_stats(tmp_path):
+    w = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    with Repo.init(tmp_path / "r") as repo:
+        repo.commit({"w": w, "v": w * 2}, "a", capture_env=False)
+        repo.commit({"w": w, "v": w * 3}, "b", capture_env=False)
+        t = {t.name: t for t in repo.manifest().tensors}
+        close(t["w"].stats, reference(w))
+        close(t["v"].stats, reference(w * 3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_delta_stats_match_numpy(dtype):
+    rng = np.random.default_rng(1)
+    old = rng.standard_normal(5000).astype(dtype)
+    new = old.copy()
+    idx = rng.choice(5000, 700, replace=False)
+    new[idx] = (new[idx].astype(np.float32) + rng.standard_normal(700).astype(np.float32) * 0.1).astype(dtype)
+    parts = [stats.delta_partial(old[i:i + 1000], new[i:i + 1000]) for i in range(0, 5000, 1000)]
+    got = stats.finish_delta(__import__("functools").reduce(stats.merge_delta, parts, stats.DeltaPartial()))
+    a, b = old.astype(np.float64), new.astype(np.float64)
+    d = b - a
+    assert got["changed"] == int(np.sum(old.view(np.uint8 if old.itemsize == 1 else f"u{old.itemsize}")
+                                        != new.view(np.uint8 if old.itemsize == 1 else f"u{old.itemsize}")))
+    assert math.isclose(got["frac_changed"], got["changed"] / 5000)
+    assert math.isclose(got["l2_delta"], np.linalg.norm(d), rel_tol=1e-9)
+    assert math.isclose(got["rel_l2"], np.linalg.norm(d) / np.linalg.norm(a), rel_tol=1e-9)
+    assert math.isclose(got["max_abs"], np.abs(d).max(), rel_tol=1e-12)
+    assert math.isclose(got["cosine"], a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), rel_tol=1e-9)
+
+
+def test_delta_tolerances_and_appearing_nans():
+    old = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    new = np.array([1.0, 2.0 + 1e-6, np.nan, np.inf], np.float32)
+    got = stats.finish_delta(stats.delta_partial(old, new))
+    assert got["changed"] == 3 and got["nan_appeared"] == 1 and got["inf_appeared"] == 1
+    tol = stats.finish_delta(stats.delta_partial(old, new, atol=1e-5))
+    assert tol["changed"] == 0  # only finite pairs are compared under a tolerance
