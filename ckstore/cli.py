@@ -29,7 +29,12 @@ def _root(directory: Optional[Path] = typer.Option(None, "-C", help="Run as if s
 
 def _repo() -> Repo:
     from .repo import Repo
-    return Repo.open(_state["dir"])
+    directory = _state["dir"]
+    if directory is not None and not directory.is_dir():
+        # Without this check, a mistyped -C DIR silently walks up to whatever repository encloses it.
+        from .errors import UsageError
+        raise UsageError(f"-C {directory}: no such directory")
+    return Repo.open(directory)
 
 
 def _path(p: Path) -> Path:
@@ -82,8 +87,8 @@ def commit(src: str = typer.Argument(..., help="A checkpoint file or directory."
     metrics = metadata.parse_assignments(metric, "--metric")
     with _repo() as repo:
         target_branch = branch or repo.head_branch()
-        info = repo.commit(_path(Path(src)), message, metrics=metrics, meta=meta_dict, step=step, branch=branch, tag=tag,
-                           progress=_progress())
+        info = repo.commit(_path(Path(src)), message, metrics=metrics, meta=meta_dict, step=step, branch=branch,
+                           tag=tag, progress=_progress())
         shown = repo.show(info.id)
     if as_json:
         return _emit({**info.to_dict(), "logical_bytes": shown.logical_bytes, "new_bytes": shown.new_bytes})
@@ -110,7 +115,8 @@ def log(rev: Optional[str] = typer.Argument(None, help="Where to start (default 
 
 
 @app.command()
-def show(rev: str = typer.Argument("HEAD"), as_json: bool = JsonOpt) -> None:
+def show(rev: str = typer.Argument("HEAD", help="The revision to show (default HEAD)."),
+         as_json: bool = JsonOpt) -> None:
     """Show a commit's metadata, files and tensors, and its logical vs stored bytes."""
     with _repo() as repo:
         info = repo.show(rev)
@@ -185,7 +191,8 @@ def tag(name: Optional[str] = typer.Argument(None, help="Tag to create."),
 
 
 @app.command()
-def ls(rev: str = typer.Argument("HEAD"), as_json: bool = JsonOpt) -> None:
+def ls(rev: str = typer.Argument("HEAD", help="The revision to list (default HEAD)."),
+       as_json: bool = JsonOpt) -> None:
     """List the files of a commit."""
     with _repo() as repo:
         files = repo.ls(rev)
@@ -196,7 +203,8 @@ def ls(rev: str = typer.Argument("HEAD"), as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def cat(rev: str = typer.Argument(...), path: str = typer.Argument(..., help="File path inside the commit.")) -> None:
+def cat(rev: str = typer.Argument(..., help="The revision to read from."),
+        path: str = typer.Argument(..., help="File path inside the commit.")) -> None:
     """Write one committed file to standard output."""
     out = sys.stdout.buffer
     with _repo() as repo:
@@ -239,6 +247,54 @@ def demo() -> None:
     """Build a small model's checkpoint series in a temporary repository and walk through it."""
     from .demo import run
     run(typer.echo)
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., help="Older revision, or the one to compare with its parent; A..B works."),
+         b: Optional[str] = typer.Argument(None, help="Newer revision (default: compare A with its first parent)."),
+         stat: bool = typer.Option(False, "--stat", help="Only the summary and the changed names."),
+         tensors: list[str] = typer.Option([], "--tensors", metavar="GLOB", help="Only tensors matching GLOB."),
+         atol: float = typer.Option(0.0, "--atol", help="Changes within atol + rtol·|old| count as unchanged."),
+         rtol: float = typer.Option(0.0, "--rtol", help="Relative tolerance (see --atol)."),
+         exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when the versions differ."),
+         as_json: bool = JsonOpt) -> None:
+    """Compare two checkpoints tensor by tensor, and their metadata."""
+    with _repo() as repo:
+        result = repo.diff(a, b, tensors=tensors or None, atol=atol, rtol=rtol)
+    if as_json:
+        _emit(result.to_dict())
+    else:
+        from .render import render_diff
+        render_diff(result, stat=stat)
+    if exit_code and result.differs:
+        raise typer.Exit(1)
+
+
+@app.command()
+def revert(rev: str = typer.Argument(..., help="The checkpoint to go back to."),
+           reason: str = typer.Option(..., "--reason", help="Why: kept in the commit and the audit log."),
+           branch: Optional[str] = typer.Option(None, "--branch", "-b", help="Branch to add the commit to."),
+           as_json: bool = JsonOpt) -> None:
+    """Add a commit whose checkpoint is REV's, with the reason on record."""
+    with _repo() as repo:
+        info = repo.revert(rev, reason, branch=branch)
+    if as_json:
+        return _emit(info.to_dict())
+    typer.echo(f"[{branch or 'HEAD'} {info.id[:12]}] {info.message}")
+
+
+@app.command()
+def reset(branch: str = typer.Argument(..., help="Branch to move."),
+          rev: str = typer.Argument(..., help="Where it should point."),
+          reason: str = typer.Option(..., "--reason", help="Why: kept in the audit log."),
+          force: bool = typer.Option(False, "--force", "-f", help="Allow commits to leave the branch."),
+          as_json: bool = JsonOpt) -> None:
+    """Move a branch to another commit (tags never move)."""
+    with _repo() as repo:
+        old, new = repo.reset(branch, rev, reason, force=force)
+    if as_json:
+        return _emit({"branch": branch, "old": old, "new": new})
+    typer.echo(f"{branch}: {(old or '-')[:12]} -> {new[:12]}")
 
 
 def main() -> None:

@@ -51,6 +51,14 @@ def graph_prefixes(entries: list[CommitInfo]) -> list[str]:
     return prefixes
 
 
+def _print_table(table: Table) -> None:
+    """Tables fit a terminal; piped or redirected output keeps every cell whole (no squeezing to 80 columns)."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(file=out.file, highlight=False, soft_wrap=True, width=1 << 20).print(table)
+
+
 def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None:
     prefixes = graph_prefixes(entries) if graph else [""] * len(entries)
     for prefix, e in zip(prefixes, entries):
@@ -60,7 +68,7 @@ def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None
             out.print(f"{lead}[yellow]{e.id[:12]}[/]{_decor(e)} {escape(e.message)}"
                       + (f"  [dim]{escape(metrics)}[/]" if metrics else ""))
             continue
-        pad = "| " if graph else ""
+        pad = prefix.replace("*", "|") + " " if graph else ""  # body lines continue every lane, as git does
         out.print(f"{lead}[yellow]commit {e.id}[/]{_decor(e)}")
         out.print(f"{pad}Author: {escape(e.author)}")
         out.print(f"{pad}Date:   {when(e.time)}")
@@ -87,12 +95,12 @@ def render_show(info: ShowInfo) -> None:
     files = Table("file", "size", "blake3", box=None, pad_edge=False)
     for f in info.manifest.files:
         files.add_row(escape(f.path), human_bytes(f.size), f.hash.hex()[:16])
-    out.print(files)
+    _print_table(files)
     if info.manifest.tensors:
         tensors = Table("tensor", "dtype", "shape", "size", box=None, pad_edge=False)
         for t in info.manifest.tensors[:200]:
             tensors.add_row(escape(t.name), t.dtype, "×".join(map(str, t.shape)) or "scalar", human_bytes(t.nbytes))
-        out.print(tensors)
+        _print_table(tensors)
         if len(info.manifest.tensors) > 200:
             out.print(f"… and {len(info.manifest.tensors) - 200} more tensors (use --json for all)")
     ratio = info.logical_bytes / info.stored_bytes if info.stored_bytes else float("inf")
@@ -100,12 +108,55 @@ def render_show(info: ShowInfo) -> None:
               f"({ratio:.2f}×), new in this commit {human_bytes(info.new_bytes)}")
 
 
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def render_diff(d: Any, *, stat: bool) -> None:
+    s, t, f = d.summary, d.tensors, d.files
+    out.print(f"diff {d.old[:12] or '(nothing)'} → {d.new[:12]}")
+    for kind in ("added", "removed", "changed"):
+        for path in f[kind]:
+            out.print(f"  file {kind}: {escape(path)}")
+    for name in t["added"]:
+        out.print(f"  [green]+ {escape(name)}[/]")
+    for name in t["removed"]:
+        out.print(f"  [red]- {escape(name)}[/]")
+    if t["changed"] and not stat:
+        table = Table("tensor", "changed", "‖Δ‖", "‖Δ‖/‖old‖", "max|Δ|", "cosine", "nan/inf new", box=None,
+                      pad_edge=False)
+        for c in t["changed"]:
+            if not c.get("comparable"):
+                table.add_row(escape(c["name"]), escape(c.get("note", "")), "", "", "", "", "")
+                continue
+            table.add_row(escape(c["name"]), f"{c['frac_changed']:.1%}", _num(c["l2_delta"]), _num(c["rel_l2"]),
+                          _num(c["max_abs"]), _num(c["cosine"]), f"{c['nan_appeared']}/{c['inf_appeared']}")
+        out.print(table)
+    elif t["changed"]:
+        for c in t["changed"]:
+            out.print(f"  ~ {escape(c['name'])}")
+    metrics = {k: v for k, v in d.metadata.get("metrics", {}).items() if v["old"] != v["new"]}
+    for k, v in metrics.items():
+        delta = f" ({v['delta']:+.4g})" if v["delta"] is not None else ""
+        out.print(f"  metric {escape(k)}: {_num(v['old'])} → {_num(v['new'])}{delta}")
+    for section in ("step", "params", "seeds", "data", "extra", "env"):
+        value = d.metadata.get(section)
+        if section == "step" and value:
+            out.print(f"  step: {value['old']} → {value['new']}")
+        elif isinstance(value, dict) and value and section != "step":
+            for k, v in value.items():
+                out.print(escape(f"  {section}.{k}: {v['old']!r} → {v['new']!r}"))
+    out.print(f"{s['tensors_changed']} tensors changed, {s['tensors_added']} added, {s['tensors_removed']} removed, "
+              f"{s['tensors_unchanged']} unchanged; max ‖Δ‖/‖old‖ {_num(s['max_rel_l2'])}; "
+              f"{human_bytes(s['stored_bytes_added'])} stored by the newer version")
+
+
 def render_audit(entries: list[dict[str, Any]]) -> None:
     table = Table("#", "when", "who", "action", "ref", "old", "new", "message", box=None, pad_edge=False)
     for e in entries:
         table.add_row(str(e["seq"]), when(e["time"]), e["user"], e["action"], e["ref"], (e["old"] or "-")[:12],
                       (e["new"] or "-")[:12], escape(e["message"]))
-    out.print(table)
+    _print_table(table)
 
 
 class DelayedProgress:

@@ -12,7 +12,9 @@ from typing import Any, Iterator
 from . import graph, metadata
 from .checkout import checkout as checkout_files
 from .checkout import file_pieces, read_tensor
+from .compare import diff_commits
 from .config import Config
+from .diff import Diff
 from .errors import (AlreadyExists, AmbiguousRevision, CkstoreError, MissingObject, NotARepository, ProtectedRef,
                      UnknownRevision, UsageError)
 from .formats import scan_path, walk_source
@@ -380,6 +382,58 @@ class Repo:
                 raise UsageError(f"no tensor named {missing[0]!r} in {rev}", hint="see `ckstore show` for the names")
             keyed = {n: keyed[n] for n in names}
         return {k: convert(read_tensor(self.store, t, self.pool)) for k, t in keyed.items()}
+
+    def diff(self, a: str, b: str | None = None, *, tensors: list[str] | None = None, atol: float = 0.0,
+             rtol: float = 0.0) -> Diff:
+        """What changed from `a` to `b`; with `b` omitted, what `a` changed over its first parent. "A..B" works."""
+        if b is None and ".." in a:
+            a, b = a.split("..", 1)
+        if b is None:
+            new_id = self._resolve(a)
+            parents = self._commit(new_id).parents
+            old_id = parents[0] if parents else None
+        else:
+            old_id, new_id = self._resolve(a), self._resolve(b)
+        old = self._commit(old_id) if old_id else None
+        new = self._commit(new_id)
+        return diff_commits(self.store, self.pool, old_id, old, self._manifest_of(old_id), new_id, new,
+                            self._manifest_of(new_id), tensors=tensors, atol=atol, rtol=rtol)
+
+    def revert(self, rev: str, reason: str, *, branch: str | None = None) -> CommitInfo:
+        """A new commit on `branch` whose checkpoint is `rev`'s, recording why; history is kept, not rewritten."""
+        if not reason.strip():
+            raise UsageError("a revert needs a reason", hint="pass --reason TEXT")
+        target_id = self._resolve(rev)
+        target = self._commit(target_id)
+        ref = HEADS + check_ref_name(branch or self.head_branch())
+        with self.refs.locked(ref) as (current, set_ref):
+            if current is None:
+                raise UnknownRevision(f"branch {ref.removeprefix(HEADS)!r} has no commits to revert")
+            extra = {**target.extra, "revert_reason": reason}
+            commit = Commit(target.manifest, (current,), whoami(), time.time(),
+                            f"Revert to {target_id.hex()[:12]}: {reason}", target.step, target.metrics,
+                            target.params, target.data, target.seeds, target.env, extra, reverted_from=target_id)
+            oid = self.store.put_object(commit)
+            set_ref(oid, "revert", f"to {target_id.hex()}: {reason}")
+        return self.info(oid)
+
+    def reset(self, branch: str, rev: str, reason: str, *, force: bool = False) -> tuple[str | None, str]:
+        """Move `branch` to `rev`. Commits that would leave the branch need `force`; tags never move."""
+        if not reason.strip():
+            raise UsageError("a reset needs a reason", hint="pass --reason TEXT")
+        ref = HEADS + check_ref_name(branch)
+        if self.refs.read(ref) is None:
+            if self.refs.read(TAGS + branch):
+                raise ProtectedRef(f"{branch!r} is a tag, and tags never move")
+            raise UnknownRevision(f"no branch named {branch!r}")
+        target = self._resolve(rev)
+        with self.refs.locked(ref) as (current, set_ref):
+            if current and not force and not graph.is_ancestor(current, target, self._parents):
+                lost = len(graph.ancestors(current, self._parents) - graph.ancestors(target, self._parents))
+                raise ProtectedRef(f"resetting {branch} to {rev} would drop {lost} commit(s) from the branch",
+                                   hint="pass --force if that is what you want (the audit log keeps the old tip)")
+            set_ref(target, "reset", reason)
+        return (current.hex() if current else None), target.hex()
 
     # -- refs -----------------------------------------------------------------------------------------------------
 

@@ -81,16 +81,14 @@ def finish(p: Partial) -> dict:
 class DeltaPartial:
     count: int = 0
     changed: int = 0
-    sq: float = 0.0  # sum of squared differences over elements finite in both
+    sq: float = 0.0  # sum of squared differences over elements finite in both versions
     max_abs: float = 0.0
-    dot: float = 0.0
-    old_sq: float = 0.0
-    new_sq: float = 0.0
     nan_new: int = 0  # NaN in the new version where the old had none
     inf_new: int = 0
 
 
 def delta_partial(old: np.ndarray, new: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> DeltaPartial:
+    """Change statistics of one chunk; identical chunks need no call (they contribute only their count)."""
     a, b = as_float64(old.reshape(-1)), as_float64(new.reshape(-1))
     both = np.isfinite(a) & np.isfinite(b)
     af, bf = (a, b) if both.all() else (a[both], b[both])
@@ -102,29 +100,22 @@ def delta_partial(old: np.ndarray, new: np.ndarray, atol: float = 0.0, rtol: flo
         ob, nb = old.reshape(-1).view(np.uint8).reshape(-1, w), new.reshape(-1).view(np.uint8).reshape(-1, w)
         changed = int(np.count_nonzero((ob != nb).any(axis=1)))
     return DeltaPartial(a.size, changed, float(np.dot(d, d)), float(np.abs(d).max()) if d.size else 0.0,
-                        float(np.dot(af, bf)), float(np.dot(af, af)), float(np.dot(bf, bf)),
                         int(np.count_nonzero(np.isnan(b) & ~np.isnan(a))),
                         int(np.count_nonzero(np.isinf(b) & ~np.isinf(a))))
 
 
-def unchanged_partial(arr: np.ndarray) -> DeltaPartial:
-    """An identical chunk contributes its norms but no change (it is read only when cosine needs it)."""
-    x = as_float64(arr.reshape(-1))
-    x = x[np.isfinite(x)]
-    sq = float(np.dot(x, x))
-    return DeltaPartial(arr.size, 0, 0.0, 0.0, sq, sq, sq, 0, 0)
-
-
 def merge_delta(a: DeltaPartial, b: DeltaPartial) -> DeltaPartial:
     return DeltaPartial(a.count + b.count, a.changed + b.changed, a.sq + b.sq, max(a.max_abs, b.max_abs),
-                        a.dot + b.dot, a.old_sq + b.old_sq, a.new_sq + b.new_sq, a.nan_new + b.nan_new,
-                        a.inf_new + b.inf_new)
+                        a.nan_new + b.nan_new, a.inf_new + b.inf_new)
 
 
-def finish_delta(p: DeltaPartial) -> dict:
-    old_l2, new_l2 = math.sqrt(p.old_sq), math.sqrt(p.new_sq)
+def finish_delta(p: DeltaPartial, old_l2: float, new_l2: float) -> dict:
+    """`old_l2`/`new_l2` are the tensors' stored norms: a·b = (‖a‖² + ‖b‖² − ‖a−b‖²) / 2 gives the cosine
+    without reading the chunks that did not change."""
     l2 = math.sqrt(p.sq)
+    cosine = None
+    if old_l2 and new_l2:
+        cosine = max(-1.0, min(1.0, (old_l2 ** 2 + new_l2 ** 2 - p.sq) / (2 * old_l2 * new_l2)))
     return {"elements": p.count, "changed": p.changed, "frac_changed": p.changed / p.count if p.count else 0.0,
             "l2_delta": l2, "rel_l2": l2 / old_l2 if old_l2 else (0.0 if l2 == 0 else math.inf),
-            "max_abs": p.max_abs, "cosine": p.dot / (old_l2 * new_l2) if old_l2 and new_l2 else None,
-            "nan_appeared": p.nan_new, "inf_appeared": p.inf_new}
+            "max_abs": p.max_abs, "cosine": cosine, "nan_appeared": p.nan_new, "inf_appeared": p.inf_new}

@@ -59,8 +59,9 @@ def test_delta_stats_match_numpy(dtype):
     idx = rng.choice(5000, 700, replace=False)
     new[idx] = (new[idx].astype(np.float32) + rng.standard_normal(700).astype(np.float32) * 0.1).astype(dtype)
     parts = [stats.delta_partial(old[i:i + 1000], new[i:i + 1000]) for i in range(0, 5000, 1000)]
-    got = stats.finish_delta(__import__("functools").reduce(stats.merge_delta, parts, stats.DeltaPartial()))
     a, b = old.astype(np.float64), new.astype(np.float64)
+    got = stats.finish_delta(__import__("functools").reduce(stats.merge_delta, parts, stats.DeltaPartial()),
+                             np.linalg.norm(a), np.linalg.norm(b))
     d = b - a
     assert got["changed"] == int(np.sum(old.view(np.uint8 if old.itemsize == 1 else f"u{old.itemsize}")
                                         != new.view(np.uint8 if old.itemsize == 1 else f"u{old.itemsize}")))
@@ -74,7 +75,7 @@ def test_delta_stats_match_numpy(dtype):
 def test_delta_tolerances_and_appearing_nans():
     old = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
     new = np.array([1.0, 2.0 + 1e-6, np.nan, np.inf], np.float32)
-    got = stats.finish_delta(stats.delta_partial(old, new))
+    got = stats.finish_delta(stats.delta_partial(old, new), 5.5, 5.5)
     assert got["changed"] == 3 and got["nan_appeared"] == 1 and got["inf_appeared"] == 1
-    tol = stats.finish_delta(stats.delta_partial(old, new, atol=1e-5))
+    tol = stats.finish_delta(stats.delta_partial(old, new, atol=1e-5), 5.5, 5.5)
     assert tol["changed"] == 0  # only finite pairs are compared under a tolerance

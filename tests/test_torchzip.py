@@ -205,6 +205,18 @@ def test_top_level_tensor_list_and_storage(tmp_path: Path) -> None:
     assert sf.tensors()[0].tensor == TensorInfo("s", "U8", (10,))
 
 
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_pickle_protocols(tmp_path: Path, protocol: int) -> None:
+    """torch.save's pickle_protocol switches to STACK_GLOBAL, MEMOIZE and FRAME from 4 on."""
+    torch = pytest.importorskip("torch")
+    sd = {"w": torch.randn(2, 3), "b": torch.zeros(3, dtype=torch.bfloat16), "tags": {"x"}, "blob": b"\x01"}
+    path = tmp_path / "p.pt"
+    torch.save(sd, path, pickle_protocol=protocol)
+    sf = torchzip.scan("p.pt", map_file(path))
+    assert joined(sf) == path.read_bytes()
+    assert [s.tensor for s in sf.tensors()] == [TensorInfo("w", "F32", (2, 3)), TensorInfo("b", "BF16", (3,))]
+
+
 def test_dispatch_and_record_edge_cases(tmp_path: Path, template: bytes) -> None:
     sf = scan_buffer("model.bin", memoryview(template))
     assert [s.tensor.name for s in sf.tensors()] == ["layer.weight"]
@@ -387,7 +399,10 @@ def test_payloads_are_live_under_plain_pickle(tmp_path: Path, real_pkl: bytes) -
     # each list holds the previous one twice: 2**150 paths through 151 lists
     P2 + b"]" + b"".join(b"\x94(" + (b"j" + struct.pack("<I", i)) * 2 + b"l" for i in range(150)) + b".",
     P2 + b"N" * 100 + b"0" * 100 + b")" * (torchzip.MAX_OPS + 10) + b".",  # too many opcodes
-], ids=["memo-index", "deep-nesting", "shared-dag", "many-ops"])
+    # 60k int keys that all hash alike (n * (2**61 - 1)): a dict of them takes minutes to build
+    P2 + b"}(" + b"".join(b"\x8a" + bytes([len(e)]) + e + b"N" for e in
+                          (pickle.encode_long(i * (2**61 - 1)) for i in range(1, 60_000))) + b"u.",
+], ids=["memo-index", "deep-nesting", "shared-dag", "many-ops", "hash-collisions"])
 def test_resource_bombs_are_bounded(payload: bytes, template: bytes) -> None:
     data = rezip(template, {"/data.pkl": payload})
     start = time.monotonic()

@@ -51,15 +51,8 @@ class _Sealed:
         raise _Refused(f"BUILD on {type(self).__name__}")
 
 
-class _DType(_Sealed):
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-class _StorageType(_Sealed):
-    """A storage class; untyped storages count their numel in bytes and take a dtype from the tensor."""
+class _Kind(_Sealed):
+    """A torch dtype or storage class. Untyped storages count numel in bytes and take their tensors' dtype."""
 
     __slots__ = ("dtype", "untyped")
 
@@ -70,7 +63,7 @@ class _StorageType(_Sealed):
 class _Storage(_Sealed):
     __slots__ = ("key", "kind", "numel")
 
-    def __init__(self, key: str, kind: _StorageType, numel: int) -> None:
+    def __init__(self, key: str, kind: _Kind, numel: int) -> None:
         self.key, self.kind, self.numel = key, kind, numel
 
 
@@ -113,9 +106,9 @@ def _tensor(storage: object, offset: object, size: object, stride: object, dtype
     dims_ok = (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride) <= MAX_DIMS
                and all(map(_is_index, size + stride)))
     if not (isinstance(storage, _Storage) and _is_index(offset) and dims_ok
-            and (dtype is None or isinstance(dtype, _DType))):
+            and (dtype is None or isinstance(dtype, _Kind) and not dtype.untyped)):
         raise _Refused("tensor rebuilt from unexpected arguments")
-    return _Tensor(storage, offset, size, stride, dtype.name if dtype is not None else storage.kind.dtype)
+    return _Tensor(storage, offset, size, stride, (dtype or storage.kind).dtype)
 
 
 def _v3(st: object, off: object, size: object, stride: object, requires_grad: object, hooks: object,
@@ -159,10 +152,9 @@ _ALLOWED: dict[tuple[str, str], object] = {
     ("torch._utils", "_rebuild_tensor"): _Call(_tensor), ("torch._utils", "_rebuild_tensor_v2"): _Call(_v2),
     ("torch._utils", "_rebuild_tensor_v3"): _Call(_v3), ("torch._utils", "_rebuild_parameter"): _Call(_parameter),
     ("torch._utils", "_rebuild_parameter_with_state"): _Call(_parameter),
-    **{("torch", name): _StorageType(dt, False) for name, dt in _STORAGES.items()},
-    **{(mod, name): _StorageType("U8", True) for mod in ("torch", "torch.storage")
+    **{("torch", name): _Kind(dt, False) for name, dt in (_STORAGES | _DTYPES).items()},
+    **{(mod, name): _Kind("U8", True) for mod in ("torch", "torch.storage")
        for name in ("UntypedStorage", "TypedStorage")},
-    **{("torch", name): _DType(dt) for name, dt in _DTYPES.items()},
 }
 
 
@@ -180,9 +172,9 @@ class _Unpickler(pickle.Unpickler):
             raise _Refused(f"global {module}.{name} is not allowlisted") from None
 
     def persistent_load(self, pid: object) -> _Storage:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Kind)
                 and isinstance(pid[2], str) and isinstance(pid[3], str) and _is_index(pid[4])):
-            raise _Refused(f"unexpected persistent id {pid!r:.100}")
+            raise _Refused(f"unexpected persistent id of type {type(pid).__name__}")
         _, kind, key, _, numel = pid
         st = self.storages.setdefault(key, _Storage(key, kind, numel))
         if st.kind is not kind or st.numel != numel:
@@ -244,18 +236,6 @@ def _contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
     return True
 
 
-def _data_offset(rel: str, buf: memoryview, info: zipfile.ZipInfo) -> int:
-    at = info.header_offset
-    local = bytes(buf[at:at + 30])
-    if len(local) < 30 or local[:4] != MAGIC:
-        raise MalformedCheckpoint(rel, f"member {info.filename!r} has no local header at offset {at}")
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    start = at + 30 + name_len + extra_len
-    if start + info.file_size > len(buf):
-        raise MalformedCheckpoint(rel, f"member {info.filename!r} runs past the end of the file")
-    return start
-
-
 def _record(rel: str, buf: memoryview, info: zipfile.ZipInfo, st: _Storage, views: list[_Tensor],
             name: str) -> tuple[int, int, TensorInfo] | None:
     """The tensor span of one storage record, or None when it must stay opaque (compressed, sizes disagree)."""
@@ -269,7 +249,14 @@ def _record(rel: str, buf: memoryview, info: zipfile.ZipInfo, st: _Storage, view
     shapes = {t.shape for t in views if t.dtype == dtype and t.offset == 0 and math.prod(t.shape) == numel
               and (numel == 0 or _contiguous(t.shape, t.stride))}
     shape = shapes.pop() if len(shapes) == 1 else (numel,)
-    return _data_offset(rel, buf, info), nbytes, TensorInfo(name, dtype, shape)
+    at = info.header_offset  # the data starts after the local header, whose extra field torch uses for alignment
+    local = bytes(buf[at:at + 30])
+    if len(local) < 30 or local[:4] != MAGIC:
+        raise MalformedCheckpoint(rel, f"member {info.filename!r} has no local header at offset {at}")
+    start = at + 30 + sum(struct.unpack("<HH", local[26:30]))
+    if start + nbytes > len(buf):
+        raise MalformedCheckpoint(rel, f"member {info.filename!r} runs past the end of the file")
+    return start, nbytes, TensorInfo(name, dtype, shape)
 
 
 class _View(io.RawIOBase):
@@ -278,9 +265,6 @@ class _View(io.RawIOBase):
     def __init__(self, buf: memoryview) -> None:
         super().__init__()
         self._buf, self._pos = buf, 0
-
-    def tell(self) -> int:
-        return self._pos
 
     def seek(self, offset: int, whence: int = 0) -> int:
         pos = offset + (0, self._pos, len(self._buf))[whence]
