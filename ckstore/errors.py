@@ -16,9 +16,15 @@
     │   ├── RefConflict             compare-and-swap lost: the ref moved
     │   └── ProtectedRef            tags never move; deleting the current branch
     ├── MalformedCheckpoint         an input file that does not parse as its format
-    └── IntegrityError
-        ├── CorruptObject           bytes whose hash is not their id (expected, got)
-        └── MissingObject           an object or chunk that should be there and is not
+    ├── IntegrityError
+    │   ├── CorruptObject           bytes whose hash is not their id (expected, got)
+    │   └── MissingObject           an object or chunk that should be there and is not
+    └── RemoteError                 a remote (directory, S3 bucket) failed an operation; .url, .key
+        ├── RemoteNotFound          no such key on the remote
+        ├── RemotePreconditionFailed  a conditional write lost: the key exists, or its etag moved
+        ├── RemoteUnavailable       network down, timeout, 5xx, a key lock held too long: transient
+        ├── RemoteAccessDenied      credentials missing or wrong, or not permitted
+        └── RemoteBucketMissing     the bucket (or the remote's root directory) does not exist
 """
 
 from __future__ import annotations
@@ -118,3 +124,33 @@ class MissingObject(IntegrityError):
     def __init__(self, what: str, oid: str) -> None:
         super().__init__(f"missing {what} {oid}")
         self.what, self.oid = what, oid
+
+
+class RemoteError(CkstoreError):
+    """A transport operation failed; `url` names the remote and `key` the object, when known."""
+
+    def __init__(self, message: str, *, url: str | None = None, key: str | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.url, self.key = url, key
+
+
+class RemoteNotFound(RemoteError):
+    """The key does not exist on the remote."""
+
+
+class RemotePreconditionFailed(RemoteError):
+    """`put(if_absent=True)` found the key, or `put(if_match=...)` found another etag (or no key)."""
+
+
+class RemoteUnavailable(RemoteError):
+    """Transient: connection refused, timeout, server error, or a key locked by another writer."""
+
+    hint = "check the network and the remote's address, then retry"
+
+
+class RemoteAccessDenied(RemoteError):
+    hint = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE) and their permissions"
+
+
+class RemoteBucketMissing(RemoteError):
+    hint = "create the bucket (or directory) first, or fix the remote's URL"
