@@ -328,7 +328,7 @@ def lora_tensors(run: Run, dtype: torch.dtype, prefix: str = "") -> dict[str, to
     return cast({prefix + n: p for n, p in run.model.named_parameters() if ".lora_" in n}, dtype)
 
 
-def adapter_config(run: Run) -> dict[str, object]:
+def adapter_config() -> dict[str, object]:
     # the fields PEFT writes that a reader needs; a small JSON file that stays the same from v1 on
     return {"peft_type": "LORA", "r": LORA_R, "lora_alpha": LORA_ALPHA, "lora_dropout": 0.0, "bias": "none",
             "target_modules": ["attn.qkv", "attn.proj"], "task_type": "CAUSAL_LM"}
@@ -355,7 +355,7 @@ def scenario_cfile(series: Series, size: str, dtype: torch.dtype) -> None:
         folder = series.version(f"unchanged model.safetensors + r={LORA_R} LoRA adapter file after {i + 1} Adam step(s)")
         shutil.copyfile(v0 / "model.safetensors", folder / "model.safetensors")
         save(lora_tensors(run, dtype, prefix="base_model.model."), folder / "adapter_model.safetensors")
-        write_json(adapter_config(run), folder / "adapter_config.json")
+        write_json(adapter_config(), folder / "adapter_config.json")
 
 
 def scenario_d(series: Series, size: str, dtype: torch.dtype) -> None:
@@ -402,6 +402,25 @@ def scenario_e(series: Series, size: str, dtype: torch.dtype, as_pt: bool = Fals
 
 def scenario_ept(series: Series, size: str, dtype: torch.dtype) -> None:
     scenario_e(series, size, dtype, as_pt=True)
+
+
+def scenario_mix(series: Series, size: str, dtype: torch.dtype) -> None:
+    """The series of the "figures seen here" table: v0, +1 dense step, +1 partial step, + LoRA in the same file."""
+    run = start(size, "mix")
+    save(cast(run.model.state_dict(), dtype), series.version("base model after the v0 Adam steps") / "model.safetensors")
+    run.step(LR)
+    save(cast(run.model.state_dict(), dtype), series.version(f"+1 Adam step on all params, lr {LR:g}") / "model.safetensors")
+    trainable = top_quarter(run)
+    for name, p in run.model.named_parameters():
+        p.requires_grad_(any(name.startswith(t) for t in trainable))
+    run.step(LR)
+    what = ", ".join(t.rstrip(".") for t in trainable)
+    save(cast(run.model.state_dict(), dtype), series.version(f"+1 Adam step on {what} only") / "model.safetensors")
+    base = cast(run.model.state_dict(), dtype)  # before wrapping: the base keeps its plain names and bytes
+    add_lora(run)
+    run.step(LR)
+    save({**base, **lora_tensors(run, dtype)},
+         series.version(f"base unchanged + r={LORA_R} LoRA on attn qkv/proj after 1 Adam step, in model.safetensors") / "model.safetensors")
 
 
 # ---------------------------------------------------------------- real weights (R)
@@ -468,7 +487,7 @@ def scenario_r(series: Series, model_dir: Path, dtype: torch.dtype) -> None:
 
 GPT_SCENARIOS: dict[str, Callable[[Series, str, torch.dtype], None]] = {
     "A": scenario_a, "B": scenario_b, "C": scenario_c, "Cfile": scenario_cfile,
-    "D": scenario_d, "E": scenario_e, "Ept": scenario_ept,
+    "D": scenario_d, "E": scenario_e, "Ept": scenario_ept, "mix": scenario_mix,
 }
 SCENARIOS = [*GPT_SCENARIOS, "R"]
 

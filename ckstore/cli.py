@@ -104,10 +104,12 @@ def log(rev: Optional[str] = typer.Argument(None, help="Where to start (default 
         oneline: bool = typer.Option(False, "--oneline", help="One line per commit."),
         graph: bool = typer.Option(False, "--graph", help="Draw the commit graph."),
         all_refs: bool = typer.Option(False, "--all", help="Start from every ref."),
+        where: Optional[str] = typer.Option(None, "--where", metavar="EXPR",
+                                            help="Only commits matching a query, e.g. 'metrics.loss < 0.3'."),
         as_json: bool = JsonOpt) -> None:
     """Show commit history, newest first."""
     with _repo() as repo:
-        entries = repo.log(rev, n=n, all=all_refs)
+        entries = repo.log(rev, n=n, all=all_refs, where=where)
     if as_json:
         return _emit([e.to_dict() for e in entries])
     from .render import render_log
@@ -295,6 +297,57 @@ def reset(branch: str = typer.Argument(..., help="Branch to move."),
     if as_json:
         return _emit({"branch": branch, "old": old, "new": new})
     typer.echo(f"{branch}: {(old or '-')[:12]} -> {new[:12]}")
+
+
+@app.command()
+def find(expr: str = typer.Argument(..., help="e.g. 'metrics.val_loss < 0.3 and params.lr >= 1e-4'."),
+         rev: Optional[str] = typer.Option(None, "--rev", help="Search what REV reaches (default: every ref)."),
+         sort: Optional[str] = typer.Option(None, "--sort", metavar="KEY", help="Sort by KEY; '-KEY' descending."),
+         limit: Optional[int] = typer.Option(None, "--limit", help="At most N results."),
+         as_json: bool = JsonOpt) -> None:
+    """Find commits by their metadata: comparisons joined with and / or / not."""
+    with _repo() as repo:
+        found = repo.find(expr, rev=rev, sort=sort, limit=limit)
+    if as_json:
+        return _emit([e.to_dict() for e in found])
+    from .render import render_log
+    render_log(found, oneline=True, graph=False)
+
+
+@app.command()
+def best(metric: str = typer.Argument(..., help="Metric name, e.g. val_loss."),
+         maximize: bool = typer.Option(False, "--max", help="Highest value wins (default: lowest)."),
+         minimize: bool = typer.Option(False, "--min", help="Lowest value wins (the default)."),
+         rev: str = typer.Option("HEAD", "--rev", help="Consider REV and its ancestors."),
+         as_json: bool = JsonOpt) -> None:
+    """The ancestor with the best value of a metric."""
+    from .errors import UsageError
+    if maximize and minimize:
+        raise UsageError("--min and --max exclude each other")
+    with _repo() as repo:
+        found = repo.best(metric, mode="max" if maximize else "min", rev=rev)
+    if found is None:
+        typer.echo(f"no commit reachable from {rev} has metric {metric!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        return _emit(found.to_dict())
+    typer.echo(f"{found.id[:12]} {metric}={found.metrics[metric]:.6g} {found.message}")
+
+
+@app.command()
+def lineage(rev: str = typer.Argument("HEAD"),
+            metric: Optional[str] = typer.Option(None, "--metric", help="Show this metric along the way."),
+            as_json: bool = JsonOpt) -> None:
+    """The ancestry of a checkpoint (first parents), with a metric along it."""
+    with _repo() as repo:
+        chain = repo.lineage(rev)
+    if as_json:
+        return _emit([e.to_dict() for e in chain])
+    for e in chain:
+        value = e.metrics.get(metric) if metric else None
+        shown = f"{metric}={value:.6g}  " if isinstance(value, (int, float)) else ""
+        step = f"step {e.step:>7}  " if e.step is not None else ""
+        typer.echo(f"{e.id[:12]}  {step}{shown}{e.message}")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from .formats import scan_path, walk_source
 from .formats.statedict import flatten, scan_state, unflatten
 from .objects import Commit, Manifest, Tag, is_hex
 from .progress import NoProgress, Progress
+from .query import compile_query, sort_key
 from .refs import ANY, RefStore, check_ref_name, whoami
 from .snapshot import CachedFile, SnapshotSettings, Snapshotter
 from .store import Store
@@ -153,16 +155,16 @@ class Repo:
         return self.refs.head().removeprefix(HEADS)
 
     def _commit(self, oid: bytes) -> Commit:
-        obj = self.store.get_object(oid)
+        obj = self.store.get_commit_or_object(oid)
         if not isinstance(obj, Commit):
             raise UnknownRevision(f"{oid.hex()} is a {type(obj).__name__.lower()}, not a commit")
         return obj
 
     def _peel(self, oid: bytes) -> bytes:
-        obj = self.store.get_object(oid)
+        obj = self.store.get_commit_or_object(oid)
         while isinstance(obj, Tag):
             oid = obj.target
-            obj = self.store.get_object(oid)
+            obj = self.store.get_commit_or_object(oid)
         if not isinstance(obj, Commit):
             raise UnknownRevision(f"{oid.hex()} is a {type(obj).__name__.lower()}, not a commit")
         return oid
@@ -293,30 +295,64 @@ class Repo:
 
     # -- reading --------------------------------------------------------------------------------------------------
 
-    def log(self, rev: str | None = None, *, n: int | None = None, all: bool = False) -> list[CommitInfo]:
-        """Commits reachable from `rev` (default HEAD; `all`: every ref), newest first."""
-        refs = self._refs_by_commit()
-        if all:
+    def _walk(self, rev: str | None, all_refs: bool, refs: dict[bytes, list[str]]) -> Iterator[bytes]:
+        if all_refs:
             starts = list(refs)
         else:
             try:
                 starts = [self._resolve(rev or "HEAD")]
             except UnknownRevision:
                 if rev is None:
-                    return []
+                    return  # a new repository has no history yet
                 raise
-        out = []
-        times: dict[bytes, float] = {}
+        yield from graph.walk(starts, self._parents, lambda oid: self._commit(oid).time)
 
-        def time_of(oid: bytes) -> float:
-            if oid not in times:
-                times[oid] = self._commit(oid).time
-            return times[oid]
-
-        for oid in graph.walk(starts, self._parents, time_of):
+    def log(self, rev: str | None = None, *, n: int | None = None, all: bool = False,
+            where: str | None = None) -> list[CommitInfo]:
+        """Commits reachable from `rev` (default HEAD; `all`: every ref), newest first; `where` filters them by a
+        metadata query such as ``metrics.val_loss < 0.3 and params.lr >= 1e-4``."""
+        match = compile_query(where) if where else None
+        refs = self._refs_by_commit()
+        out: list[CommitInfo] = []
+        for oid in self._walk(rev, all, refs):
             if n is not None and len(out) >= n:
                 break
+            info = self.info(oid, refs)
+            if match is None or match(info.to_dict()):
+                out.append(info)
+        self.store.flush_commit_cache()
+        return out
+
+    def find(self, expr: str, *, rev: str | None = None, sort: str | None = None,
+             limit: int | None = None) -> list[CommitInfo]:
+        """Commits matching `expr` (all refs, or what `rev` reaches); `sort` is a key, "-key" for descending."""
+        found = self.log(rev, all=rev is None, where=expr)
+        if sort:
+            key = sort_key(sort.lstrip("-"))
+            found.sort(key=lambda e: key(e.to_dict()), reverse=sort.startswith("-"))
+        return found[:limit] if limit is not None else found
+
+    def best(self, metric: str, *, mode: str = "min", rev: str = "HEAD") -> CommitInfo | None:
+        """The ancestor of `rev` (itself included) with the lowest (`min`) or highest (`max`) finite metric."""
+        if mode not in ("min", "max"):
+            raise UsageError(f"mode must be 'min' or 'max', not {mode!r}")
+        scored = [(e.metrics[metric], e) for e in self.log(rev)
+                  if isinstance(e.metrics.get(metric), (int, float)) and math.isfinite(e.metrics[metric])]
+        if not scored:
+            return None
+        pick = min if mode == "min" else max
+        return pick(scored, key=lambda pair: pair[0])[1]
+
+    def lineage(self, rev: str = "HEAD") -> list[CommitInfo]:
+        """The first-parent chain from `rev` back to the root: how this checkpoint came to be."""
+        refs = self._refs_by_commit()
+        oid: bytes | None = self._resolve(rev)
+        out = []
+        while oid is not None:
             out.append(self.info(oid, refs))
+            parents = self._commit(oid).parents
+            oid = parents[0] if parents else None
+        self.store.flush_commit_cache()
         return out
 
     def manifest(self, rev: str = "HEAD") -> Manifest:

@@ -11,7 +11,7 @@ import zstandard
 
 from .. import codec
 from ..errors import CorruptObject, MissingObject
-from ..objects import Object, decode_object, encode_object, hash_bytes, object_id
+from ..objects import Commit, Object, decode_object, encode_object, hash_bytes, object_id
 from .fileio import write_atomic
 from .index import ChunkIndex, Location
 from .packs import Entry, PackFormatError, PackWriter, pack_path, parse_idx
@@ -26,10 +26,12 @@ class Store:
         self.objects_dir, self.packs_dir, self.tmp_dir = root / "objects", root / "packs", root / "tmp"
         self.index = ChunkIndex(index_path or root / "cache" / "index.lmdb")
         self._fds: dict[bytes, int] = {}
+        self._commit_cache: dict[bytes, bytes] = {}  # verified commits waiting to go into the LMDB cache
         self._lock = threading.Lock()
         self.sync_index()
 
     def close(self) -> None:
+        self.flush_commit_cache()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
@@ -47,6 +49,26 @@ class Store:
         write_atomic(self.object_path(oid), zstandard.ZstdCompressor(level=3).compress(encoded), self.tmp_dir,
                      exclusive=True)
         return oid
+
+    def get_commit_or_object(self, oid: bytes) -> Object:
+        """Like get_object, but commits come from the LMDB cache when they can (history walks touch thousands)."""
+        raw = self.index.get_commit(oid)
+        if raw is not None:
+            try:
+                return decode_object(raw)  # the cache holds only bytes verified against their id
+            except CorruptObject:
+                pass
+        obj = self.get_object(oid)
+        if isinstance(obj, Commit):
+            self._commit_cache[oid] = encode_object(obj)
+            if len(self._commit_cache) >= 1024:
+                self.flush_commit_cache()
+        return obj
+
+    def flush_commit_cache(self) -> None:
+        if self._commit_cache:
+            self.index.put_commits(list(self._commit_cache.items()))
+            self._commit_cache.clear()
 
     def get_object(self, oid: bytes) -> Object:
         try:

@@ -36,6 +36,7 @@ class ChunkIndex:
         self.chunks = self.env.open_db(b"chunks")
         self.packs = self.env.open_db(b"packs")
         self.stat = self.env.open_db(b"stat")
+        self.commits = self.env.open_db(b"commits")
         self.pid = os.getpid()
 
     def _env(self) -> lmdb.Environment:
@@ -98,11 +99,21 @@ class ChunkIndex:
                 for key, value in items:
                     txn.put(key, value)
 
+    def get_commit(self, oid: bytes) -> bytes | None:
+        with self._env().begin(db=self.commits) as txn:
+            return txn.get(oid)
+
+    def put_commits(self, items: list[tuple[bytes, bytes]]) -> None:
+        with self._env().begin(write=True, db=self.commits) as txn:
+            for oid, encoded in items:
+                txn.put(oid, encoded)
+
     def clear(self) -> None:
         with self._env().begin(write=True) as txn:
             txn.drop(self.chunks, delete=False)
             txn.drop(self.packs, delete=False)
             txn.drop(self.stat, delete=False)
+            txn.drop(self.commits, delete=False)
 
     def count(self) -> int:
         with self._env().begin(db=self.chunks) as txn:
