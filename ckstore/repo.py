@@ -22,7 +22,6 @@ from .formats import scan_path, walk_source
 from .formats.statedict import flatten, scan_state, unflatten
 from .objects import Commit, Manifest, Tag, is_hex
 from .progress import NoProgress, Progress
-from .query import compile_query, sort_key
 from .refs import ANY, RefStore, check_ref_name, whoami
 from .snapshot import CachedFile, SnapshotSettings, Snapshotter
 from .store import Store
@@ -311,6 +310,7 @@ class Repo:
             where: str | None = None) -> list[CommitInfo]:
         """Commits reachable from `rev` (default HEAD; `all`: every ref), newest first; `where` filters them by a
         metadata query such as ``metrics.val_loss < 0.3 and params.lr >= 1e-4``."""
+        from .query import compile_query
         match = compile_query(where) if where else None
         refs = self._refs_by_commit()
         out: list[CommitInfo] = []
@@ -328,6 +328,7 @@ class Repo:
         """Commits matching `expr` (all refs, or what `rev` reaches); `sort` is a key, "-key" for descending."""
         found = self.log(rev, all=rev is None, where=expr)
         if sort:
+            from .query import sort_key
             key = sort_key(sort.lstrip("-"))
             found.sort(key=lambda e: key(e.to_dict()), reverse=sort.startswith("-"))
         return found[:limit] if limit is not None else found
