@@ -310,8 +310,10 @@ class Repo:
             where: str | None = None) -> list[CommitInfo]:
         """Commits reachable from `rev` (default HEAD; `all`: every ref), newest first; `where` filters them by a
         metadata query such as ``metrics.val_loss < 0.3 and params.lr >= 1e-4``."""
-        from .query import compile_query
-        match = compile_query(where) if where else None
+        match = None
+        if where:
+            from .query import compile_query
+            match = compile_query(where)
         refs = self._refs_by_commit()
         out: list[CommitInfo] = []
         for oid in self._walk(rev, all, refs):
