@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CommitInfo", "Repo", "ShowInfo", "errors"]
+__all__ = ["CommitInfo", "Repo", "ShowInfo", "clone", "errors"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     # The library pulls in numpy and LMDB; import it on first use so `ckstore --help` stays fast.
-    if name in ("Repo", "CommitInfo", "ShowInfo"):
+    if name in ("Repo", "CommitInfo", "ShowInfo", "clone"):
         from . import repo
         return getattr(repo, name)
     if name == "errors":

@@ -72,15 +72,18 @@ def _safe_parent(dest: Path, rel: str) -> Path:
     return cur
 
 
-def write_file(store: Store, manifest: Manifest, recipe: FileRecipe, dest: Path, pool: Executor,
-               progress: Progress) -> Path:
-    """Write one file under a temporary name, verify its whole-file hash, then rename it into place."""
+def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, dest: Path, pool: Executor,
+               progress: Progress) -> tuple[Path, Path]:
+    """Write one file under a temporary name next to its target and verify its whole-file hash.
+
+    Returns (temporary path, final path); the caller renames. The temporary name is short so that any legal final
+    name (up to 255 bytes) still fits.
+    """
     parent = _safe_parent(dest, recipe.path)
-    name = recipe.path.rsplit("/", 1)[-1]
-    target = parent / name
+    target = parent / recipe.path.rsplit("/", 1)[-1]
     if target.is_dir() and not target.is_symlink():
         raise UnsafePath(f"refusing to write {recipe.path!r}: a directory is in the way")
-    tmp = parent / f".{name}.ckstore-tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = parent / f".ckstore-tmp-{os.getpid()}-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
@@ -94,18 +97,23 @@ def write_file(store: Store, manifest: Manifest, recipe: FileRecipe, dest: Path,
         got = hasher.digest()
         if got != recipe.hash or written != recipe.size:
             raise CorruptObject("file", recipe.hash.hex(), got.hex(), detail=recipe.path)
-        os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
-    return target
+    return tmp, target
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def checkout(store: Store, manifest: Manifest, dest: Path, pool: Executor, *, include: list[str] | None = None,
              force: bool = False, progress: Progress | None = None) -> list[FileRecipe]:
+    """Write the selected files all-or-nothing: every file is written and verified under a temporary name first,
+    and only when all are good do they get their final names (a failure leaves no file of this checkout behind)."""
     files = select(manifest, include)
     check_paths([f.path for f in manifest.files])
     if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
@@ -113,6 +121,14 @@ def checkout(store: Store, manifest: Manifest, dest: Path, pool: Executor, *, in
     if not force and dest.is_dir() and any(dest.iterdir()):
         raise AlreadyExists(f"{dest} is not empty", hint="check out into an empty directory, or pass --force")
     dest.mkdir(parents=True, exist_ok=True)
-    for recipe in files:
-        write_file(store, manifest, recipe, dest, pool, progress or (lambda n: None))
+    written: list[tuple[Path, Path]] = []
+    try:
+        for recipe in files:
+            written.append(write_temp(store, manifest, recipe, dest, pool, progress or (lambda n: None)))
+    except BaseException:
+        for tmp, _ in written:
+            _unlink(tmp)
+        raise
+    for tmp, target in written:
+        os.replace(tmp, target)
     return files

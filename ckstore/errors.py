@@ -3,7 +3,8 @@
     CkstoreError                    base; .hint says what the user can do about it
     ├── UsageError                  bad arguments to an API call or command
     │   ├── InvalidMetadata         metadata fails the repository's schema or cannot be parsed
-    │   └── UnsafePath              a path that would escape or clobber its destination
+    │   ├── UnsafePath              a path that would escape or clobber its destination
+    │   └── QuerySyntaxError        a metadata query that does not parse (.column, caret in the message)
     ├── RepositoryError
     │   ├── NotARepository          no .ckstore found
     │   ├── UnsupportedFormat       config names a format/version/hash this build does not read
@@ -154,3 +155,13 @@ class RemoteAccessDenied(RemoteError):
 
 class RemoteBucketMissing(RemoteError):
     hint = "create the bucket (or directory) first, or fix the remote's URL"
+
+
+class QuerySyntaxError(UsageError):
+    """A metadata query (ckstore.query) that does not parse; .column is 1-based, the message has a caret line."""
+
+    hint = 'queries look like: metrics.val_loss < 0.3 and params.lr >= 1e-4 and data.version == "v3"'
+
+    def __init__(self, message: str, *, column: int | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.column = column

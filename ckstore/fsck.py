@@ -45,7 +45,11 @@ class FsckReport:
 
 
 def _check_pack(repo: Repo, pack_id: bytes, read_data: bool, report: FsckReport) -> set[bytes]:
-    """Checksum, trailer and .idx agreement of one pack; with read_data every frame decoded and hashed."""
+    """Checksum, trailer and .idx agreement of one pack; with read_data every frame decoded and hashed.
+
+    Returns the chunks the pack holds intact: with read_data, a damaged pack still vouches for the frames that
+    decode to their ids (located through the trailer, or the separately checksummed .idx when the trailer is bad).
+    """
     path = pack_path(repo.store.packs_dir, pack_id)
     label = pack_id.hex()
     try:
@@ -54,33 +58,40 @@ def _check_pack(repo: Repo, pack_id: bytes, read_data: bool, report: FsckReport)
         report.problems.append(Problem("pack", label, "index file present but pack missing"))
         return set()
     try:
-        entries = read_pack_entries(data)
-    except PackFormatError as exc:
-        report.problems.append(Problem("pack", label, str(exc)))
-        return set()
-    if hash_bytes(data) != pack_id:
-        report.problems.append(Problem("pack", label, "content does not hash to its name"))
-    try:
         idx_id, idx_entries = parse_idx(pack_path(repo.store.packs_dir, pack_id, ".idx").read_bytes())
-        if idx_id != pack_id or idx_entries != entries:
-            report.problems.append(Problem("index", label, ".idx does not match the pack trailer"))
+        if idx_id != pack_id:
+            raise PackFormatError("names another pack")
     except (OSError, PackFormatError) as exc:
         report.problems.append(Problem("index", label, f".idx unreadable: {exc}"))
-    chunks = {e.chunk for e in entries}
-    if read_data:
-        for e in entries:
-            try:
-                base = codec.frame_base(data[e.offset:e.offset + e.length])
-                raw = codec.decode(data[e.offset:e.offset + e.length], e.raw_length,
-                                   (lambda b: repo.store.get_chunk(b)) if base else None)
-                ok = hash_bytes(raw) == e.chunk
-                detail = "content does not hash to its id"
-            except (codec.FrameError, CkstoreError) as exc:
-                ok, detail = False, f"undecodable: {exc}"
-            if not ok:
-                report.problems.append(Problem("chunk", e.chunk.hex(), f"in pack {label[:12]}: {detail}"))
+        idx_entries = None
+    try:
+        entries = read_pack_entries(data)
+        if idx_entries is not None and idx_entries != entries:
+            report.problems.append(Problem("index", label, ".idx does not match the pack trailer"))
+    except PackFormatError as exc:
+        report.problems.append(Problem("pack", label, str(exc)))
+        entries = idx_entries if read_data and idx_entries is not None else None
+        if entries is None:
+            return set()
+    if hash_bytes(data) != pack_id:
+        report.problems.append(Problem("pack", label, "content does not hash to its name"))
     report.chunks += len(entries)
-    return chunks
+    if not read_data:
+        return {e.chunk for e in entries}
+    intact = set()
+    for e in entries:
+        frame = data[e.offset:e.offset + e.length]
+        try:
+            base = codec.frame_base(frame)
+            raw = codec.decode(frame, e.raw_length, (lambda b: repo.store.get_chunk(b)) if base else None)
+            ok, detail = hash_bytes(raw) == e.chunk, "content does not hash to its id"
+        except (codec.FrameError, CkstoreError) as exc:
+            ok, detail = False, f"undecodable: {exc}"
+        if ok:
+            intact.add(e.chunk)
+        else:
+            report.problems.append(Problem("chunk", e.chunk.hex(), f"in pack {label[:12]}: {detail}"))
+    return intact
 
 
 def _check_objects(repo: Repo, report: FsckReport) -> dict[bytes, object]:
@@ -97,7 +108,11 @@ def _check_objects(repo: Repo, report: FsckReport) -> dict[bytes, object]:
 def _check_graph(repo: Repo, objects: dict, chunks: set[bytes], report: FsckReport) -> None:
     """Every ref leads to commits whose manifests, parents and chunks all exist."""
     stack = []
-    for name, oid in repo.refs.list().items():
+    damaged: list[tuple[str, str]] = []
+    refs = repo.refs.list(errors=damaged)
+    for name, message in damaged:
+        report.problems.append(Problem("ref", name, message))
+    for name, oid in refs.items():
         report.refs += 1
         if oid not in objects:
             report.problems.append(Problem("ref", name, f"points to missing or damaged object {oid.hex()}"))
@@ -145,4 +160,18 @@ def check(repo: Repo, *, read_data: bool, progress: Progress) -> FsckReport:
     _check_graph(repo, objects, chunks, report)
     for message in repo.refs.audit.verify():
         report.problems.append(Problem("audit", "", message))
+    _check_refs_audited(repo, report)
     return report
+
+
+def _check_refs_audited(repo: Repo, report: FsckReport) -> None:
+    """Each ref must hold what its last audit entry moved it to (or, after a crash between the two, still what
+    that entry moved it from): anything else is a change the log does not account for, or a cut-off log."""
+    last: dict[str, tuple[str | None, str | None]] = {}
+    for e in repo.refs.audit.entries():
+        last[e.ref] = (e.old, e.new)
+    for name, oid in repo.refs.list(errors=[]).items():
+        old, new = last.get(name, (None, None))
+        if oid.hex() not in (new, old):
+            report.problems.append(Problem("audit", name, f"ref holds {oid.hex()[:12]}, which no audit entry "
+                                                          "records (changed outside ckstore, or log entries lost)"))

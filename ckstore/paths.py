@@ -24,6 +24,8 @@ def check_path(path: str) -> str:
         why = "it is absolute"
     elif "\\" in path:
         why = "it contains a backslash"
+    elif max(len(p.encode("utf-8", "surrogatepass")) for p in path.split("/")) > 255:
+        why = "a component is longer than 255 bytes"
     else:
         bad = [p for p in path.split("/") if p in _FORBIDDEN_PARTS or p.lower() in (".ckstore", ".git")]
         if bad:

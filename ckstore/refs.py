@@ -163,11 +163,18 @@ class AuditLog:
             return entry
 
     def entries(self) -> list[AuditEntry]:
+        """The readable entries (verify() reports the rest)."""
         try:
             text = self.path.read_text()
         except FileNotFoundError:
             return []
-        return [AuditEntry(**json.loads(line)) for line in text.splitlines() if line]
+        out = []
+        for line in text.splitlines():
+            try:
+                out.append(AuditEntry(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+        return out
 
     def verify(self) -> list[str]:
         """Problems in the chain: edited, reordered, removed or truncated entries."""
@@ -226,14 +233,21 @@ class RefStore:
     def set_head(self, ref: str) -> None:
         write_atomic(self.root / "HEAD", f"ref: {check_ref_name(ref)}\n".encode(), self.tmp)
 
-    def list(self, prefix: str = "refs/") -> dict[str, bytes]:
+    def list(self, prefix: str = "refs/", errors: list[tuple[str, str]] | None = None) -> dict[str, bytes]:
+        """Refs under `prefix`. A damaged ref raises, or is reported into `errors` when a list is given (fsck)."""
         base = self.root / prefix
         out: dict[str, bytes] = {}
         if base.is_dir():
             for p in sorted(base.rglob("*")):
                 if p.is_file() and not p.name.endswith((".lock", ".tmp")):
                     name = p.relative_to(self.root).as_posix()
-                    value = self.read(name)
+                    try:
+                        value = self.read(name)
+                    except (RefConflict, UsageError) as exc:
+                        if errors is None:
+                            raise
+                        errors.append((name, str(exc)))
+                        continue
                     if value:
                         out[name] = value
         return out
@@ -246,8 +260,8 @@ class RefStore:
             current = self.read(name)
             if expected is not ANY and current != expected:
                 raise RefConflict(name, expected.hex() if expected else None, current.hex() if current else None)
+            self.audit.append(action, name, current, new, message)  # the intent first: no unaudited change
             self._write(path, new)
-            self.audit.append(action, name, current, new, message)
 
     @contextmanager
     def locked(self, name: str) -> Iterator[tuple[bytes | None, callable]]:
@@ -257,8 +271,8 @@ class RefStore:
             current = self.read(name)
 
             def set_value(new: bytes | None, action: str, message: str = "") -> None:
-                self._write(path, new)
                 self.audit.append(action, name, current, new, message)
+                self._write(path, new)
 
             yield current, set_value
 

@@ -97,6 +97,8 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
 class Repo:
     """A ckstore repository. Use as a context manager, or call `close()`."""
 
+    last_transfer: Any = None  # the SyncResult of the latest push/fetch/pull/clone/on-demand fetch
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.dir = root / DIRNAME
@@ -178,7 +180,7 @@ class Repo:
             if oid is None:
                 raise UnknownRevision(f"HEAD ({head}) has no commits yet", hint="commit something first")
             return oid
-        for ref in (name, HEADS + name, TAGS + name, "refs/remotes/" + name):
+        for ref in (name, HEADS + name, TAGS + name, "refs/remotes/" + name, "refs/" + name):
             if ref.startswith("refs/"):
                 try:
                     oid = self.refs.read(ref)
@@ -384,7 +386,8 @@ class Repo:
         manifest = self.manifest(rev)
         recipe = manifest.file(path)
         if recipe is None:
-            raise UsageError(f"{path!r} is not in {rev}", hint=f"see `ckstore ls {rev}`")
+            raise UnknownRevision(f"{path!r} is not in {rev}", hint=f"see `ckstore ls {rev}`")
+        self._ensure_chunks(manifest, files=[recipe])
         return file_pieces(self.store, manifest, recipe, self.pool)
 
     def checkout(self, rev: str, dest: str | os.PathLike, *, include: list[str] | None = None, force: bool = False,
@@ -392,6 +395,7 @@ class Repo:
         """Write the files of `rev` under `dest`, byte-identical to what was committed."""
         manifest = self.manifest(rev)
         progress = progress or NoProgress()
+        self._ensure_chunks(manifest, include=include, progress=progress)
         progress.begin("checkout", sum(f.size for f in manifest.files))
         try:
             files = checkout_files(self.store, manifest, Path(dest), self.pool, include=include, force=force,
@@ -409,6 +413,7 @@ class Repo:
         by_name = {t.name: t for t in manifest.tensors}
         convert = _to_torch if framework == "torch" else (lambda a: a)
         if manifest.tree is not None and names is None:
+            self._ensure_chunks(manifest, tensors=list(manifest.tensors))
             return unflatten(manifest.tree, lambda name, kind: convert(read_tensor(self.store, by_name[name],
                                                                                       self.pool)))
         counts: dict[str, int] = {}
@@ -420,6 +425,7 @@ class Repo:
             if missing:
                 raise UsageError(f"no tensor named {missing[0]!r} in {rev}", hint="see `ckstore show` for the names")
             keyed = {n: keyed[n] for n in names}
+        self._ensure_chunks(manifest, tensors=list(keyed.values()))
         return {k: convert(read_tensor(self.store, t, self.pool)) for k, t in keyed.items()}
 
     def diff(self, a: str, b: str | None = None, *, tensors: list[str] | None = None, atol: float = 0.0,
@@ -483,6 +489,8 @@ class Repo:
     def branch(self, name: str, rev: str = "HEAD", *, force: bool = False) -> BranchInfo:
         ref = HEADS + check_ref_name(name)
         oid = self._resolve(rev)
+        if not force and self.refs.read(ref) is not None:
+            raise AlreadyExists(f"branch {name!r} already exists", hint="pass --force to move it")
         self.refs.update(ref, oid, ANY if force else None, action="branch", message=f"from {rev}")
         return BranchInfo(name, oid.hex())
 
@@ -531,6 +539,47 @@ class Repo:
     def audit(self) -> list[dict]:
         return [e.body() | {"hash": e.hash} for e in self.refs.audit.entries()]
 
+    # -- remotes (see remote/sync.py) -----------------------------------------------------------------------------
+
+    def remote_add(self, name: str, url: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
+        from .remote import remotes
+        return remotes.add(self.dir, name, url, endpoint_url=endpoint_url, region=region)
+
+    def remote_remove(self, name: str) -> Any:
+        from .remote.sync import remote_remove
+        return remote_remove(self, name)
+
+    def remote_list(self) -> list:
+        from .remote import remotes
+        return list(remotes.load(self.dir).values())
+
+    def push(self, remote: str | None = None, branches: list[str] | None = None, *, all: bool = False,
+             tags: bool = False, force: bool = False, progress: Progress | None = None) -> Any:
+        """Upload branches (default: HEAD's) and, with `tags`, tags; non-fast-forwards need `force`."""
+        from .remote.sync import push
+        self.last_transfer = push(self, remote, branches, all=all, tags=tags, force=force, progress=progress)
+        return self.last_transfer
+
+    def fetch(self, remote: str | None = None, *, progress: Progress | None = None) -> Any:
+        """Download the remote's new history; moves refs/remotes/<remote>/*."""
+        from .remote.sync import fetch
+        self.last_transfer = fetch(self, remote, progress=progress)
+        return self.last_transfer
+
+    def pull(self, remote: str | None = None, branch: str | None = None, *, force: bool = False,
+             progress: Progress | None = None) -> Any:
+        """Fetch, then fast-forward `branch` (default: HEAD's) to the remote's; `force` resets it (audited)."""
+        from .remote.sync import pull
+        self.last_transfer = pull(self, remote, branch, force=force, progress=progress)
+        return self.last_transfer
+
+    def _ensure_chunks(self, manifest: Manifest, **selection: Any) -> None:
+        """Partial clones: fetch the chunks the selected files/tensors need and lack here, in one batch."""
+        from .remote.sync import ensure_chunks
+        result = ensure_chunks(self, manifest, **selection)
+        if result is not None:
+            self.last_transfer = result
+
     # -- integrity ------------------------------------------------------------------------------------------------
 
     def fsck(self, *, read_data: bool = False, reindex: bool = False, progress: Progress | None = None) -> Any:
@@ -549,3 +598,10 @@ def _to_torch(arr: Any) -> Any:
         raw, target = special[arr.dtype.name]
         return torch.from_numpy(np.ascontiguousarray(arr).view(raw)).view(target)
     return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def clone(url: str, dest: str | os.PathLike | None = None, **options: Any) -> Repo:
+    """Clone a remote into a new repository at `dest` (default: named after the URL); options: filter,
+    metadata_only, endpoint_url, region, name, progress. `repo.last_transfer` says what moved."""
+    from .remote.sync import clone as clone_remote
+    return clone_remote(url, dest, **options)

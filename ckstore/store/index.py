@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,26 @@ class ChunkIndex:
 
     def _open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.env = self._open_env()
+        except lmdb.Error:
+            # A damaged cache is only a cache: set it aside and rebuild it from the packs' .idx files.
+            aside = self.path.with_name(f"{self.path.name}.damaged-{os.getpid()}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(self.path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+            self.path.mkdir(parents=True)
+            self.env = self._open_env()
+
+    def _open_env(self) -> lmdb.Environment:
         # Default durability: never writemap or nosync (a crash must not corrupt the index).
-        self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=4, readahead=False)
-        self.chunks = self.env.open_db(b"chunks")
-        self.packs = self.env.open_db(b"packs")
-        self.stat = self.env.open_db(b"stat")
-        self.commits = self.env.open_db(b"commits")
+        env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=5, readahead=False)
+        self.chunks = env.open_db(b"chunks")
+        self.packs = env.open_db(b"packs")
+        self.stat = env.open_db(b"stat")
+        self.commits = env.open_db(b"commits")
         self.pid = os.getpid()
+        return env
 
     def _env(self) -> lmdb.Environment:
         # An LMDB environment must not be used across fork: reopen in the child.

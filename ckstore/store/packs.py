@@ -128,3 +128,18 @@ def read_pack_entries(data: bytes | memoryview) -> list[Entry]:
         if e.offset < 8 or e.offset + e.length > start:
             raise PackFormatError("pack entry points outside the frame area")
     return entries
+
+
+def pack_bytes(frames: list[tuple[bytes, bytes | memoryview, int]]) -> tuple[bytes, bytes, list[Entry]]:
+    """A whole pack built in memory from (chunk id, frame, raw length): (pack id, pack bytes, entries).
+    Same format as PackWriter writes; used to upload packs to a remote."""
+    parts: list[bytes | memoryview] = [PACK_MAGIC + struct.pack("<I", VERSION)]
+    entries, size = [], 8
+    for chunk, frame, raw_length in frames:
+        entries.append(Entry(chunk, size, len(frame), raw_length))
+        parts.append(frame)
+        size += len(frame)
+    parts.append(_trailer(entries) + struct.pack("<I", len(entries)))
+    body = b"".join(parts)
+    data = body + struct.pack("<Q", xxhash.xxh3_64_intdigest(body))
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), data, entries

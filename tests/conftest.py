@@ -1,0 +1,39 @@
+"""Fixtures shared by the test modules: writing safetensors files and a fresh repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import pytest
+
+
+def make_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
+                     metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` to `path` with the official `safetensors.numpy.save_file`; parent directories are created."""
+    from safetensors.numpy import save_file
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(p), metadata=metadata)
+    return p
+
+
+@pytest.fixture(name="make_safetensors")
+def make_safetensors_fixture() -> Callable[..., Path]:
+    """The `make_safetensors(path, tensors, metadata=None)` helper, as a fixture."""
+    return make_safetensors
+
+
+@pytest.fixture
+def repo(tmp_path: Path):
+    """A new, empty repository at tmp_path/"repo" (closed after the test)."""
+    import ckstore
+
+    r = ckstore.Repo.init(tmp_path / "repo")
+    try:
+        yield r
+    finally:
+        r.close()
