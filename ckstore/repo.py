@@ -333,8 +333,8 @@ class Repo:
         found = self.log(rev, all=rev is None, where=expr)
         if sort:
             from .query import sort_key
-            key = sort_key(sort.lstrip("-"))
-            found.sort(key=lambda e: key(e.to_dict()), reverse=sort.startswith("-"))
+            key = sort_key(sort)  # "-key" sorts descending; missing values last either way
+            found.sort(key=lambda e: key(e.to_dict()))
         return found[:limit] if limit is not None else found
 
     def best(self, metric: str, *, mode: str = "min", rev: str = "HEAD") -> CommitInfo | None:
