@@ -455,7 +455,9 @@ def main() -> None:
     """Entry point: library errors become one line and a hint (traceback only with CKSTORE_DEBUG=1)."""
     import click
 
+    from .allocator import tune
     from .errors import CkstoreError
+    tune()
     # typer >= 0.2x vendors click: its Exit/Abort/ClickException are not click's classes, so catch both kinds.
     exits = tuple({click.exceptions.Exit, typer.Exit})
     aborts = tuple({click.exceptions.Abort, typer.Abort})

@@ -190,7 +190,8 @@ def resolve(record: Any, path: tuple[str, ...]) -> Any:
     for seg in path[1:]:
         if isinstance(cur, dict):
             cur = cur.get(seg, _MISSING)
-        elif isinstance(cur, (list, tuple)) and seg.isascii() and seg.isdigit() and len(seg) < 13 and int(seg) < len(cur):
+        elif isinstance(cur, (list, tuple)) and seg.isascii() and seg.isdigit() and len(seg) < 13 \
+                and int(seg) < len(cur):
             cur = cur[int(seg)]
         else:
             return _MISSING

@@ -107,6 +107,7 @@ class Repo:
         self.store = Store(self.dir)
         self.stat_cache = StatCache(self.store.index)
         self._pool: ThreadPoolExecutor | None = None
+        self._commits: dict[bytes, Commit] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -156,10 +157,15 @@ class Repo:
         return self.refs.head().removeprefix(HEADS)
 
     def _commit(self, oid: bytes) -> Commit:
-        obj = self.store.get_commit_or_object(oid)
-        if not isinstance(obj, Commit):
-            raise UnknownRevision(f"{oid.hex()} is a {type(obj).__name__.lower()}, not a commit")
-        return obj
+        commit = self._commits.get(oid)  # immutable, so memoized: a history walk asks for each several times
+        if commit is None:
+            obj = self.store.get_commit_or_object(oid)
+            if not isinstance(obj, Commit):
+                raise UnknownRevision(f"{oid.hex()} is a {type(obj).__name__.lower()}, not a commit")
+            if len(self._commits) >= 1_000_000:
+                self._commits.clear()
+            commit = self._commits[oid] = obj
+        return commit
 
     def _peel(self, oid: bytes) -> bytes:
         obj = self.store.get_commit_or_object(oid)

@@ -96,9 +96,8 @@ def delta_partial(old: np.ndarray, new: np.ndarray, atol: float = 0.0, rtol: flo
     if atol or rtol:
         changed = int(np.count_nonzero(np.abs(d) > atol + rtol * np.abs(af)))
     else:  # exact: an element changed when any of its bytes did (so NaN payloads and -0.0 count too)
-        w = old.dtype.itemsize
-        ob, nb = old.reshape(-1).view(np.uint8).reshape(-1, w), new.reshape(-1).view(np.uint8).reshape(-1, w)
-        changed = int(np.count_nonzero((ob != nb).any(axis=1)))
+        bits = np.dtype(f"u{old.dtype.itemsize}")  # every dtype here is 1, 2, 4 or 8 bytes wide
+        changed = int(np.count_nonzero(old.reshape(-1).view(bits) != new.reshape(-1).view(bits)))
     return DeltaPartial(a.size, changed, float(np.dot(d, d)), float(np.abs(d).max()) if d.size else 0.0,
                         int(np.count_nonzero(np.isnan(b) & ~np.isnan(a))),
                         int(np.count_nonzero(np.isinf(b) & ~np.isinf(a))))

@@ -25,8 +25,9 @@ T2026 = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
 
 def rec(**kw) -> dict:
     """A record shaped like CommitInfo.to_dict()."""
-    base = {"id": "ab" * 32, "parents": [], "message": "Fine-tune with LoRA r=16", "author": "ana", "time": T2026 + 3600,
-            "step": 1500, "metrics": {"val_loss": 0.25, "acc": 0.9, "val/loss": 0.5}, "params": {"lr": 3e-4, "opt": "adam"},
+    base = {"id": "ab" * 32, "parents": [], "message": "Fine-tune with LoRA r=16", "author": "ana",
+            "time": T2026 + 3600, "step": 1500, "metrics": {"val_loss": 0.25, "acc": 0.9, "val/loss": 0.5},
+            "params": {"lr": 3e-4, "opt": "adam"},
             "meta": {"data": {"version": "v3", "shards": [10, 20]}, "seeds": {"torch": 0}, "env": {"cuda": "12.1"},
                      "extra": {"note": None, "flag": True}}}
     base.update(kw)
@@ -214,7 +215,8 @@ def test_top_level_fields():
 @pytest.mark.parametrize("text, value", [
     ("1", 1), ("-1", -1), ("0.5", 0.5), (".5", 0.5), ("1.", 1.0), ("1e-4", 1e-4), ("-2.5E+3", -2500.0), ("1e3", 1000.0),
     ('"a b"', "a b"), ("'a b'", "a b"), (r'"q\"q"', 'q"q'), (r"'q\'q'", "q'q"), (r'"\n\t\r\\"', "\n\t\r\\"),
-    (r'"\u00e9"', "é"), (r'"\d"', r"\d"), ('"é中"', "é中"), ('""', ""), ("true", True), ("false", False), ("null", None),
+    (r'"\u00e9"', "é"), (r'"\d"', r"\d"), ('"é中"', "é中"), ('""', ""),
+    ("true", True), ("false", False), ("null", None),
 ])
 def test_values(text, value):
     e = parse(f"x == {text}")
@@ -257,9 +259,9 @@ def test_regex_allowed(pattern):
 def test_regex_worst_cases_are_bounded(pattern, n):
     e = parse(f'message ~ "{pattern}"')
     assert e.cap == SUBJECT_CAP[n]
-    started = time.perf_counter()
+    started = time.process_time()
     assert not e.matches({"message": "a" * 100_000})
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
 
 
 def test_regex_subject_cap():
@@ -383,12 +385,13 @@ def test_length_cap():
     assert len(q) <= MAX_QUERY and parse(q).matches({"x": 1})
 
 
-@pytest.mark.parametrize("query", ["(" * 10_000, "(" * 4_990 + "x == 1" + ")" * 4_990, "not " * 2_400 + "x exists",
-                                   "(not " * 1_000 + "x exists" + ")" * 1_000], ids=["open", "balanced", "not", "mixed"])
+@pytest.mark.parametrize("query", [
+    "(" * 10_000, "(" * 4_990 + "x == 1" + ")" * 4_990, "not " * 2_400 + "x exists",
+    "(not " * 1_000 + "x exists" + ")" * 1_000], ids=["open", "balanced", "not", "mixed"])
 def test_deep_nesting_is_a_clear_error(query):
-    started = time.perf_counter()
+    started = time.process_time()
     e = err(query)
-    assert "nested too deeply" in str(e) and time.perf_counter() - started < 1.0
+    assert "nested too deeply" in str(e) and time.process_time() - started < 1.0
 
 
 def test_nesting_up_to_the_cap_works():
@@ -463,7 +466,7 @@ ALPHABET = list("abxyz_.`'\"\\()[], \t\n-+0123456789eE=!<>~;*?|{}\0é中") + [
 
 
 def _parses_or_raises(text: str) -> None:
-    started = time.perf_counter()
+    started = time.process_time()
     try:
         e = parse(text)
     except QuerySyntaxError as exc:
@@ -471,7 +474,7 @@ def _parses_or_raises(text: str) -> None:
     else:
         for r in (R, {}, {"a": None, "x": [1], "time": "s"}):
             assert e.matches(r) in (True, False)
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 2.0  # CPU time: a hang shows, a loaded machine does not
 
 
 @FAST
@@ -498,7 +501,9 @@ def _literal(v) -> str:
 
 def _reference(actual, op, expected) -> bool:
     def kind(v):
-        return "null" if v is None else "bool" if isinstance(v, bool) else "num" if isinstance(v, (int, float)) else "str"
+        if v is None or isinstance(v, bool):
+            return "null" if v is None else "bool"
+        return "num" if isinstance(v, (int, float)) else "str"
     if kind(actual) != kind(expected) and "null" not in (kind(actual), kind(expected)):
         return False
     if op in ("==", "!="):

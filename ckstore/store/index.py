@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,11 @@ class Location:
     raw_length: int
 
 
+# LMDB forbids opening one environment twice in a process: Repo objects on the same path share one, ref-counted.
+_SHARED: dict[tuple[int, str], list] = {}  # (pid, real path) -> [environment, users]
+_SHARED_LOCK = threading.Lock()
+
+
 class ChunkIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -32,8 +38,18 @@ class ChunkIndex:
 
     def _open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
+        key = (os.getpid(), os.path.realpath(self.path))
+        with _SHARED_LOCK:
+            shared = _SHARED.get(key)
+            if shared is None:
+                shared = _SHARED[key] = [self._open_or_rebuild(), 0]
+            shared[1] += 1
+        self.key, self.env = key, shared[0]
+        self._bind(self.env)
+
+    def _open_or_rebuild(self) -> lmdb.Environment:
         try:
-            self.env = self._open_env()
+            return self._open_env()
         except lmdb.Error:
             # A damaged cache is only a cache: set it aside and rebuild it from the packs' .idx files.
             aside = self.path.with_name(f"{self.path.name}.damaged-{os.getpid()}")
@@ -41,17 +57,21 @@ class ChunkIndex:
             os.replace(self.path, aside)
             shutil.rmtree(aside, ignore_errors=True)
             self.path.mkdir(parents=True)
-            self.env = self._open_env()
+            return self._open_env()
 
     def _open_env(self) -> lmdb.Environment:
         # Default durability: never writemap or nosync (a crash must not corrupt the index).
         env = lmdb.open(str(self.path), map_size=MAP_SIZE, max_dbs=5, readahead=False)
+        for name in (b"chunks", b"packs", b"stat", b"commits"):
+            env.open_db(name)
+        return env
+
+    def _bind(self, env: lmdb.Environment) -> None:
         self.chunks = env.open_db(b"chunks")
         self.packs = env.open_db(b"packs")
         self.stat = env.open_db(b"stat")
         self.commits = env.open_db(b"commits")
         self.pid = os.getpid()
-        return env
 
     def _env(self) -> lmdb.Environment:
         # An LMDB environment must not be used across fork: reopen in the child.
@@ -60,7 +80,14 @@ class ChunkIndex:
         return self.env
 
     def close(self) -> None:
-        self.env.close()
+        with _SHARED_LOCK:
+            shared = _SHARED.get(self.key)
+            if shared is None or shared[0] is not self.env:
+                return
+            shared[1] -= 1
+            if shared[1] == 0:
+                del _SHARED[self.key]
+                self.env.close()
 
     def get(self, chunk: bytes) -> Location | None:
         with self._env().begin(db=self.chunks, buffers=False) as txn:
