@@ -9,6 +9,7 @@ from . import codec
 from .errors import CkstoreError
 from .objects import Commit, Manifest, Tag, hash_bytes
 from .progress import Progress
+from .remote import remotes
 from .store.packs import PackFormatError, pack_path, parse_idx, read_pack_entries
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class FsckReport:
     objects: int = 0
     commits: int = 0
     refs: int = 0
+    not_fetched: int = 0  # chunks a partial clone has not fetched yet (not a problem)
 
     @property
     def ok(self) -> bool:
@@ -40,7 +42,7 @@ class FsckReport:
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "packs": self.packs, "chunks": self.chunks, "objects": self.objects,
-                "commits": self.commits, "refs": self.refs,
+                "commits": self.commits, "refs": self.refs, "not_fetched": self.not_fetched,
                 "problems": [{"kind": p.kind, "id": p.id, "message": p.message} for p in self.problems]}
 
 
@@ -105,7 +107,7 @@ def _check_objects(repo: Repo, report: FsckReport) -> dict[bytes, object]:
     return objects
 
 
-def _check_graph(repo: Repo, objects: dict, chunks: set[bytes], report: FsckReport) -> None:
+def _check_graph(repo: Repo, objects: dict, chunks: set[bytes], report: FsckReport, partial: bool) -> None:
     """Every ref leads to commits whose manifests, parents and chunks all exist."""
     stack = []
     damaged: list[tuple[str, str]] = []
@@ -142,6 +144,9 @@ def _check_graph(repo: Repo, objects: dict, chunks: set[bytes], report: FsckRepo
                                            f"manifest of commit {oid.hex()[:12]} is missing or damaged"))
             continue
         missing = manifest.chunk_ids() - chunks
+        if partial:  # a partial clone fetches chunks on demand: absent ones are expected, damaged ones are not
+            report.not_fetched += len(missing)
+            continue
         for c in sorted(missing)[:20]:
             report.problems.append(Problem("chunk", c.hex(), f"needed by commit {oid.hex()[:12]} but not stored"))
 
@@ -157,7 +162,8 @@ def check(repo: Repo, *, read_data: bool, progress: Progress) -> FsckReport:
         progress.advance(1)
     progress.end()
     objects = _check_objects(repo, report)
-    _check_graph(repo, objects, chunks, report)
+    partial = any(spec.partial is not None for spec in remotes.load(repo.dir).values())
+    _check_graph(repo, objects, chunks, report, partial)
     for message in repo.refs.audit.verify():
         report.problems.append(Problem("audit", "", message))
     _check_refs_audited(repo, report)
