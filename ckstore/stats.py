@@ -90,17 +90,22 @@ class DeltaPartial:
 def delta_partial(old: np.ndarray, new: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> DeltaPartial:
     """Change statistics of one chunk; identical chunks need no call (they contribute only their count)."""
     a, b = as_float64(old.reshape(-1)), as_float64(new.reshape(-1))
-    both = np.isfinite(a) & np.isfinite(b)
-    af, bf = (a, b) if both.all() else (a[both], b[both])
-    d = bf - af
+    d = b - a
+    sq = float(np.dot(d, d))
+    if math.isfinite(sq):  # no NaN or Inf on either side (they would make d non-finite): skip the masks
+        af, nan_new, inf_new = a, 0, 0
+    else:
+        both = np.isfinite(a) & np.isfinite(b)
+        af, d = a[both], d[both]
+        sq = float(np.dot(d, d))
+        nan_new = int(np.count_nonzero(np.isnan(b) & ~np.isnan(a)))
+        inf_new = int(np.count_nonzero(np.isinf(b) & ~np.isinf(a)))
     if atol or rtol:
         changed = int(np.count_nonzero(np.abs(d) > atol + rtol * np.abs(af)))
     else:  # exact: an element changed when any of its bytes did (so NaN payloads and -0.0 count too)
         bits = np.dtype(f"u{old.dtype.itemsize}")  # every dtype here is 1, 2, 4 or 8 bytes wide
         changed = int(np.count_nonzero(old.reshape(-1).view(bits) != new.reshape(-1).view(bits)))
-    return DeltaPartial(a.size, changed, float(np.dot(d, d)), float(np.abs(d).max()) if d.size else 0.0,
-                        int(np.count_nonzero(np.isnan(b) & ~np.isnan(a))),
-                        int(np.count_nonzero(np.isinf(b) & ~np.isinf(a))))
+    return DeltaPartial(a.size, changed, sq, float(np.abs(d).max()) if d.size else 0.0, nan_new, inf_new)
 
 
 def merge_delta(a: DeltaPartial, b: DeltaPartial) -> DeltaPartial:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -11,7 +12,7 @@ import zstandard
 
 from .. import codec
 from ..errors import CorruptObject, MissingObject
-from ..objects import Commit, Object, decode_object, encode_object, hash_bytes, object_id
+from ..objects import Commit, Object, decode_object, decode_trusted_commit, encode_object, hash_bytes, object_id
 from .fileio import write_atomic
 from .index import ChunkIndex, Location
 from .packs import Entry, PackFormatError, PackWriter, pack_path, parse_idx
@@ -27,6 +28,7 @@ class Store:
         self.index = ChunkIndex(index_path or root / "cache" / "index.lmdb")
         self._fds: dict[bytes, int] = {}
         self._commit_cache: dict[bytes, bytes] = {}  # verified commits waiting to go into the LMDB cache
+        self._recent = RecentChunks()
         self._lock = threading.Lock()
         self.sync_index()
 
@@ -55,9 +57,9 @@ class Store:
         raw = self.index.get_commit(oid)
         if raw is not None:
             try:
-                return decode_object(raw)  # the cache holds only bytes verified against their id
-            except CorruptObject:
-                pass
+                return decode_trusted_commit(raw)  # the cache holds only verified, schema-checked commits
+            except (ValueError, TypeError, KeyError, IndexError):
+                pass  # a damaged cache entry: read the object itself
         obj = self.get_object(oid)
         if isinstance(obj, Commit):
             self._commit_cache[oid] = encode_object(obj)
@@ -145,6 +147,9 @@ class Store:
 
     def get_chunk(self, chunk: bytes, _depth: int = 0) -> memoryview:
         """The verified raw bytes of a chunk."""
+        cached = self._recent.get(chunk)
+        if cached is not None:
+            return cached
         loc = self.index.get(chunk)
         if loc is None:
             raise MissingObject("chunk", chunk.hex())
@@ -158,7 +163,8 @@ class Store:
         got = hash_bytes(raw)
         if got != chunk:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {loc.pack.hex()[:12]}")
-        return raw
+        self._recent.put(chunk, raw)
+        return raw.toreadonly()
 
     def delta_depth(self, chunk: bytes, limit: int) -> int:
         """How many delta frames must be decoded to read `chunk` (0 for a full frame), counting up to `limit`."""
@@ -179,6 +185,33 @@ class Store:
 
     def writer(self, pack_size: int) -> ChunkWriter:
         return ChunkWriter(self, pack_size)
+
+
+class RecentChunks:
+    """A small, bounded cache of verified chunks: a delta frame's base is usually the chunk read just before it
+    (diff reads old then new; a fine-tune series reads bases repeatedly), so it is decoded once, not twice."""
+
+    def __init__(self, budget: int = 64 << 20) -> None:
+        self.budget, self.size = budget, 0
+        self.items: OrderedDict[bytes, memoryview] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, chunk: bytes) -> memoryview | None:
+        with self.lock:
+            raw = self.items.get(chunk)
+            if raw is not None:
+                self.items.move_to_end(chunk)
+            return raw
+
+    def put(self, chunk: bytes, raw: memoryview) -> None:
+        with self.lock:
+            if chunk in self.items or len(raw) > self.budget // 4:
+                return
+            self.items[chunk] = raw.toreadonly()  # shared between callers: nobody may write into it
+            self.size += len(raw)
+            while self.size > self.budget:
+                _, old = self.items.popitem(last=False)
+                self.size -= len(old)
 
 
 class ChunkWriter:
