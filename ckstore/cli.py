@@ -47,7 +47,7 @@ def _emit(value: Any) -> None:
 
 
 def _progress() -> Any:
-    from .render import DelayedProgress
+    from .progress import DelayedProgress
     return DelayedProgress()
 
 
@@ -92,7 +92,7 @@ def commit(src: str = typer.Argument(..., help="A checkpoint file or directory."
         shown = repo.show(info.id)
     if as_json:
         return _emit({**info.to_dict(), "logical_bytes": shown.logical_bytes, "new_bytes": shown.new_bytes})
-    from .render import human_bytes
+    from .progress import human_bytes
     typer.echo(f"[{target_branch} {info.id[:12]}] {message}")
     typer.echo(f" {len(shown.manifest.files)} files, {len(shown.manifest.tensors)} tensors, "
                f"{human_bytes(shown.logical_bytes)} logical, {human_bytes(shown.new_bytes)} new stored")

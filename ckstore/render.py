@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -10,19 +9,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .progress import human_bytes
+
 if TYPE_CHECKING:
     from .repo import CommitInfo, ShowInfo
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def when(ts: float) -> str:
@@ -157,40 +150,3 @@ def render_audit(entries: list[dict[str, Any]]) -> None:
         table.add_row(str(e["seq"]), when(e["time"]), e["user"], e["action"], e["ref"], (e["old"] or "-")[:12],
                       (e["new"] or "-")[:12], escape(e["message"]))
     _print_table(table)
-
-
-class DelayedProgress:
-    """A rich progress bar on stderr that shows up only once work has run for more than a second."""
-
-    DELAY = 1.0
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.task: Any = None
-        self.done = 0
-
-    def begin(self, description: str, total: int) -> None:
-        self.description, self.total, self.done, self.start = description, total, 0, time.monotonic()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self.bar is None:
-            if time.monotonic() - self.start < self.DELAY or not err.is_terminal:
-                return
-            self._show()
-        self.bar.update(self.task, completed=self.done)
-
-    def _show(self) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-        columns = [TextColumn("{task.description}"), BarColumn()]
-        if self.description != "fsck":
-            columns += [DownloadColumn(binary_units=True), TransferSpeedColumn()]
-        self.bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task(self.description, total=self.total, completed=self.done)
-
-    def end(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None

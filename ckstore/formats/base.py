@@ -6,30 +6,55 @@ import mmap
 import os
 from dataclasses import dataclass
 
-import ml_dtypes
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 
 from ..errors import MalformedCheckpoint
 
-# safetensors dtype name -> numpy dtype (little endian). ml_dtypes supplies bfloat16 and the float8 types.
-DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_), "U8": np.dtype("<u1"), "I8": np.dtype("<i1"), "U16": np.dtype("<u2"),
-    "I16": np.dtype("<i2"), "U32": np.dtype("<u4"), "I32": np.dtype("<i4"), "U64": np.dtype("<u8"),
-    "I64": np.dtype("<i8"), "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
-    "BF16": np.dtype(ml_dtypes.bfloat16), "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2), "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu),
-    "C64": np.dtype("<c8"),
+_NUMPY_NATIVE = {
+    "BOOL": "?", "U8": "<u1", "I8": "<i1", "U16": "<u2", "I16": "<i2", "U32": "<u4", "I32": "<i4", "U64": "<u8",
+    "I64": "<i8", "F16": "<f2", "F32": "<f4", "F64": "<f8", "C64": "<c8",
 }
-_BY_NUMPY = {v: k for k, v in DTYPES.items()}
+_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu"}
+
+
+class _DtypeTable(Mapping):
+    """safetensors dtype name -> numpy dtype (little endian). ml_dtypes supplies bfloat16 and the float8 types; it
+    is imported only when one of those is asked for (it costs ~90 ms of start-up)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, np.dtype] = {k: np.dtype(v) for k, v in _NUMPY_NATIVE.items()}
+
+    def __getitem__(self, name: str) -> np.dtype:
+        if name not in self._loaded and name in _ML_DTYPES:
+            import ml_dtypes
+            self._loaded[name] = np.dtype(getattr(ml_dtypes, _ML_DTYPES[name]))
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*_NUMPY_NATIVE, *_ML_DTYPES])
+
+    def __len__(self) -> int:
+        return len(_NUMPY_NATIVE) + len(_ML_DTYPES)
+
+    def __contains__(self, name: object) -> bool:
+        return name in _NUMPY_NATIVE or name in _ML_DTYPES
+
+
+DTYPES = _DtypeTable()
 
 
 def dtype_name(dt: np.dtype) -> str:
     """The safetensors name of a numpy dtype; big-endian input is named by its little-endian twin."""
     dt = np.dtype(dt).newbyteorder("<") if np.dtype(dt).byteorder == ">" else np.dtype(dt)
-    try:
-        return _BY_NUMPY[dt]
-    except KeyError:
-        raise ValueError(f"unsupported dtype {dt}") from None
+    for name in _NUMPY_NATIVE if dt.kind != "V" else _ML_DTYPES:
+        if DTYPES[name] == dt:
+            return name
+    for name in _ML_DTYPES:  # ml_dtypes' types report other kinds on some numpy versions
+        if DTYPES[name] == dt:
+            return name
+    raise ValueError(f"unsupported dtype {dt}")
 
 
 def itemsize(dtype: str) -> int:
