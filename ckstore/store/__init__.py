@@ -145,26 +145,35 @@ class Store:
     def read_frame(self, loc: Location) -> bytes:
         return os.pread(self._fd(loc.pack), loc.length, loc.offset)
 
-    def get_chunk(self, chunk: bytes, _depth: int = 0) -> memoryview:
+    def get_chunk(self, chunk: bytes) -> memoryview:
         """The verified raw bytes of a chunk."""
         cached = self._recent.get(chunk)
         if cached is not None:
             return cached
+        raw, pack = self._decode(chunk, 0)
+        got = hash_bytes(raw)
+        if got != chunk:
+            raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {pack.hex()[:12]}")
+        self._recent.put(chunk, raw)
+        return raw.toreadonly()
+
+    def _decode(self, chunk: bytes, depth: int) -> tuple[memoryview, bytes]:
+        """Decode a chunk and, for a delta frame, its bases. Only the chunk asked for is hashed: a wrong byte
+        anywhere in the chain changes the final bytes, so one check at the end covers the whole chain."""
+        cached = self._recent.get(chunk)
+        if cached is not None:
+            return cached, b""
         loc = self.index.get(chunk)
         if loc is None:
             raise MissingObject("chunk", chunk.hex())
-        if _depth > MAX_DELTA_DEPTH:
+        if depth > MAX_DELTA_DEPTH:
             raise CorruptObject("chunk", chunk.hex(), "?", detail="delta chain too deep")
         frame = self.read_frame(loc)
         try:
-            raw = codec.decode(frame, loc.raw_length, lambda base: self.get_chunk(base, _depth + 1))
+            raw = codec.decode(frame, loc.raw_length, lambda base: self._decode(base, depth + 1)[0])
         except codec.FrameError as exc:
             raise CorruptObject("chunk", chunk.hex(), "?", detail=f"pack {loc.pack.hex()[:12]}: {exc}") from None
-        got = hash_bytes(raw)
-        if got != chunk:
-            raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {loc.pack.hex()[:12]}")
-        self._recent.put(chunk, raw)
-        return raw.toreadonly()
+        return raw, loc.pack
 
     def delta_depth(self, chunk: bytes, limit: int) -> int:
         """How many delta frames must be decoded to read `chunk` (0 for a full frame), counting up to `limit`."""
