@@ -17,7 +17,7 @@ from typing import Iterator
 import blake3
 
 from .errors import LockTimeout, RefConflict, UsageError
-from .store.fileio import fsync_dir, io_step, write_atomic
+from .store.fileio import fsync_dir, io_step, pid_alive, write_atomic
 
 _BAD_REF = re.compile(r"(^|/)\.|\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|\.lock(/|$)|//|/$|^/|^$")
 GENESIS = "0" * 64
@@ -40,16 +40,6 @@ def whoami() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextmanager
@@ -87,7 +77,7 @@ def file_lock(path: Path, wait: float | None = None) -> Iterator[None]:
 def _stale(path: Path, host: str) -> bool:
     try:
         pid_s, lock_host = path.read_text().split()
-        return lock_host == host and not _pid_alive(int(pid_s))
+        return lock_host == host and not pid_alive(int(pid_s))
     except FileNotFoundError:
         return False
     except (ValueError, OSError):

@@ -37,3 +37,6 @@ def repo(tmp_path: Path):
         yield r
     finally:
         r.close()
+
+
+from s3servers import moto_endpoint, weed_endpoint  # noqa: E402,F401  (fixtures shared by the S3 test modules)

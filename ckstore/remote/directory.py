@@ -31,6 +31,7 @@ import blake3
 
 from ..errors import (RemoteAccessDenied, RemoteBucketMissing, RemoteError, RemotePreconditionFailed,
                       RemoteUnavailable, UsageError)
+from ..store.fileio import pid_alive
 from .base import Data, KeyStat, Transport, check_key, check_prefix, check_range, content_etag
 
 LOCK_SUFFIX = ".lock"
@@ -48,16 +49,6 @@ def _hash_fd(fd: int, size: int) -> str:
         with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
             h.update(mm)
     return h.hexdigest()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DirectoryTransport(Transport):
@@ -212,7 +203,7 @@ class DirectoryTransport(Transport):
         if not stale:
             owner = self._lock_owner(lock).split()
             if len(owner) >= 2 and owner[0] == _HOST and owner[1].isdigit():
-                stale = not _pid_alive(int(owner[1]))
+                stale = not pid_alive(int(owner[1]))
         if not stale:
             return False
         # Move it aside (atomic: one breaker wins), then make sure it was the lock we judged stale.

@@ -19,6 +19,17 @@ def io_step() -> None:
         os._exit(137)
 
 
+def pid_alive(pid: int) -> bool:
+    """Is a process with this id running on this host (lock files name their holder)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     io_step()
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
