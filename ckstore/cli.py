@@ -453,15 +453,10 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
 
 def main() -> None:
     """Entry point: library errors become one line and a hint (traceback only with CKSTORE_DEBUG=1)."""
-    import click
-
     from .allocator import tune
     from .errors import CkstoreError
     tune()
-    # typer >= 0.2x vendors click: its Exit/Abort/ClickException are not click's classes, so catch both kinds.
-    exits = tuple({click.exceptions.Exit, typer.Exit})
-    aborts = tuple({click.exceptions.Abort, typer.Abort})
-    usage = tuple({click.ClickException, getattr(typer, "TyperException", click.ClickException)})
+    exits, aborts, usage = _parser_exceptions()
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
@@ -485,6 +480,27 @@ def main() -> None:
         sys.exit(2 if _is_usage(exc) else 1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _parser_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(exit, abort, usage-error) classes. Newer typer vendors click under its own names, older typer raises
+    click's own: catch whichever are present (a clean install may have no `click` at all)."""
+    exits: set[type] = {typer.Exit}
+    aborts: set[type] = {typer.Abort}
+    usage: set[type] = set()
+    try:
+        from typer._click.exceptions import ClickException
+        usage.add(ClickException)
+    except ImportError:
+        pass
+    try:
+        import click
+        exits.add(click.exceptions.Exit)
+        aborts.add(click.exceptions.Abort)
+        usage.add(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(exits), tuple(aborts), tuple(usage)
 
 
 def _is_usage(exc: Exception) -> bool:
