@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ckstore import Repo
+from ckstore.allocator import tune
 from ckstore.objects import Commit
 
 QUERIES = [
@@ -76,7 +77,7 @@ def bench_queries(root: Path, n: int) -> list[dict]:
                        capture_output=True)
         cli.append(time.perf_counter() - t)
     rows.append({"query": QUERIES[0], "mode": "`ckstore find --json` end to end (median of 3)",
-                 "seconds": statistics.median(cli), "matches": len(found)})
+                 "seconds": statistics.median(cli), "matches": rows[1]["matches"]})
     return rows
 
 
@@ -115,6 +116,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/ckstore-bench-queries"))
     ap.add_argument("--report", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "bench-queries.md")
     args = ap.parse_args()
+    tune()  # as the CLI does
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     rows = bench_queries(args.out, args.commits)
