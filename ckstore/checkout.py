@@ -86,6 +86,8 @@ def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, dest: Path,
     tmp = parent / f".ckstore-tmp-{os.getpid()}-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
+        if recipe.size:
+            os.posix_fallocate(fd, 0, recipe.size)  # a full disk fails here, before any decoding work
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
         written = 0
         with os.fdopen(fd, "wb", buffering=0) as f:

@@ -478,6 +478,15 @@ def main() -> None:
         if exc.hint:
             typer.echo(f"hint: {exc.hint}", err=True)
         sys.exit(2 if _is_usage(exc) else 1)
+    except OSError as exc:  # disk full, permissions, a vanished file: one line, never a traceback
+        if os.environ.get("CKSTORE_DEBUG") == "1":
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        if exc.errno == 28:
+            typer.echo("hint: free some space; the repository is unchanged and nothing half-written remains",
+                       err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 
