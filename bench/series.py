@@ -1142,9 +1142,10 @@ def targets(all_series: dict[str, dict], help_t: dict | None) -> list[dict]:
                     if p[key] < s[key]:
                         lost.append(f"{name}: {peer} {p[key]:.2f} s < {s[key]:.2f} s")
         if n:
+            shown = "; ".join(lost[:6]) + (f"; … {len(lost) - 6} more in the per-series tables" if len(lost) > 6 else "")
             rows.append({"target": f"{what} faster than borg and restic on every series",
-                         "measured": f"{n - len(lost)}/{n} comparisons won" +
-                                     (" — lost: " + "; ".join(lost) if lost else ""), "ok": not lost})
+                         "measured": f"{n - len(lost)}/{n} comparisons won" + (" — lost: " + shown if lost else ""),
+                         "ok": not lost, "lost": lost})
     hots = []
     for name, se in sorted(all_series.items()):
         s = tool_summary(se, "ckstore")
@@ -1224,7 +1225,8 @@ def render(results: dict) -> str:
          "Measured with one command (size S; the inputs come from `bench/scenarios.py`, generated when missing):", "",
          "```sh", cmd, "```", "",
          *([f"Completed with: `{c}`" for c in results.get("also_ran", [])] + [""] if results.get("also_ran") else []),
-         "Rebuild this page from the stored figures without measuring: add `--report-only`. Every figure is in "
+         f"Per-series results are kept in `{results['out_dir']}/series/`; rebuild this page from them without "
+         f"measuring: `python bench/series.py --report-only --out {results['out_dir']}`. Every figure is in "
          f"`{results['json_path']}`. How each tool is driven and measured: `bench/README.md`.", "",
          f"Run: {results['started']} → {results['finished']}, {results['machine']}. ckstore snapshot "
          f"`{results['ckstore_snapshot']}` (sha256 of its .py files). Hot checkout = median of "
@@ -1322,7 +1324,9 @@ def build_report(args: argparse.Namespace, meta: dict) -> dict:
         all_series[s["series"]] = s
     help_t = meta.get("help") or (json.loads((args.out / "help.json").read_text())
                                   if (args.out / "help.json").exists() else None)
-    results = {**meta, "series": all_series, "help": help_t, "json_path": str(args.json),
+    rel = lambda p: str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)  # noqa: E731
+    results = {**meta, "series": all_series, "help": help_t, "json_path": rel(args.json.resolve()),
+               "out_dir": rel(args.out),
                "targets": targets(all_series, help_t), "losses": losses(all_series),
                "summary": {n: {t: tool_summary(s, t) for t in s["tools"]} for n, s in all_series.items()}}
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -1415,6 +1419,10 @@ def main(argv: list[str] | None = None) -> int:
         if "ckstore" not in tools:
             meta.update(help=old_meta.get("help"), ckstore_snapshot=old_meta.get("ckstore_snapshot"))
             help_t = meta["help"]
+        elif help_t and old_meta.get("help"):  # --help timings of every run add up
+            runs = old_meta["help"]["runs"] + help_t["runs"]
+            help_t = {**help_t, "runs": runs, "median": statistics.median(runs)}
+            meta["help"] = help_t
     for sc in args.scenarios:
         for dt in args.dtypes:
             name = f"{sc}-{dt}"

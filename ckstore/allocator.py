@@ -19,7 +19,8 @@ def tune() -> bool:
         return _done
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        _done = bool(libc.mallopt(M_MMAP_THRESHOLD, 64 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 256 << 20))
+        # 32 MiB: far above a chunk (1 MiB) yet small beside the peak-memory target (64 MiB + 2 × largest tensor)
+        _done = bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 32 << 20))
     except (OSError, AttributeError):
         _done = False
     return _done

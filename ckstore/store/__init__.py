@@ -200,7 +200,7 @@ class RecentChunks:
     """A small, bounded cache of verified chunks: a delta frame's base is usually the chunk read just before it
     (diff reads old then new; a fine-tune series reads bases repeatedly), so it is decoded once, not twice."""
 
-    def __init__(self, budget: int = 64 << 20) -> None:
+    def __init__(self, budget: int = 16 << 20) -> None:  # counts toward the peak-memory target
         self.budget, self.size = budget, 0
         self.items: OrderedDict[bytes, memoryview] = OrderedDict()
         self.lock = threading.Lock()
