@@ -24,7 +24,7 @@ Progress = Callable[[int], None]
 
 
 def _segment_chunks(manifest: Manifest, recipe: FileRecipe) -> Iterator[bytes | memoryview]:
-    """Inline bytes as they are, chunk ids as ids (bytes of length 32 are never inline: see _pieces)."""
+    """Inline runs as memoryviews, chunk ids as bytes: `file_pieces` tells them apart by type."""
     for seg in recipe.segments:
         if seg[0] == SEG_INLINE:
             yield memoryview(seg[1])
