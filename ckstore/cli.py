@@ -500,10 +500,11 @@ def _parser_exceptions() -> tuple[tuple, tuple, tuple]:
     try:
         from typer._click.exceptions import ClickException
         usage.add(ClickException)
+        return tuple(exits), tuple(aborts), tuple(usage)
     except ImportError:
         pass
     try:
-        import click
+        import click  # only for a typer that still raises click's own (importing it costs ~15 ms)
         exits.add(click.exceptions.Exit)
         aborts.add(click.exceptions.Abort)
         usage.add(click.ClickException)

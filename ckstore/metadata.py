@@ -8,7 +8,6 @@ import os
 import platform
 import subprocess
 import sys
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +184,8 @@ def capture_env() -> dict:
         "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count() or 0,
         "argv": [os.path.basename(sys.argv[0])] + sys.argv[1:] if sys.argv else [],
     }
+    from importlib import metadata as importlib_metadata  # ~20 ms to import: only when a commit is made
+
     versions = {}
     for pkg in _PACKAGES:
         try:

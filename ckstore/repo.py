@@ -262,9 +262,12 @@ class Repo:
                 hit = self.stat_cache.get(str(path), rel, st, self.config.chunk_size)
                 sources.append(CachedFile(*hit) if hit else scan_path(path, rel))
                 stats[rel] = (str(path), st)
-        env = metadata.capture_env() if capture_env else {}
-        tip = self.refs.read(ref) or self.refs.read(self.refs.head())
-        mid = self._write_manifest(sources, tree, progress or NoProgress(), self._manifest_of(tip), stats)
+        with ThreadPoolExecutor(1, thread_name_prefix="ckstore-env") as side:
+            # git subprocesses and package lookups (~60 ms) overlap the snapshot instead of preceding it
+            env_job = side.submit(metadata.capture_env) if capture_env else None
+            tip = self.refs.read(ref) or self.refs.read(self.refs.head())
+            mid = self._write_manifest(sources, tree, progress or NoProgress(), self._manifest_of(tip), stats)
+            env = env_job.result() if env_job else {}
         with self.refs.locked(ref) as (current, set_ref):
             parent = current if current else self.refs.read(self.refs.head())
             commit = Commit(mid, (parent,) if parent else (), author, time.time(), message, record.get("step"),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import functools
-from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
 
 import blake3
 import numpy as np
@@ -40,9 +40,25 @@ class _Job:
     data: memoryview
     width: int
     base: bytes | None = None  # the same chunk of the same tensor in the parent commit
+    dtype: np.dtype | None = None  # element type when the chunk's statistics are wanted
+
+
+@dataclass(slots=True)
+class _Span:
+    """A tensor or opaque run being snapshotted: its chunks come back from the pool in order."""
+
+    span: object
+    pieces: list[memoryview]
+    width: int
+    bases: list[bytes | None]
+    ids: list[bytes] = field(default_factory=list)
+    partials: list[stats.Partial | None] = field(default_factory=list)
 
 
 class Snapshotter:
+    """Every chunk of a commit goes through one ordered stream on the pool (hash, statistics, encode), so the
+    workers stay busy across tensor and file boundaries; whole-file hashes run beside it on their own thread."""
+
     def __init__(self, store: Store, writer: ChunkWriter, pool: Executor, settings: SnapshotSettings,
                  progress: Progress | None = None, parent: Manifest | None = None) -> None:
         self.store, self.writer, self.pool, self.settings = store, writer, pool, settings
@@ -52,78 +68,115 @@ class Snapshotter:
             self.parent_tensors[(t.file, t.name)] = t
             self.parent_tensors.setdefault(t.name, t)  # re-sharded files keep their tensor names
 
-    def _process(self, job: _Job) -> tuple[bytes, bytes | None]:
-        """Hash a chunk and, when the store lacks it, encode its frame (runs on a worker thread)."""
+    def _process(self, job: _Job) -> tuple[bytes, bytes | None, stats.Partial | None]:
+        """Hash a chunk, take its statistics unless it equals its base, and, when the store lacks it, encode its
+        frame (runs on a worker thread)."""
         cid = hash_bytes(job.data)
+        part = None
+        if job.dtype is not None and cid != job.base:
+            part = stats.partial(np.frombuffer(job.data, dtype=job.dtype))
         if self.store.has_chunk(cid):
-            return cid, None
+            return cid, None, part
         level = self.settings.zstd_level
         if job.base is not None and job.base != cid:
-            depth = self.store.delta_depth(job.base, self.settings.max_delta_depth)
+            depth, plain = self.store.delta_chain(job.base, self.settings.max_delta_depth)
             if depth < self.settings.max_delta_depth:
                 base = self.store.get_chunk(job.base)
-                return cid, codec.encode(job.data, job.width, level, base=base, base_id=job.base)
-        return cid, codec.encode(job.data, job.width, level)
+                return cid, codec.encode(job.data, job.width, level, base=base, base_id=job.base,
+                                         plain_hint=plain), part
+        return cid, codec.encode(job.data, job.width, level), part
 
-    def _bases(self, path: str, span: object, cb: int, count: int) -> list[bytes | None]:
-        """Parent chunk ids to delta against, position by position, when the parent had the same tensor layout."""
-        t = self.parent_tensors.get((path, span.tensor.name)) or self.parent_tensors.get(span.tensor.name)
-        if t is None or t.dtype != span.tensor.dtype or t.chunk_bytes != cb or t.nbytes != span.nbytes:
-            return [None] * count
-        return list(t.chunks)
+    def _parent(self, path: str, name: str) -> TensorEntry | None:
+        return self.parent_tensors.get((path, name)) or self.parent_tensors.get(name)
 
-    def _stats(self, path: str, info: TensorInfo, pieces: list[memoryview], ids: tuple[bytes, ...]) -> dict:
-        """Statistics of a tensor: copied from the parent when its chunks are the same, else computed per chunk."""
-        t = self.parent_tensors.get((path, info.name)) or self.parent_tensors.get(info.name)
-        if t is not None and t.chunks == ids and t.dtype == info.dtype and t.stats:
-            return t.stats
-        dtype = DTYPES[info.dtype]
-        if dtype.kind == "c":
-            return {}
-        parts = ordered_map(self.pool, lambda p: stats.partial(np.frombuffer(p, dtype=dtype)), pieces)
-        return stats.finish(functools.reduce(stats.merge, parts, stats.Partial()))
-
-    def _store_chunks(self, pieces: list[memoryview], width: int, bases: list[bytes | None] | None = None) -> list[bytes]:
-        ids = []
-        jobs = (_Job(p, width, b) for p, b in zip(pieces, bases or [None] * len(pieces)))
-        work = ordered_map(self.pool, self._process, jobs)
-        for piece, (cid, frame) in zip(pieces, work):
-            if frame is not None and cid not in self.writer:
-                self.writer.add(cid, frame, len(piece))
-            ids.append(cid)
-            self.progress(len(piece))
-        return ids
-
-    def file(self, scanned: ScannedFile, tensors: list[TensorEntry]) -> FileRecipe:
-        segments: list[tuple] = []
+    def _plan(self, scanned: ScannedFile) -> list[_Span]:
+        """Cut a file's tensors and large opaque runs into chunks, each paired with its delta base."""
+        out = []
         size = self.settings.chunk_size
         for span in scanned.spans:
+            if span.tensor is None:
+                if span.nbytes > INLINE_MAX:
+                    pieces = split(span.data, size)
+                    out.append(_Span(span, pieces, 1, [None] * len(pieces)))
+                continue
+            width = itemsize(span.tensor.dtype)
+            pieces = split(span.data, chunk_bytes_for(width, size))
+            t = self._parent(scanned.path, span.tensor.name)
+            same_layout = (t is not None and t.dtype == span.tensor.dtype and t.nbytes == span.nbytes
+                           and t.chunk_bytes == chunk_bytes_for(width, size))
+            out.append(_Span(span, pieces, width, list(t.chunks) if same_layout else [None] * len(pieces)))
+        return out
+
+    def _jobs(self, plans: list[list[_Span]]) -> Iterator[_Job]:
+        for spans in plans:
+            for sp in spans:
+                dtype = _stats_dtype(sp.span.tensor)
+                for piece, base in zip(sp.pieces, sp.bases):
+                    yield _Job(piece, sp.width, base, dtype)
+
+    def _stats(self, path: str, sp: _Span) -> dict:
+        """Statistics of a tensor: copied from the parent when its chunks are the same, else merged per chunk
+        (chunks equal to their base skipped statistics on the stream; they are computed now)."""
+        info = sp.span.tensor
+        t = self._parent(path, info.name)
+        if t is not None and t.chunks == tuple(sp.ids) and t.dtype == info.dtype and t.stats:
+            return t.stats
+        dtype = _stats_dtype(info)
+        if dtype is None:
+            return {}
+        missing = [k for k, p in enumerate(sp.partials) if p is None]
+        filled = ordered_map(self.pool, lambda k: stats.partial(np.frombuffer(sp.pieces[k], dtype=dtype)), missing)
+        for k, p in zip(missing, filled):
+            sp.partials[k] = p
+        return stats.finish(functools.reduce(stats.merge, sp.partials, stats.Partial()))
+
+    def _recipe(self, scanned: ScannedFile, spans: list[_Span], file_hash: bytes,
+                tensors: list[TensorEntry]) -> FileRecipe:
+        chunked = {id(sp.span): sp for sp in spans}
+        segments: list[tuple] = []
+        for span in scanned.spans:
+            sp = chunked.get(id(span))
             if span.tensor is not None:
-                width = itemsize(span.tensor.dtype)
-                cb = chunk_bytes_for(width, size)
-                pieces = split(span.data, cb)
-                ids = tuple(self._store_chunks(pieces, width, self._bases(scanned.path, span, cb, len(pieces))))
+                info = span.tensor
                 segments.append((SEG_TENSOR, len(tensors)))
-                tensors.append(TensorEntry(span.tensor.name, scanned.path, span.tensor.dtype, span.tensor.shape,
-                                           span.offset, span.nbytes, cb, ids,
-                                           self._stats(scanned.path, span.tensor, pieces, ids)))
-            elif span.nbytes <= INLINE_MAX:
+                tensors.append(TensorEntry(info.name, scanned.path, info.dtype, info.shape, span.offset, span.nbytes,
+                                           chunk_bytes_for(sp.width, self.settings.chunk_size), tuple(sp.ids),
+                                           self._stats(scanned.path, sp)))
+            elif sp is None:
                 segments.append((SEG_INLINE, bytes(span.data)))
                 self.progress(span.nbytes)
             else:
-                ids = self._store_chunks(split(span.data, size), 1)
-                segments.append((SEG_CHUNKS, span.nbytes, size, tuple(ids)))
-        return FileRecipe(scanned.path, scanned.size, self._file_hash(scanned), tuple(_merge_inline(segments)))
+                segments.append((SEG_CHUNKS, span.nbytes, self.settings.chunk_size, tuple(sp.ids)))
+        return FileRecipe(scanned.path, scanned.size, file_hash, tuple(_merge_inline(segments)))
 
-    @staticmethod
-    def _file_hash(scanned: ScannedFile) -> bytes:
-        h = blake3.blake3(max_threads=blake3.blake3.AUTO)
-        for span in scanned.spans:
-            h.update(span.data)
-        return h.digest()
+    def _snapshot(self, scanned: list[ScannedFile]) -> list[tuple[list[_Span], bytes]]:
+        """Run every chunk of `scanned` through the pool; returns each file's spans (ids and partials filled in)
+        and whole-file hash."""
+        plans = [self._plan(f) for f in scanned]
+        with ThreadPoolExecutor(1, thread_name_prefix="ckstore-filehash") as hasher:
+            hashes = [hasher.submit(_file_hash, f) for f in scanned]
+            try:
+                self._stream(plans)
+            except BaseException:
+                for h in hashes:
+                    h.cancel()
+                raise
+            return [(spans, h.result()) for spans, h in zip(plans, hashes)]
+
+    def _stream(self, plans: list[list[_Span]]) -> None:
+        slots = ((sp, len(p)) for spans in plans for sp in spans for p in sp.pieces)
+        for (sp, n), (cid, frame, part) in zip(slots, ordered_map(self.pool, self._process, self._jobs(plans))):
+            if frame is not None and cid not in self.writer:
+                self.writer.add(cid, frame, n)
+            sp.ids.append(cid)
+            sp.partials.append(part)
+            self.progress(n)
 
     def manifest(self, files: Iterable[ScannedFile | CachedFile], tree: object = None) -> Manifest:
         """Build the manifest; `self.fresh` then holds each newly read file as a CachedFile for the stat cache."""
+        files = list(files)
+        scanned = [f for f in files if not isinstance(f, CachedFile)]
+        done = iter(self._snapshot(scanned))
         tensors: list[TensorEntry] = []
         recipes = []
         self.fresh: list[CachedFile] = []
@@ -134,11 +187,26 @@ class Snapshotter:
                 tensors.extend(f.tensors)
                 self.progress(f.recipe.size)
             else:
-                recipe = self.file(f, tensors)
+                spans, file_hash = next(done)
+                recipe = self._recipe(f, spans, file_hash, tensors)
                 recipes.append(recipe)
                 self.fresh.append(CachedFile(_reindex(recipe, -start), tuple(tensors[start:])))
         order = sorted(range(len(recipes)), key=lambda i: recipes[i].path)
         return Manifest(tuple(recipes[i] for i in order), tuple(tensors), tree)
+
+
+def _stats_dtype(info: TensorInfo | None) -> np.dtype | None:
+    if info is None:
+        return None
+    dtype = DTYPES[info.dtype]
+    return None if dtype.kind == "c" else dtype
+
+
+def _file_hash(scanned: ScannedFile) -> bytes:
+    h = blake3.blake3()  # one thread: it runs beside the chunk workers, not instead of them
+    for span in scanned.spans:
+        h.update(span.data)
+    return h.digest()
 
 
 def _reindex(recipe: FileRecipe, shift: int) -> FileRecipe:

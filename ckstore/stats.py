@@ -41,26 +41,49 @@ def sumsq(x: np.ndarray) -> float:
     return float(np.einsum("i,i->", x, x))
 
 
+def _widen(arr: np.ndarray) -> np.ndarray:
+    """The cheapest exact working type: float32 for narrow floats (bfloat16 through its bits), float64 for
+    integers and booleans, float32/float64 themselves unchanged."""
+    if arr.dtype.kind == "c":
+        raise ValueError("complex tensors have no ordered statistics")
+    if arr.dtype.name == "bfloat16":
+        return (arr.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize >= 4:
+        return arr
+    return arr.astype(np.float32 if arr.dtype.kind in "fV" else np.float64)  # fp16 and float8 fit in float32
+
+
 def partial(arr: np.ndarray) -> Partial:
     """Statistics of one chunk of elements."""
-    x = as_float64(arr.reshape(-1))
-    n = x.size
+    a = _widen(arr.reshape(-1))
+    n = a.size
     if n == 0:
         return Partial()
-    total, sq = float(x.sum()), sumsq(x)
-    if not (math.isfinite(total) and math.isfinite(sq)):  # a NaN or Inf somewhere: mask them out
-        nan = int(np.count_nonzero(np.isnan(x)))
-        zeros = n - int(np.count_nonzero(x))
-        x = x[np.isfinite(x)]
-        if x.size == 0:
-            return Partial(n, 0, 0.0, 0.0, 0.0, math.inf, -math.inf, zeros, nan, n - nan)
-        total, sq = float(x.sum()), sumsq(x)
-    else:
-        nan, zeros = 0, n - int(np.count_nonzero(x))
+    lo, hi = float(a.min()), float(a.max())  # in the narrow type: fast, and NaN or Inf shows up in one of them
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return _partial_masked(a)
+    zeros = int(np.count_nonzero(a == 0))
+    x = a.astype(np.float64)  # our own working copy: sums in float64, centred in place
+    mean = float(x.sum()) / n
+    x -= mean
+    m2 = sumsq(x)
+    return Partial(n, n, mean, m2, m2 + n * mean * mean, lo, hi, zeros, 0, 0)  # sum x² = sum (x-mean)² + n mean²
+
+
+def _partial_masked(a: np.ndarray) -> Partial:
+    """The slow path for a chunk holding NaN or Inf: moments over the finite elements only."""
+    x = a.astype(np.float64)
+    n = x.size
+    nan = int(np.count_nonzero(np.isnan(x)))
+    zeros = n - int(np.count_nonzero(x))
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return Partial(n, 0, 0.0, 0.0, 0.0, math.inf, -math.inf, zeros, nan, n - nan)
     finite = x.size
-    mean = total / finite
+    mean = float(x.sum()) / finite
     lo, hi = float(x.min()), float(x.max())
-    x -= mean  # our own working copy: centre in place for an exact second moment
+    sq = sumsq(x)
+    x -= mean
     return Partial(n, finite, mean, sumsq(x), sq, lo, hi, zeros, nan, n - finite - nan)
 
 

@@ -150,47 +150,69 @@ class Store:
         cached = self._recent.get(chunk)
         if cached is not None:
             return cached
-        raw, pack = self._decode(chunk, 0)
+        raw, pack = self._decode(chunk)
         got = hash_bytes(raw)
         if got != chunk:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {pack.hex()[:12]}")
         self._recent.put(chunk, raw)
         return raw.toreadonly()
 
-    def _decode(self, chunk: bytes, depth: int) -> tuple[memoryview, bytes]:
-        """Decode a chunk and, for a delta frame, its bases. Only the chunk asked for is hashed: a wrong byte
-        anywhere in the chain changes the final bytes, so one check at the end covers the whole chain."""
+    def _decode(self, chunk: bytes) -> tuple[memoryview, bytes]:
+        """Decode a chunk with its delta chain: frames are gathered down to a full frame, or to a base already in
+        the recent cache, and decoded in one pass. Only the chunk asked for is hashed (by the caller): a wrong
+        byte anywhere in the chain changes the final bytes, so one check at the end covers the whole chain."""
         cached = self._recent.get(chunk)
         if cached is not None:
             return cached, b""
-        loc = self.index.get(chunk)
-        if loc is None:
-            raise MissingObject("chunk", chunk.hex())
-        if depth > MAX_DELTA_DEPTH:
-            raise CorruptObject("chunk", chunk.hex(), "?", detail="delta chain too deep")
-        frame = self.read_frame(loc)
+        frames, first, tail, cur = [], None, None, chunk
+        while True:
+            loc = self.index.get(cur)
+            if loc is None:
+                raise MissingObject("chunk", cur.hex())
+            if first is None:
+                first = loc
+            elif loc.raw_length != first.raw_length:
+                raise CorruptObject("chunk", chunk.hex(), "?", detail=f"delta base {cur.hex()[:12]} has another length")
+            if len(frames) > MAX_DELTA_DEPTH:
+                raise CorruptObject("chunk", chunk.hex(), "?", detail="delta chain too deep")
+            frames.append(self.read_frame(loc))
+            try:
+                base = codec.frame_base(frames[-1])
+            except codec.FrameError as exc:
+                raise CorruptObject("chunk", cur.hex(), "?", detail=f"pack {loc.pack.hex()[:12]}: {exc}") from None
+            if base is None:
+                break
+            tail = self._recent.get(base)
+            if tail is not None:
+                break
+            cur = base
         try:
-            raw = codec.decode(frame, loc.raw_length, lambda base: self._decode(base, depth + 1)[0])
+            raw = codec.decode_chain(frames, first.raw_length, tail)
         except codec.FrameError as exc:
-            raise CorruptObject("chunk", chunk.hex(), "?", detail=f"pack {loc.pack.hex()[:12]}: {exc}") from None
-        return raw, loc.pack
+            raise CorruptObject("chunk", chunk.hex(), "?", detail=f"pack {first.pack.hex()[:12]}: {exc}") from None
+        return raw, first.pack
 
-    def delta_depth(self, chunk: bytes, limit: int) -> int:
-        """How many delta frames must be decoded to read `chunk` (0 for a full frame), counting up to `limit`."""
+    def delta_chain(self, chunk: bytes, limit: int) -> tuple[int, int | None]:
+        """(how many delta frames must be decoded to read `chunk`, counting up to `limit`; the stored length of
+        the full frame the chain starts from, when reached). That length is what a plain frame of a later
+        version of the same data is expected to cost."""
         depth = 0
         while depth < limit:
             loc = self.index.get(chunk)
             if loc is None:
-                return limit  # unknown base: never delta against it
+                return limit, None  # unknown base: never delta against it
             header = os.pread(self._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset)
             try:
                 base = codec.frame_base(header)
             except codec.FrameError:
-                return limit
+                return limit, None
             if base is None:
-                return depth
+                return depth, loc.length
             chunk, depth = base, depth + 1
-        return depth
+        return depth, None
+
+    def delta_depth(self, chunk: bytes, limit: int) -> int:
+        return self.delta_chain(chunk, limit)[0]
 
     def writer(self, pack_size: int) -> ChunkWriter:
         return ChunkWriter(self, pack_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +53,15 @@ def parse_entries(body: bytes | memoryview, what: str) -> tuple[list[Entry], int
     return [Entry(*ENTRY.unpack_from(body, start + i * ENTRY.size)) for i in range(count)], start
 
 
+FLUSH_EVERY = 32 << 20
+
+
 class PackWriter:
-    """Frames go to a temp file; `seal` fsyncs it and renames it to packs/ab/<blake3>.pack, then writes .idx."""
+    """Frames go to a temp file; `seal` fsyncs it and renames it to packs/ab/<blake3>.pack, then writes .idx.
+
+    Every FLUSH_EVERY bytes a background fdatasync starts writing back what is already there, so the disk works
+    while the chunks after it are encoded and `seal` waits only for the tail (measured: the final fsync of a
+    107 MiB pack took 0.2 s, a third of the whole commit)."""
 
     def __init__(self, packs_dir: Path, tmp_dir: Path) -> None:
         self.packs_dir, self.tmp_dir = packs_dir, tmp_dir
@@ -62,6 +70,8 @@ class PackWriter:
         self.hasher, self.check = blake3.blake3(), xxhash.xxh3_64()
         self.entries: list[Entry] = []
         self.size = 0
+        self._flushed = 0
+        self._flusher: threading.Thread | None = None
         self._write(PACK_MAGIC + struct.pack("<I", VERSION))
 
     def _write(self, data: bytes | memoryview) -> None:
@@ -69,6 +79,17 @@ class PackWriter:
         self.hasher.update(data)
         self.check.update(data)
         self.size += len(data)
+        if self.size - self._flushed >= FLUSH_EVERY and not (self._flusher and self._flusher.is_alive()):
+            self.file.flush()
+            self._flushed = self.size
+            self._flusher = threading.Thread(target=_writeback, args=(self.file.fileno(),), daemon=True,
+                                             name="ckstore-writeback")
+            self._flusher.start()
+
+    def _join_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
 
     def add(self, chunk: bytes, frame: bytes, raw_length: int) -> None:
         self.entries.append(Entry(chunk, self.size, len(frame), raw_length))
@@ -82,6 +103,7 @@ class PackWriter:
         self.file.write(tail)
         self.hasher.update(tail)
         self.file.flush()
+        self._join_flusher()
         io_step()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -95,11 +117,19 @@ class PackWriter:
         return pack_id, self.entries
 
     def abort(self) -> None:
+        self._join_flusher()
         self.file.close()
         try:
             os.unlink(self.tmp)
         except FileNotFoundError:
             pass
+
+
+def _writeback(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        pass  # only a head start: the fsync in `seal` is the one that counts, and it reports errors
 
 
 def idx_bytes(pack_id: bytes, entries: list[Entry]) -> bytes:
