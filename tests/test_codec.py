@@ -76,3 +76,75 @@ def test_trailing_garbage_refused():
     frame = codec.encode(b"abcd" * 100, 4)
     with pytest.raises(codec.FrameError):
         codec.decode(frame + b"x", 400)
+
+
+def _series(n_versions: int, size: int = 1 << 14, dtype=np.float32) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    cur = rng.standard_normal(size).astype(dtype)
+    out = [cur]
+    for _ in range(n_versions - 1):
+        cur = cur.copy()
+        cur[::10] = (cur[::10].astype(np.float32) + 1e-2 * rng.standard_normal(cur[::10].size)).astype(dtype)
+        out.append(cur)
+    return out
+
+
+def _chain(versions: list[np.ndarray], width: int) -> list[bytes]:
+    """Frames newest first, each a delta against the version before it; the oldest is full."""
+    frames = [codec.encode(versions[0].tobytes(), width)]
+    for prev, cur in zip(versions, versions[1:]):
+        frames.append(codec.encode(cur.tobytes(), width, base=prev.tobytes(), base_id=b"\x01" * 32))
+    return frames[::-1]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16, np.float64])
+def test_decode_chain_matches_frame_by_frame(dtype):
+    versions = _series(5, dtype=dtype)
+    frames = _chain(versions, versions[0].dtype.itemsize)
+    assert all(codec.frame_base(f) is not None for f in frames[:-1]) and codec.frame_base(frames[-1]) is None
+    raw_len = versions[0].nbytes
+    for k in range(len(frames)):  # each suffix is the chain of an older version
+        assert bytes(codec.decode_chain(frames[k:], raw_len)) == versions[len(frames) - 1 - k].tobytes()
+
+
+def test_decode_chain_ends_at_a_cached_base():
+    versions = _series(3)
+    frames = _chain(versions, 4)
+    got = codec.decode_chain(frames[:1], versions[0].nbytes, tail=memoryview(versions[1].tobytes()))
+    assert bytes(got) == versions[2].tobytes()
+
+
+def test_decode_chain_mixed_widths_and_odd_length():
+    rng = np.random.default_rng(5)
+    old = rng.integers(0, 255, 4099, dtype=np.uint8).tobytes()
+    new = bytearray(old)
+    new[10:20] = b"x" * 10
+    frames = [codec.encode(bytes(new), 2, base=old, base_id=b"\x02" * 32), codec.encode(old, 4)]
+    assert bytes(codec.decode_chain(frames, len(old))) == bytes(new)
+
+
+def test_decode_chain_refuses_inconsistent_chains():
+    versions = _series(2)
+    frames = _chain(versions, 4)
+    with pytest.raises(codec.FrameError):  # the last frame of a chain must be full unless a tail is given
+        codec.decode_chain(frames[:1], versions[0].nbytes)
+    with pytest.raises(codec.FrameError):  # a full frame in the middle
+        codec.decode_chain([frames[1], frames[1]], versions[0].nbytes)
+    with pytest.raises(codec.FrameError):
+        codec.decode_chain(frames, versions[0].nbytes + 4)
+
+
+def test_plain_hint_skips_the_plain_attempt_only_when_the_delta_is_clearly_smaller(monkeypatch):
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal(1 << 16).astype(np.float32)
+    old, new = a.tobytes(), (a + 1e-3 * rng.standard_normal(a.size).astype(np.float32)).tobytes()  # dense change
+    tried = []
+    real = codec._grouped
+    monkeypatch.setattr(codec, "_grouped", lambda *a: tried.append(1) or real(*a))
+    plain_len = len(codec.encode(old, 4))
+    tried.clear()
+    frame = codec.encode(new, 4, base=old, base_id=b"\x03" * 32, plain_hint=plain_len)
+    assert codec.frame_base(frame) is not None and len(tried) == 1  # delta well under the hint: plain not tried
+    tried.clear()
+    codec.encode(new, 4, base=old, base_id=b"\x03" * 32, plain_hint=len(frame))
+    assert len(tried) == 2  # delta not clearly smaller than the hint: both tried, the smaller kept

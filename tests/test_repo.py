@@ -329,3 +329,22 @@ def test_racily_clean_files_are_not_cached(repo, tmp_path):
     save_file({"w": np.ones(8, np.float32)}, path)
     repo.commit(path, "fresh file", capture_env=False)
     assert repo.stat_cache.get(str(path), "m.safetensors", os.stat(path), repo.config.chunk_size) is None
+
+
+def test_large_pack_written_in_batches_with_early_writeback(repo, tmp_path, monkeypatch):
+    """48 MiB of incompressible bytes: several write batches and a background writeback before the seal."""
+    from ckstore.store import packs
+    calls = []
+    real = packs._writeback
+    monkeypatch.setattr(packs, "_writeback", lambda fd: calls.append(fd) or real(fd))
+    data = np.frombuffer(np.random.default_rng(9).bytes(48 << 20), dtype=np.uint8)
+    assert data.nbytes > packs.FLUSH_EVERY + packs.BATCH
+    path = tmp_path / "big.safetensors"
+    save_file({"blob": data, "small": np.arange(10, dtype=np.float32)}, path)
+    repo.commit(path, "big", capture_env=False)
+    assert calls  # the disk started on the pack before it was sealed
+    assert not list((repo.store.tmp_dir).glob("*.pack"))  # sealed and renamed, nothing left behind
+    assert repo.fsck(read_data=True).ok
+    out = tmp_path / "out"
+    repo.checkout("HEAD", out)
+    assert (out / "big.safetensors").read_bytes() == path.read_bytes()

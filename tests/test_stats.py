@@ -79,3 +79,42 @@ def test_delta_tolerances_and_appearing_nans():
     assert got["changed"] == 3 and got["nan_appeared"] == 1 and got["inf_appeared"] == 1
     tol = stats.finish_delta(stats.delta_partial(old, new, atol=1e-5), 5.5, 5.5)
     assert tol["changed"] == 0  # only finite pairs are compared under a tolerance
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn,
+                                   np.int8, np.int64, np.uint16, np.bool_])
+@pytest.mark.parametrize("special", ["none", "nan", "inf", "all-nan", "offset"])
+def test_partial_every_dtype_and_special_value(dtype, special):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(5000) * 3
+    if special == "offset":  # large mean, small spread: the centred second moment must not cancel away
+        if np.dtype(dtype).itemsize < 2 or np.dtype(dtype) == np.float16:
+            pytest.skip("1000 ± 0.003 is not representable in this type")
+        x = 1000 + x * 1e-3
+    arr = x.astype(dtype)
+    if np.dtype(dtype).kind in "fV" and special in ("nan", "inf", "all-nan"):
+        if special == "all-nan":
+            arr[:] = np.nan
+        else:
+            arr[7] = np.nan if special == "nan" else np.inf
+            arr[9] = -np.inf if special == "inf" else arr[9]
+    got = stats.finish(stats.partial(arr))
+    if special == "all-nan" and np.dtype(dtype).kind in "fV":
+        assert got["mean"] is None and got["nan"] == arr.size and got["count"] == arr.size
+    else:
+        want = reference(arr)
+        assert got["count"] == want["count"] and got["zeros"] == want["zeros"]
+        assert got["nan"] == want["nan"] and got["inf"] == want["inf"]
+        close({k: got[k] for k in ("mean", "min", "max", "l2")}, {k: want[k] for k in ("mean", "min", "max", "l2")})
+        assert math.isclose(got["std"], want["std"], rel_tol=1e-6, abs_tol=1e-12)
+
+
+def test_stats_of_chunks_partly_equal_to_their_base(tmp_path):
+    """A tensor where only some chunks changed: statistics skip equal chunks on the stream and are completed after."""
+    w = np.random.default_rng(2).standard_normal(40_000).astype(np.float32)
+    with Repo.init(tmp_path / "r", chunk_size=16384) as repo:
+        repo.commit({"w": w}, "a", capture_env=False)
+        w2 = w.copy()
+        w2[:100] += 1
+        repo.commit({"w": w2}, "b", capture_env=False)
+        close(repo.manifest().tensors[0].stats, reference(w2))
