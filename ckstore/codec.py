@@ -62,18 +62,19 @@ def _planes(raw: np.ndarray, width: int) -> list[np.ndarray]:
 SAMPLE = 16 * 1024
 
 
-def _encode_plane(plane: np.ndarray, level: int) -> bytes:
+def _encode_plane(plane: np.ndarray, level: int) -> tuple[bytes, bytes | np.ndarray]:
+    """(plane header, body): a raw body is the plane itself, copied only once, into the joined frame."""
     # Mantissa planes are near random: a sample that does not compress means the plane will not either, so the
     # full zstd pass is skipped (it costs most of the encode time on dense float data).
     if len(plane) > 4 * SAMPLE:
         sample = plane[:SAMPLE]
         if len(_compressor(level).compress(sample)) >= SAMPLE - (SAMPLE >> 6):
-            return PLANE.pack(PLANE_RAW, len(plane)) + plane.tobytes()
+            return PLANE.pack(PLANE_RAW, len(plane)), plane
     packed = _compressor(level).compress(plane)
     # Store raw unless zstd saves at least 1/64.
     if len(packed) < len(plane) - (len(plane) >> 6):
-        return PLANE.pack(PLANE_ZSTD, len(packed)) + packed
-    return PLANE.pack(PLANE_RAW, len(plane)) + plane.tobytes()
+        return PLANE.pack(PLANE_ZSTD, len(packed)), packed
+    return PLANE.pack(PLANE_RAW, len(plane)), plane
 
 
 def encode(raw: memoryview | bytes, width: int, level: int = 1, base: memoryview | bytes | None = None,
@@ -95,7 +96,7 @@ def encode(raw: memoryview | bytes, width: int, level: int = 1, base: memoryview
 
 
 def _grouped(data: np.ndarray, width: int, level: int) -> bytes:
-    return b"".join(_encode_plane(p, level) for p in _planes(data, width))
+    return b"".join([part for p in _planes(data, width) for part in _encode_plane(p, level)])
 
 
 def frame_base(frame: bytes | memoryview) -> bytes | None:
@@ -130,7 +131,7 @@ def decode(frame: bytes | memoryview, raw_length: int, base: Callable[[bytes], m
     elif codec == ZSTD:
         out = np.frombuffer(_unzstd(frame[pos:], length), dtype=np.uint8).copy()
     elif codec == GROUPED and 1 <= width <= MAX_WIDTH:
-        out = _interleave(_plane_arrays(frame, pos, width, length), width, length)
+        out = _interleave(_read_planes(frame, pos, width, length), width, length)
     else:
         raise FrameError(f"unknown codec {codec} / width {width}")
     if base_id is not None:
@@ -166,9 +167,10 @@ def decode_chain(frames: list[bytes | memoryview], raw_length: int, tail: memory
     if codecs != {GROUPED} or len(widths) != 1 or not 1 <= heads[0][1] <= MAX_WIDTH:
         return _decode_nested(views, raw_length, tail)
     width = heads[0][1]
-    acc = _plane_arrays(views[0], heads[0][2], width, raw_length)
+    acc = [np.array(p) for p in _read_planes(views[0], heads[0][2], width, raw_length)]  # writable copies
     for f, (_, _, pos) in zip(views[1:], heads[1:]):
-        _plane_arrays(f, pos, width, raw_length, acc)
+        for dst, plane in zip(acc, _read_planes(f, pos, width, raw_length)):
+            np.bitwise_xor(dst, plane, out=dst)
     out = _interleave(acc, width, raw_length)  # once for the whole chain
     if tail is not None:
         ref = np.frombuffer(tail, dtype=np.uint8)
@@ -188,25 +190,22 @@ def _decode_nested(frames: list[memoryview], raw_length: int, tail: memoryview |
 
 
 def _interleave(planes: list[np.ndarray], width: int, length: int) -> np.ndarray:
-    """Planes back to element order (plane j holds byte j of every element). Column by column: numpy copies a
-    whole transposed (width, n) block 5x slower than it fills one strided column at a time."""
+    """Planes back to element order (plane j holds byte j of every element; a plane past `width` is the tail).
+    Column by column: numpy copies a whole transposed (width, n) block 5x slower than one strided column."""
     out = np.empty(length, dtype=np.uint8)
     n = length // width
     grid = out[: n * width].reshape(n, width)
     for j in range(width):
-        grid[:, j] = planes[0][j]
-    if len(planes) > 1:
-        out[n * width:] = planes[1]
+        grid[:, j] = planes[j]
+    if len(planes) > width:
+        out[n * width:] = planes[width]
     return out
 
 
-def _plane_arrays(frame: memoryview, pos: int, width: int, length: int,
-                  acc: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """The planes of a grouped frame as [(width, n) array, tail bytes]: new ones, or XORed into `acc`."""
+def _read_planes(frame: memoryview, pos: int, width: int, length: int) -> list[np.ndarray]:
+    """The planes of a grouped frame: raw planes as views into the frame, zstd planes decompressed."""
     n, rest = divmod(length, width)
-    first = acc is None
-    if acc is None:
-        acc = [np.empty((width, n), dtype=np.uint8)] + ([np.empty(rest, dtype=np.uint8)] if rest else [])
+    planes = []
     for j in range(width + (1 if rest else 0)):
         size = n if j < width else rest
         if pos + PLANE.size > len(frame):
@@ -220,19 +219,14 @@ def _plane_arrays(frame: memoryview, pos: int, width: int, length: int,
         if mode == PLANE_RAW:
             if stored != size:
                 raise FrameError("raw plane has the wrong length")
-            plane = np.frombuffer(body, dtype=np.uint8)
+            planes.append(np.frombuffer(body, dtype=np.uint8))
         elif mode == PLANE_ZSTD:
-            plane = np.frombuffer(_unzstd(body, size), dtype=np.uint8)
+            planes.append(np.frombuffer(_unzstd(body, size), dtype=np.uint8))
         else:
             raise FrameError(f"unknown plane mode {mode}")
-        dst = acc[0][j] if j < width else acc[1]
-        if first:
-            dst[:] = plane
-        else:
-            np.bitwise_xor(dst, plane, out=dst)
     if pos != len(frame):
         raise FrameError("trailing bytes after the last plane")
-    return acc
+    return planes
 
 
 def _unzstd(data: memoryview, expected: int) -> bytes:
