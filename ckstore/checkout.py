@@ -114,7 +114,7 @@ def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, dest: Path,
 
         def put(item: tuple[int, bytes | memoryview]) -> int:
             offset, piece = item
-            data = piece if isinstance(piece, memoryview) else store.get_chunk(piece)
+            data = piece if isinstance(piece, memoryview) else store.get_chunk(piece, keep=False)
             view = memoryview(data)
             while view:  # pwrite may write less than asked (signals, some filesystems)
                 done = os.pwrite(fd, view, offset)

@@ -81,7 +81,7 @@ class Snapshotter:
         if job.base is not None and job.base != cid:
             depth, plain = self.store.delta_chain(job.base, self.settings.max_delta_depth)
             if depth < self.settings.max_delta_depth:
-                base = self.store.get_chunk(job.base)
+                base = self.store.get_chunk(job.base, keep=False)
                 return cid, codec.encode(job.data, job.width, level, base=base, base_id=job.base,
                                          plain_hint=plain), part
         return cid, codec.encode(job.data, job.width, level), part

@@ -145,8 +145,9 @@ class Store:
     def read_frame(self, loc: Location) -> bytes:
         return os.pread(self._fd(loc.pack), loc.length, loc.offset)
 
-    def get_chunk(self, chunk: bytes) -> memoryview:
-        """The verified raw bytes of a chunk."""
+    def get_chunk(self, chunk: bytes, *, keep: bool = True) -> memoryview:
+        """The verified raw bytes of a chunk. `keep=False` for a chunk read once (checkout, a commit's delta
+        base): the recent-chunks cache would only hold it, 16 MiB of memory for nothing."""
         cached = self._recent.get(chunk)
         if cached is not None:
             return cached
@@ -154,7 +155,8 @@ class Store:
         got = hash_bytes(raw)
         if got != chunk:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {pack.hex()[:12]}")
-        self._recent.put(chunk, raw)
+        if keep:
+            self._recent.put(chunk, raw)
         return raw.toreadonly()
 
     def _decode(self, chunk: bytes) -> tuple[memoryview, bytes]:

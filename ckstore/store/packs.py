@@ -54,13 +54,13 @@ def parse_entries(body: bytes | memoryview, what: str) -> tuple[list[Entry], int
 
 
 FLUSH_EVERY = 32 << 20
-BATCH = 8 << 20
+BATCH = 4 << 20
 
 
 class PackWriter:
     """Frames go to a temp file; `seal` fsyncs it and renames it to packs/ab/<blake3>.pack, then writes .idx.
 
-    Frames are written and hashed in batches of BATCH bytes: each write and hash call hands the GIL back and
+    Frames are written and hashed in batches of BATCH bytes (4 MiB): each write and hash call hands the GIL back and
     forth with the encoding workers, and per frame that hand-off cost more than the work itself. Every
     FLUSH_EVERY bytes a background fdatasync starts writing back what is already there, so the disk works while
     later chunks are encoded and `seal` waits only for the tail (measured: the final fsync of a 107 MiB pack
