@@ -12,12 +12,13 @@ import numpy as np
 
 from . import codec, stats
 from .chunking import INLINE_MAX, chunk_bytes_for, split
-from .formats.base import DTYPES, ScannedFile, TensorInfo, itemsize
+from .formats.base import DTYPES, ScannedFile, TensorInfo, drop_pages, itemsize
 from .objects import SEG_CHUNKS, SEG_INLINE, SEG_TENSOR, FileRecipe, Manifest, TensorEntry, hash_bytes
 from .parallel import ordered_map
 from .store import ChunkWriter, Store
 
 Progress = Callable[[int], None]
+HASH_BLOCK = 8 << 20  # the whole-file hash maps in and drops this much at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,7 @@ class Snapshotter:
             sp.ids.append(cid)
             sp.partials.append(part)
             self.progress(n)
+            drop_pages(sp.pieces[len(sp.ids) - 1])  # read by its worker: out of our RSS, not out of the cache
 
     def manifest(self, files: Iterable[ScannedFile | CachedFile], tree: object = None) -> Manifest:
         """Build the manifest; `self.fresh` then holds each newly read file as a CachedFile for the stat cache."""
@@ -205,7 +207,10 @@ def _stats_dtype(info: TensorInfo | None) -> np.dtype | None:
 def _file_hash(scanned: ScannedFile) -> bytes:
     h = blake3.blake3()  # one thread: it runs beside the chunk workers, not instead of them
     for span in scanned.spans:
-        h.update(span.data)
+        for k in range(0, len(span.data), HASH_BLOCK):
+            block = span.data[k:k + HASH_BLOCK]
+            h.update(block)
+            drop_pages(block)
     return h.digest()
 
 

@@ -1,5 +1,7 @@
 """Small pure pieces: revision syntax, graph walks, path safety, ref names, metadata parsing, audit chain."""
 
+import os
+
 import pytest
 
 from ckstore import graph, metadata
@@ -124,3 +126,27 @@ def test_audit_tamper_detected(tmp_path):
     assert any("chain" in p for p in log.verify())
     (tmp_path / "audit").write_text(text[:-10])
     assert any("truncated" in p for p in log.verify())
+
+
+def _rss_file_kib() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_drop_pages_leaves_the_resident_set_but_not_the_data(tmp_path):
+    from ckstore.formats.base import drop_pages, map_file
+    data = os.urandom(1 << 20) * 32
+    (tmp_path / "f").write_bytes(data)
+    view = map_file(tmp_path / "f")
+    before = _rss_file_kib()
+    assert bytes(view[::4096]) == data[::4096]  # touch every page
+    touched = _rss_file_kib()
+    assert touched - before > 24 * 1024
+    for k in range(0, len(view), 3 << 20):  # unaligned pieces, as chunks of a tensor are
+        drop_pages(view[k:k + (3 << 20) + 5])
+    assert _rss_file_kib() < touched - 24 * 1024
+    assert bytes(view) == data  # the bytes are all still there
+    drop_pages(memoryview(b"not a mapping"))  # anything else: a no-op
