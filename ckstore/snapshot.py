@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -12,13 +13,13 @@ import numpy as np
 
 from . import codec, stats
 from .chunking import INLINE_MAX, chunk_bytes_for, split
-from .formats.base import DTYPES, ScannedFile, TensorInfo, drop_pages, itemsize
+from .formats.base import DTYPES, ScannedFile, TensorInfo, drop_range, itemsize, mapping_of
 from .objects import SEG_CHUNKS, SEG_INLINE, SEG_TENSOR, FileRecipe, Manifest, TensorEntry, hash_bytes
 from .parallel import ordered_map
 from .store import ChunkWriter, Store
 
 Progress = Callable[[int], None]
-HASH_BLOCK = 8 << 20  # the whole-file hash maps in and drops this much at a time
+HASH_BLOCK = 4 << 20  # the whole-file hash maps in and drops this much at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,25 +155,29 @@ class Snapshotter:
         """Run every chunk of `scanned` through the pool; returns each file's spans (ids and partials filled in)
         and whole-file hash."""
         plans = [self._plan(f) for f in scanned]
+        pages = _Pages(scanned)
         with ThreadPoolExecutor(1, thread_name_prefix="ckstore-filehash") as hasher:
-            hashes = [hasher.submit(_file_hash, f) for f in scanned]
+            hashes = [hasher.submit(_file_hash, f, functools.partial(pages.hashed, i)) for i, f in enumerate(scanned)]
             try:
-                self._stream(plans)
+                self._stream(plans, pages)
             except BaseException:
                 for h in hashes:
                     h.cancel()
+                pages.release()
                 raise
             return [(spans, h.result()) for spans, h in zip(plans, hashes)]
 
-    def _stream(self, plans: list[list[_Span]]) -> None:
-        slots = ((sp, len(p)) for spans in plans for sp in spans for p in sp.pieces)
-        for (sp, n), (cid, frame, part) in zip(slots, ordered_map(self.pool, self._process, self._jobs(plans))):
+    def _stream(self, plans: list[list[_Span]], pages: _Pages) -> None:
+        slots = ((i, sp, len(p)) for i, spans in enumerate(plans) for sp in spans for p in sp.pieces)
+        work = ordered_map(self.pool, self._process, self._jobs(plans))
+        for (i, sp, n), (cid, frame, part) in zip(slots, work):
             if frame is not None and cid not in self.writer:
                 self.writer.add(cid, frame, n)
             sp.ids.append(cid)
             sp.partials.append(part)
             self.progress(n)
-            drop_pages(sp.pieces[len(sp.ids) - 1])  # read by its worker: out of our RSS, not out of the cache
+            pages.consumed(i, sp.span.offset + min(len(sp.ids) * len(sp.pieces[0]), sp.span.nbytes))
+        pages.release()  # every chunk is read: the hash may finish the files
 
     def manifest(self, files: Iterable[ScannedFile | CachedFile], tree: object = None) -> Manifest:
         """Build the manifest; `self.fresh` then holds each newly read file as a CachedFile for the stat cache."""
@@ -204,14 +209,57 @@ def _stats_dtype(info: TensorInfo | None) -> np.dtype | None:
     return None if dtype.kind == "c" else dtype
 
 
-def _file_hash(scanned: ScannedFile) -> bytes:
+def _file_hash(scanned: ScannedFile, progress: Callable[[int], None]) -> bytes:
     h = blake3.blake3()  # one thread: it runs beside the chunk workers, not instead of them
     for span in scanned.spans:
         for k in range(0, len(span.data), HASH_BLOCK):
             block = span.data[k:k + HASH_BLOCK]
             h.update(block)
-            drop_pages(block)
+            progress(span.offset + k + len(block))
+    progress(1 << 62)
     return h.digest()
+
+
+class _Pages:
+    """Takes each mapped input's pages out of the process's resident set once both of its readers are past them:
+    the chunk stream and the whole-file hash, each going through the file in order. Without it a commit's RSS
+    grew by the whole input; dropping after either reader alone made the other fault every page in again."""
+
+    AHEAD = 2 * HASH_BLOCK  # the hash (0.4 ms/MiB) would otherwise map in the whole file long before the chunks
+
+    def __init__(self, files: list[ScannedFile]) -> None:
+        self.maps = [mapping_of(f) for f in files]
+        self.hash_pos = [0] * len(files)
+        self.read_pos = [0] * len(files)
+        self.dropped = [0] * len(files)
+        self.cond = threading.Condition()
+
+    def hashed(self, i: int, pos: int) -> None:
+        """Called by the hash thread; it waits while it is too far ahead of the chunk stream."""
+        with self.cond:
+            self.hash_pos[i] = pos
+            self._drop(i)
+            while self.maps[i] is not None and self.hash_pos[i] - self.read_pos[i] > self.AHEAD:
+                self.cond.wait()
+
+    def consumed(self, i: int, pos: int) -> None:
+        with self.cond:
+            self.read_pos[i] = pos
+            self._drop(i)
+            self.cond.notify_all()
+
+    def release(self) -> None:
+        """The stream has stopped (an error): never leave the hash thread waiting."""
+        for i in range(len(self.maps)):
+            self.consumed(i, 1 << 62)
+
+    def _drop(self, i: int) -> None:
+        mm = self.maps[i]
+        if mm is None:
+            return
+        upto = min(self.hash_pos[i], self.read_pos[i], len(mm))
+        if upto - self.dropped[i] >= HASH_BLOCK or upto == len(mm) > self.dropped[i]:
+            self.dropped[i] = drop_range(mm, self.dropped[i], upto)
 
 
 def _reindex(recipe: FileRecipe, shift: int) -> FileRecipe:

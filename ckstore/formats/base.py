@@ -102,21 +102,27 @@ def map_file(path: str | os.PathLike) -> memoryview:
         return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
 
-def drop_pages(view: memoryview) -> None:
-    """Tell the kernel this process is done with a view of a mapped file: its pages leave our resident set (they
-    stay in the page cache, so touching them again costs a minor fault, not a read). Without it a commit's RSS grew
-    by the whole input file. Views of anything but a mapped file are left alone."""
-    mm = view.obj
-    if not isinstance(mm, mmap.mmap) or not len(view) or mm.closed:
-        return
-    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
-    start = np.frombuffer(view, dtype=np.uint8).ctypes.data - base
-    lo = start - start % mmap.PAGESIZE  # outward to whole pages: a neighbour still in use just faults them back
-    hi = min(len(mm), -(-(start + len(view)) // mmap.PAGESIZE) * mmap.PAGESIZE)
+def mapping_of(f: "ScannedFile") -> mmap.mmap | None:
+    """The file mapping a scanned file's spans are views of, if they are (in-memory state dicts are not)."""
+    for span in f.spans:
+        if isinstance(span.data.obj, mmap.mmap):
+            return span.data.obj
+    return None
+
+
+def drop_range(mm: mmap.mmap, lo: int, hi: int) -> int:
+    """Take bytes [lo, hi) of a mapped file out of this process's resident set, whole pages inside the range only;
+    returns where the dropped pages end (the next range starts there). They stay in the page cache: touching them
+    again costs a minor fault, not a read."""
+    lo = -(-lo // mmap.PAGESIZE) * mmap.PAGESIZE
+    hi = len(mm) if hi >= len(mm) else hi - hi % mmap.PAGESIZE
+    if hi <= lo or mm.closed:
+        return max(lo, min(hi, lo))
     try:
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
     except (OSError, ValueError, AttributeError):
         pass  # only a memory hint
+    return hi
 
 
 def spans_from_tensors(rel: str, buf: memoryview, tensors: list[tuple[int, int, TensorInfo]]) -> ScannedFile:
