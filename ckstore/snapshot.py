@@ -158,6 +158,8 @@ class Snapshotter:
         pages = _Pages(scanned)
         with ThreadPoolExecutor(1, thread_name_prefix="ckstore-filehash") as hasher:
             hashes = [hasher.submit(_file_hash, f, functools.partial(pages.hashed, i)) for i, f in enumerate(scanned)]
+            for h in hashes:  # a failed hash must not leave the stream waiting for it
+                h.add_done_callback(_release_on_error(pages))
             try:
                 self._stream(plans, pages)
             except BaseException:
@@ -170,7 +172,11 @@ class Snapshotter:
     def _stream(self, plans: list[list[_Span]], pages: _Pages) -> None:
         slots = ((i, sp, len(p)) for i, spans in enumerate(plans) for sp in spans for p in sp.pieces)
         work = ordered_map(self.pool, self._process, self._jobs(plans))
+        current = 0
         for (i, sp, n), (cid, frame, part) in zip(slots, work):
+            for done in range(current, i):  # the stream has left these files: never hold their hash back
+                pages.consumed(done, 1 << 62)
+            current = i
             if frame is not None and cid not in self.writer:
                 self.writer.add(cid, frame, n)
             sp.ids.append(cid)
@@ -220,6 +226,13 @@ def _file_hash(scanned: ScannedFile, progress: Callable[[int], None]) -> bytes:
     return h.digest()
 
 
+def _release_on_error(pages: _Pages) -> Callable:
+    def done(future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            pages.release(hashes=True)
+    return done
+
+
 class _Pages:
     """Takes each mapped input's pages out of the process's resident set once both of its readers are past them:
     the chunk stream and the whole-file hash, each going through the file in order. Without it a commit's RSS
@@ -239,19 +252,30 @@ class _Pages:
         with self.cond:
             self.hash_pos[i] = pos
             self._drop(i)
+            self.cond.notify_all()
             while self.maps[i] is not None and self.hash_pos[i] - self.read_pos[i] > self.AHEAD:
                 self.cond.wait()
 
     def consumed(self, i: int, pos: int) -> None:
+        """Called by the chunk stream; it waits while it is too far ahead of the hash (chunks already stored only
+        need hashing, and two workers outrun the one hash thread)."""
         with self.cond:
             self.read_pos[i] = pos
             self._drop(i)
             self.cond.notify_all()
+            while self.maps[i] is not None and self.read_pos[i] - self.hash_pos[i] > self.AHEAD:
+                self.cond.wait()
 
-    def release(self) -> None:
-        """The stream has stopped (an error): never leave the hash thread waiting."""
-        for i in range(len(self.maps)):
-            self.consumed(i, 1 << 62)
+    def release(self, hashes: bool = False) -> None:
+        """Stop all waiting: the stream is done (or failed), or with `hashes` the hash thread is."""
+        with self.cond:
+            for i in range(len(self.maps)):
+                if hashes:
+                    self.hash_pos[i] = 1 << 62
+                else:
+                    self.read_pos[i] = 1 << 62
+                self._drop(i)
+            self.cond.notify_all()
 
     def _drop(self, i: int) -> None:
         mm = self.maps[i]

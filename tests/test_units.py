@@ -177,3 +177,15 @@ def test_commit_of_a_mapped_file_leaves_little_of_it_resident(tmp_path):
         out = tmp_path / "out"
         repo.checkout("HEAD", out)
         assert (out / "m.safetensors").read_bytes() == path.read_bytes()
+        # the same file again under a new path, after a small file: every chunk is known, so the two workers
+        # only hash and would outrun the one whole-file hash; the stream waits for it instead of mapping it all
+        other = tmp_path / "copy"
+        other.mkdir()
+        (other / "a.json").write_text("{}")
+        (other / "m.safetensors").write_bytes(path.read_bytes())
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status_kib("VmRSS")
+        repo.commit(other, "v1", capture_env=False)
+        assert _status_kib("VmHWM") - before < 40 * 1024
+        assert repo.show().new_bytes < 64 * 1024
