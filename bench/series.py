@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import struct
@@ -877,15 +878,15 @@ def measure_all(tools: list[Tool], versions: list[Path], hashes: list[dict[str, 
                     step, ld = Step(), load()
                     got = m.tool.checkout(i, dest, step)
                     entry = {"version": i, "kind": kind, **asdict(step), "load": ld}
-                    if k <= 1:  # the cold run and the first hot run (the only run of a middle version) are checked
-                        restored = {p: h for p, h in tree_hashes(got).items()
-                                    if p.split("/")[0] not in m.tool.restore_ignore}
-                        bad = sorted(set(restored) ^ set(hashes[i])) + sorted(
-                            p for p in restored if p in hashes[i] and restored[p] != hashes[i][p])
-                        entry["identical"] = not bad
-                        if bad:
-                            m.res["identical"] = False
-                            m.res["mismatches"].append({"version": i, "paths": bad[:20]})
+                    # every restore is checked, repeats included (outside the timed step)
+                    restored = {p: h for p, h in tree_hashes(got).items()
+                                if p.split("/")[0] not in m.tool.restore_ignore}
+                    bad = sorted(set(restored) ^ set(hashes[i])) + sorted(
+                        p for p in restored if p in hashes[i] and restored[p] != hashes[i][p])
+                    entry["identical"] = not bad
+                    if bad:
+                        m.res["identical"] = False
+                        m.res["mismatches"].append({"version": i, "paths": bad[:20]})
                     m.res["checkouts"].append(entry)
                     shutil.rmtree(root, ignore_errors=True)
                 m.attempt(f"checkout v{i} ({kind})", checkout, log)
@@ -1223,13 +1224,21 @@ def series_table(series: dict) -> list[str]:
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])
 
 
+def size_of(cmd: str) -> str:
+    """The --size a recorded command line ran at (S when it gave none)."""
+    found = re.search(r"--size[= ](\w+)", cmd)
+    return found.group(1) if found else "S"
+
+
 def render(results: dict) -> str:
     all_series = results["series"]
     cmd = results["command"]
     L = ["# Benchmarks", "",
-         "Measured with one command (size S; the inputs come from `bench/scenarios.py`, generated when missing):", "",
+         f"Measured with one command (size {size_of(cmd)}; the inputs come from `bench/scenarios.py`, generated "
+         "when missing):", "",
          "```sh", cmd, "```", "",
-         *([f"Completed with: `{c}`" for c in results.get("also_ran", [])] + [""] if results.get("also_ran") else []),
+         *([f"Completed or re-measured with: `{c}`" for c in dict.fromkeys(results.get("also_ran", []))] + [""]
+           if results.get("also_ran") else []),
          f"Per-series results are kept in `{results['out_dir']}/series/`; rebuild this page from them without "
          f"measuring: `python bench/series.py --report-only --out {results['out_dir']}`. Every figure is in "
          f"`{results['json_path']}`. How each tool is driven and measured: `bench/README.md`.", "",
