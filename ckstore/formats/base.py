@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 from collections.abc import Iterator, Mapping
@@ -11,6 +14,11 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from ..errors import MalformedCheckpoint
+
+# What the zipfile module raises on a damaged or hostile archive; the last: header fields naming zip features it
+# does not read (e.g. a "version needed to extract" above 6.3).
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, struct.error,
+              IndexError, NotImplementedError)
 
 _NUMPY_NATIVE = {
     "BOOL": "?", "U8": "<u1", "I8": "<i1", "U16": "<u2", "I16": "<i2", "U32": "<u4", "I32": "<i4", "U64": "<u8",

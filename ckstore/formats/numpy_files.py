@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 
 from ..errors import MalformedCheckpoint
-from .base import ScannedFile, TensorInfo, check_shape, dtype_name, opaque, spans_from_tensors
+from .base import ZIP_ERRORS, ScannedFile, TensorInfo, check_shape, dtype_name, opaque, spans_from_tensors
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER = 1 << 20
@@ -68,7 +68,7 @@ def scan_npz(rel: str, buf: memoryview) -> ScannedFile:
     try:
         with zipfile.ZipFile(io.BytesIO(buf)) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as exc:
+    except ZIP_ERRORS as exc:
         raise MalformedCheckpoint(rel, f"not a valid .npz archive: {exc}") from None
     tensors = []
     for info in infos:

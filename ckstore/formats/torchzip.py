@@ -9,11 +9,10 @@ import pickletools
 import re
 import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 
 from ..errors import MalformedCheckpoint
-from .base import ScannedFile, TensorInfo, itemsize, opaque, spans_from_tensors
+from .base import ZIP_ERRORS, ScannedFile, TensorInfo, itemsize, opaque, spans_from_tensors
 
 MAGIC = b"PK\x03\x04"
 MAX_PICKLE = 64 << 20  # real state-dict pickles are KBs to a few MBs; anything bigger is stored opaque
@@ -285,10 +284,6 @@ def _readable(info: zipfile.ZipInfo) -> bool:
     return not info.flag_bits & 1 and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, ValueError, OSError, EOFError, struct.error,
-               IndexError, NotImplementedError)  # the last: header fields naming zip features we do not read
-
-
 def scan(rel: str, buf: memoryview) -> ScannedFile:
     if bytes(buf[:4]) != MAGIC:
         return opaque(rel, buf)  # legacy (pre-1.6) pickle checkpoints: never unpickled, stored as they are
@@ -305,7 +300,7 @@ def scan(rel: str, buf: memoryview) -> ScannedFile:
             return opaque(rel, buf)  # too big, encrypted, exotic compression, or big-endian data we cannot label
         with zf.open(pkl) as f:
             data = f.read(MAX_PICKLE + 1)
-    except _ZIP_ERRORS as exc:
+    except ZIP_ERRORS as exc:
         raise MalformedCheckpoint(rel, f"torch zip archive does not parse: {exc}") from None
     try:
         storages, names, views = _load(data)

@@ -55,6 +55,7 @@ def parse_entries(body: bytes | memoryview, what: str) -> tuple[list[Entry], int
 
 FLUSH_EVERY = 32 << 20
 BATCH = 4 << 20
+IOV_MAX = 512
 
 
 class PackWriter:
@@ -89,21 +90,27 @@ class PackWriter:
     def _drain(self) -> None:
         if not self._batch:
             return
-        data = b"".join(self._batch)
-        self._batch, self._batched = [], 0
-        self._write_all(data)
-        self.hasher.update(data)
-        self.check.update(data)
+        batch, self._batch, self._batched = self._batch, [], 0
+        self._write_all(batch)
+        for part in batch:
+            self.hasher.update(part)
+            self.check.update(part)
         if self.size - self._flushed >= FLUSH_EVERY and not (self._flusher and self._flusher.is_alive()):
             self._flushed = self.size
             self._flusher = threading.Thread(target=_writeback, args=(self.file.fileno(),), daemon=True,
                                              name="ckstore-writeback")
             self._flusher.start()
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:  # an unbuffered write may be short
-            view = view[self.file.write(view):]
+    def _write_all(self, parts: list[bytes | memoryview]) -> None:
+        """writev every part (no joined copy); a write to a regular file may still be short."""
+        fd = self.file.fileno()
+        for k in range(0, len(parts), IOV_MAX):
+            group = parts[k:k + IOV_MAX]
+            done = os.writev(fd, group)
+            if done < sum(len(p) for p in group):
+                rest = memoryview(b"".join(group))[done:]
+                while rest:
+                    rest = rest[os.write(fd, rest):]
 
     def _join_flusher(self) -> None:
         if self._flusher is not None:
@@ -120,7 +127,7 @@ class PackWriter:
         self._write(trailer + struct.pack("<I", len(self.entries)))
         self._drain()
         tail = struct.pack("<Q", self.check.intdigest())
-        self._write_all(tail)
+        self._write_all([tail])
         self.hasher.update(tail)
         self._join_flusher()
         io_step()
