@@ -182,11 +182,10 @@ def decode_chain(frames: list[bytes | memoryview], raw_length: int, tail: memory
     if codecs != {GROUPED} or len(widths) != 1 or not 1 <= heads[0][1] <= MAX_WIDTH:
         return _decode_nested(views, raw_length, tail)
     width = heads[0][1]
-    acc = [np.array(p) for p in _read_planes(views[0], heads[0][2], width, raw_length)]  # writable copies
+    planes = _read_planes(views[0], heads[0][2], width, raw_length)
     for f, (_, _, pos) in zip(views[1:], heads[1:]):
-        for dst, plane in zip(acc, _read_planes(f, pos, width, raw_length)):
-            np.bitwise_xor(dst, plane, out=dst)
-    out = _interleave(acc, width, raw_length)  # once for the whole chain
+        planes = [np.bitwise_xor(a, b) for a, b in zip(planes, _read_planes(f, pos, width, raw_length))]
+    out = _interleave(planes, width, raw_length)  # once for the whole chain
     if tail is not None:
         ref = np.frombuffer(tail, dtype=np.uint8)
         if len(ref) != raw_length:
