@@ -548,7 +548,7 @@ class Repo:
     def audit(self) -> list[dict]:
         return [e.body() | {"hash": e.hash} for e in self.refs.audit.entries()]
 
-    # -- remotes (see remote/sync.py) -----------------------------------------------------------------------------
+    # -- remotes (see remote/sync.py, push.py, fetch.py) -------------------------------------------------------------
 
     def remote_add(self, name: str, url: str, *, endpoint_url: str | None = None, region: str | None = None) -> Any:
         from .remote import remotes

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from ckstore import codec
 from ckstore.errors import (CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
                             RemoteUnavailable, UnsupportedFormat, UsageError)
 from ckstore.remote import Transport, forget_memory_transport, open_transport
-from ckstore.remote import sync
+from ckstore.remote import fetch as fetch_mod, push as push_mod, session, sync
 from ckstore.remote.sync import NonFastForward, RemoteRefMoved
 from ckstore.store.packs import pack_path, parse_idx
 
@@ -64,7 +63,7 @@ def remote(request, tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(sync, "BACKOFF", 0.01)
+    monkeypatch.setattr(session, "BACKOFF", 0.01)
     monkeypatch.setenv("CKSTORE_AUTHOR", "tester@example")
 
 
@@ -408,7 +407,7 @@ def test_remote_of_another_format_is_refused(tmp_path):
 # ------------------------------------------------------------------------------------------- interruptions
 @pytest.mark.parametrize("kind", ["memory", "directory"])
 def test_interrupted_push_resumes(tmp_path, monkeypatch, kind):
-    monkeypatch.setattr(sync, "PACK_LIMIT", 128 * 1024)
+    monkeypatch.setattr(session, "PACK_LIMIT", 128 * 1024)
     url = f"memory://ip-{uuid.uuid4().hex}" if kind == "memory" else str(tmp_path / "remote")
     ref_url = f"memory://ref-{uuid.uuid4().hex}"
     with new_repo(tmp_path / "a") as a:
@@ -424,7 +423,7 @@ def test_interrupted_push_resumes(tmp_path, monkeypatch, kind):
         assert keys and all(k == "config" or k.startswith("packs/") for k in keys), keys   # garbage only
         assert a.refs.read("refs/remotes/origin/main") is None
         resumed = a.push("origin")
-        in_flight = sync.PACKS_IN_FLIGHT * (sync.PACK_LIMIT + 2 * CHUNK)
+        in_flight = push_mod.PACKS_IN_FLIGHT * (session.PACK_LIMIT + 2 * CHUNK)
         assert resumed.bytes_sent <= full - faulty.landed + in_flight, (resumed.bytes_sent, full, faulty.landed)
         assert resumed.bytes_sent < full
     with ckstore.clone(url, tmp_path / "fresh") as fresh:
@@ -434,8 +433,8 @@ def test_interrupted_push_resumes(tmp_path, monkeypatch, kind):
 
 
 def test_interrupted_fetch_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(sync, "PACK_LIMIT", 96 * 1024)
-    monkeypatch.setattr(sync, "MAX_RUN", 64 * 1024)
+    monkeypatch.setattr(session, "PACK_LIMIT", 96 * 1024)
+    monkeypatch.setattr(fetch_mod, "MAX_RUN", 64 * 1024)
     url = str(tmp_path / "remote")
     with new_repo(tmp_path / "a") as a:
         versions = commit_series(a, Series(tmp_path / "ck"), 3)
