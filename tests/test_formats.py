@@ -698,6 +698,15 @@ def test_bad_npz(tmp_path, data):
     malformed_file(tmp_path, "bad.npz", data)
 
 
+@pytest.mark.parametrize("descr", ["f4,,", "<f4, ("])
+def test_npy_descr_numpy_cannot_parse_is_opaque(descr):
+    """numpy hands such a descr to Python's parser, which raises SyntaxError (found by fuzzing)."""
+    data = _npy_bytes(f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': (2,), }}", b"\0" * 8)
+    sf = scan_buffer("d.npy", memoryview(data))
+    check_cover(sf, data)
+    assert sf.tensors() == []
+
+
 @pytest.mark.parametrize("rel", ["v.npz", "v.pt"])
 def test_zip_naming_an_unknown_version_is_malformed(tmp_path, rel):
     """zipfile raises NotImplementedError for a "version needed to extract" it does not know (found by fuzzing)."""

@@ -45,10 +45,12 @@ def _npy_tensor(rel: str, name: str, buf: memoryview, base: int, end: int) -> tu
     shape = header["shape"]
     if not isinstance(shape, tuple):
         raise MalformedCheckpoint(rel, f".npy shape {shape!r} is not a tuple")
+    # numpy reads a descr like 'f4,,' with Python's parser (SyntaxError); a deprecated one ('a') warns, an error
+    # when warnings are errors
     try:
         dt = np.dtype(header["descr"]) if isinstance(header["descr"], str) else None
         dtype = dtype_name(dt) if dt is not None and dt.byteorder in "<|=" else None
-    except (TypeError, ValueError, Warning):  # Warning: deprecated descr ('a') when warnings are errors
+    except (TypeError, ValueError, SyntaxError, Warning):
         dtype = None  # object arrays, structured dtypes, big endian: kept as opaque bytes, never unpickled
     if dtype is None or header["fortran_order"]:
         return None
