@@ -148,3 +148,18 @@ def test_plain_hint_skips_the_plain_attempt_only_when_the_delta_is_clearly_small
     tried.clear()
     codec.encode(new, 4, base=old, base_id=b"\x03" * 32, plain_hint=len(frame))
     assert len(tried) == 2  # delta not clearly smaller than the hint: both tried, the smaller kept
+
+
+@pytest.mark.parametrize("width", range(1, 17))
+def test_planes_are_the_bytes_of_each_element_in_order(width):
+    """The word-shift split (widths 2 and 4) and the transpose (others) give the planes the format defines: plane j
+    holds byte j of every element, the remainder last; unaligned inputs too (frames must not change with the code)."""
+    rng = np.random.default_rng(width)
+    for length in (0, 1, width - 1, 1000, 4099, 1 << 16):
+        data = rng.bytes(max(length, 0))
+        for raw in (np.frombuffer(data, np.uint8), np.frombuffer(b"x" + data, np.uint8)[1:]):
+            n = len(raw) // width
+            want = [bytes(raw[j:n * width:width]) for j in range(width)] if width > 1 else [bytes(raw[:n])]
+            if len(raw) % width:
+                want.append(bytes(raw[n * width:]))
+            assert [bytes(p) for p in codec._planes(raw, width)] == want

@@ -55,7 +55,7 @@ def parse_entries(body: bytes | memoryview, what: str) -> tuple[list[Entry], int
 
 FLUSH_EVERY = 32 << 20
 BATCH = 4 << 20
-IOV_MAX = 512
+IOV_MAX = 512  # parts per writev call, under the 1024 Linux allows
 
 
 class PackWriter:
