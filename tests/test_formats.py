@@ -711,16 +711,15 @@ def test_npy_descr_numpy_cannot_parse_is_opaque(descr):
 def test_zip_naming_an_unknown_version_is_malformed(tmp_path, rel):
     """zipfile raises NotImplementedError for a "version needed to extract" it does not know (found by fuzzing)."""
     f = io.BytesIO()
-    np.savez(f, a=np.arange(4)) if rel.endswith(".npz") else _zip_with(f, "archive/data.pkl")
+    if rel.endswith(".npz"):
+        np.savez(f, a=np.arange(4))
+    else:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
     data = bytearray(f.getvalue())
     data[data.rfind(b"PK\x01\x02") + 6] = 200
     malformed_buf(rel, bytes(data))
     malformed_file(tmp_path, rel, bytes(data))
-
-
-def _zip_with(f, name: str) -> None:
-    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr(name, b"\x80\x02}q\x00.")
 
 
 def test_empty_zip_is_an_empty_opaque_npz():

@@ -25,8 +25,8 @@ from . import remotes, session
 from .base import Transport
 from .remotes import RemoteSpec
 from .select import file_chunks, manifest_chunks, topo_order
-from .session import (HEADS, TAGS, Session, SyncResult, load_index, missing_on, obj_key, open_spec, pack_key,
-                      remote_config, remote_head, remote_refs, verified_object)
+from .session import (HEADS, TAGS, Session, SyncResult, io_pool, load_index, missing_on, obj_key, open_spec,
+                      pack_key, remote_config, remote_head, remote_refs, verified_object)
 
 if TYPE_CHECKING:
     from ..objects import FileRecipe, TensorEntry
@@ -58,7 +58,7 @@ def fetch(repo: Repo, remote_name: str | None = None, *, progress: Progress | No
 def fetch_with(repo: Repo, spec: RemoteSpec, remote: Session, progress: Progress,
                 action: str = "fetch") -> tuple[SyncResult, _Fetched]:
     result = SyncResult(action, spec.name, remote.url)
-    io = ThreadPoolExecutor(session.IO_WORKERS, thread_name_prefix="ckstore-io")
+    io = io_pool()
     try:
         fetched = _fetch(repo, remote, io, spec.partial, result, progress)
     finally:
@@ -367,7 +367,7 @@ def ensure_chunks(repo: Repo, manifest: Manifest, *, files: list[FileRecipe] | N
     spec = partial[0]
     remote = Session(open_spec(spec, create=False), spec.name)
     result = SyncResult("fetch-missing", spec.name, remote.url)
-    io = ThreadPoolExecutor(session.IO_WORKERS, thread_name_prefix="ckstore-io")
+    io = io_pool()
     try:
         missing = [c for c in wanted if c not in have]
         _fetch_chunks(repo, remote, io, missing, result, progress or NoProgress())

@@ -24,8 +24,8 @@ from ..store.packs import ENTRY, idx_bytes, pack_bytes
 from . import remotes, session
 from .base import Transport
 from .select import manifest_chunks, topo_order
-from .session import (HEADS, TAGS, NonFastForward, RemoteRefMoved, Session, SyncResult, cache_idx, load_index,
-                      obj_key, open_spec, pack_key, read_ref, remote_config, verified_object)
+from .session import (HEADS, TAGS, NonFastForward, RemoteRefMoved, Session, SyncResult, cache_idx, io_pool,
+                      load_index, obj_key, open_spec, pack_key, read_ref, remote_config, verified_object)
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -40,7 +40,7 @@ def push(repo: Repo, remote_name: str | None = None, branches: list[str] | None 
     spec = remotes.get(repo.dir, remote_name)
     remote = Session(transport or open_spec(spec, create=True), spec.name)
     result = SyncResult("push", spec.name, remote.url)
-    io = ThreadPoolExecutor(session.IO_WORKERS, thread_name_prefix="ckstore-io")
+    io = io_pool()
     try:
         _push(repo, remote, io, result, _push_targets(repo, branches, all, tags), force, progress or NoProgress())
     finally:

@@ -177,6 +177,11 @@ class Session:
             self.t.put(key, data, if_match=etag)
 
 
+def io_pool() -> ThreadPoolExecutor:
+    """The request threads of one sync: IO_WORKERS requests in flight (shut down by the caller)."""
+    return ThreadPoolExecutor(IO_WORKERS, thread_name_prefix="ckstore-io")
+
+
 def open_spec(spec: RemoteSpec, *, create: bool) -> Transport:
     from . import open_transport
     opts: dict[str, Any] = spec.transport_options()
