@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> Any:
     # The library pulls in numpy and LMDB; import it on first use so `ckstore --help` stays fast.
     if name in ("Repo", "CommitInfo", "ShowInfo", "clone"):
-        from . import repo
-        return getattr(repo, name)
+        from . import api
+        return getattr(api, name)
     if name == "errors":
         from . import errors
         return errors

@@ -1,7 +1,7 @@
-"""Every error ckstore raises, one tree under CkstoreError.
+"""Every error ckstore raises, one tree under CkstoreError; each class knows the CLI's exit code for it.
 
-    CkstoreError                    base; .hint says what the user can do about it
-    ├── UsageError                  bad arguments to an API call or command
+    CkstoreError                    base (exit 1); .hint says what the user can do about it
+    ├── UsageError                  bad arguments to an API call or command (exit 2; subclasses exit 1)
     │   ├── InvalidMetadata         metadata fails the repository's schema or cannot be parsed
     │   ├── UnsafePath              a path that would escape or clobber its destination
     │   └── QuerySyntaxError        a metadata query that does not parse (.column, caret in the message)
@@ -15,11 +15,14 @@
     │   └── AmbiguousRevision       an id prefix matching several objects
     ├── RefError
     │   ├── RefConflict             compare-and-swap lost: the ref moved
-    │   └── ProtectedRef            tags never move; deleting the current branch
+    │   ├── ProtectedRef            deleting the current branch, unmerged work, a reset that drops commits
+    │   ├── NonFastForward          a push or pull that would drop the other side's commits
+    │   └── RemoteRefMoved          the remote's ref moved during a push: fetch and retry
     ├── MalformedCheckpoint         an input file that does not parse as its format
     ├── IntegrityError
     │   ├── CorruptObject           bytes whose hash is not their id (expected, got)
-    │   └── MissingObject           an object or chunk that should be there and is not
+    │   ├── MissingObject           an object or chunk that should be there and is not
+    │   └── DamagedRef              a ref, HEAD or audit file that does not parse (.ref, .path)
     └── RemoteError                 a remote (directory, S3 bucket) failed an operation; .url, .key
         ├── RemoteNotFound          no such key on the remote
         ├── RemotePreconditionFailed  a conditional write lost: the key exists, or its etag moved
@@ -35,6 +38,7 @@ class CkstoreError(Exception):
     """Base class of every error ckstore raises on purpose."""
 
     hint: str = ""
+    exit_code: int = 1
 
     def __init__(self, message: str, *, hint: str = "") -> None:
         super().__init__(message)
@@ -45,13 +49,19 @@ class CkstoreError(Exception):
 class UsageError(CkstoreError):
     """Bad arguments."""
 
+    exit_code = 2
+
 
 class InvalidMetadata(UsageError):
     """Commit metadata that fails the schema or cannot be parsed."""
 
+    exit_code = 1  # the input is at fault, not the command line
+
 
 class UnsafePath(UsageError):
     """A path that would write outside its destination or into a control directory."""
+
+    exit_code = 1
 
 
 class RepositoryError(CkstoreError):
@@ -102,6 +112,14 @@ class ProtectedRef(RefError):
     pass
 
 
+class NonFastForward(RefError):
+    hint = "fetch (or pull) first and build on the remote's commits, or pass --force to overwrite them"
+
+
+class RemoteRefMoved(RefError):
+    hint = "fetch and retry"
+
+
 class MalformedCheckpoint(CkstoreError):
     """An input file that claims a format it does not follow."""
 
@@ -125,6 +143,15 @@ class MissingObject(IntegrityError):
     def __init__(self, what: str, oid: str) -> None:
         super().__init__(f"missing {what} {oid}")
         self.what, self.oid = what, oid
+
+
+class DamagedRef(IntegrityError):
+    """A ref, HEAD or audit-log file whose bytes do not parse: damage, never a lost race or a bad argument."""
+
+    def __init__(self, ref: str, detail: str, *, hint: str = "") -> None:
+        super().__init__(f"damaged {ref}: {detail}", hint=hint or "run `ckstore fsck`; the audit log "
+                         "(`ckstore audit`) names the ref's last good value")
+        self.ref, self.detail = ref, detail
 
 
 class RemoteError(CkstoreError):
@@ -161,6 +188,7 @@ class QuerySyntaxError(UsageError):
     """A metadata query (ckstore.query) that does not parse; .column is 1-based, the message has a caret line."""
 
     hint = 'queries look like: metrics.val_loss < 0.3 and params.lr >= 1e-4 and data.version == "v3"'
+    exit_code = 1
 
     def __init__(self, message: str, *, column: int | None = None, hint: str = "") -> None:
         super().__init__(message, hint=hint)

@@ -42,7 +42,6 @@ def _user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("CKSTORE_DIR", "CKSTORE_DEBUG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CKSTORE_AUTHOR", AUTHOR)
-    cli._state["dir"] = None
 
 
 def ck(*args: object, ok: bool = True):
@@ -705,7 +704,7 @@ def test_ambiguous_prefix(initialized: Path, ck_main) -> None:
     """Two objects sharing their first 4 hex digits: found by hashing candidate tag objects (cheap) and writing
     just the colliding pair, as `ckstore tag -m` would."""
     import ckstore
-    from ckstore.objects import Tag, encode_object, object_id
+    from ckstore.model.objects import Tag, encode_object, object_id
 
     (cid,) = commit_series(1)
     seen: dict[str, tuple[str, Tag]] = {}
@@ -720,7 +719,7 @@ def test_ambiguous_prefix(initialized: Path, ck_main) -> None:
     assert pair is not None
     with ckstore.Repo.open(initialized) as repo:
         for oid, t in pair:
-            assert repo.store.put_object(t).hex() == oid
+            assert repo.engine.store.put_object(t).hex() == oid
     a, b = pair[0][0], pair[1][0]
     r = ck_main("show", a[:4])
     assert_error(r, 1, f"revision '{a[:4]}' is ambiguous", a[:12], b[:12], hint="more hex digits")
@@ -889,14 +888,14 @@ def _chunk_health(root: Path) -> tuple[set[str], set[str]]:
     """(intact, damaged) chunk ids of the repository, by reading each one back through the store."""
     import ckstore
     from ckstore.errors import CkstoreError
-    from ckstore.store.packs import parse_idx
+    from ckstore.storage.packs import parse_idx
 
     intact, damaged = set(), set()
     with ckstore.Repo.open(root) as repo:
         for idx in (root / ".ckstore" / "packs").rglob("*.idx"):
             for e in parse_idx(idx.read_bytes())[1]:
                 try:
-                    repo.store.get_chunk(e.chunk)
+                    repo.engine.store.get_chunk(e.chunk)
                     intact.add(e.chunk.hex())
                 except CkstoreError:
                     damaged.add(e.chunk.hex())

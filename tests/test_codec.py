@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from ckstore import codec
+from ckstore.model import codec
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, np.int8,

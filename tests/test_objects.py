@@ -4,7 +4,7 @@ import msgpack
 import pytest
 
 from ckstore.errors import CorruptObject
-from ckstore.objects import (SEG_INLINE, SEG_TENSOR, Commit, FileRecipe, Manifest, Tag, TensorEntry, decode_object,
+from ckstore.model.objects import (SEG_INLINE, SEG_TENSOR, Commit, FileRecipe, Manifest, Tag, TensorEntry, decode_object,
                              encode_object, object_id)
 
 ID = b"\x01" * 32

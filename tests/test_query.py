@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ckstore.errors import CkstoreError, QuerySyntaxError, UsageError
-from ckstore.query import (
+from ckstore.model.query import (
     MAX_DEPTH, MAX_PATTERN, MAX_QUERY, SUBJECT_CAP, And, Compare, Exists, In, Not, Or, Regex, compile_query, parse,
     parse_path, sort_key,
 )

@@ -23,10 +23,10 @@ import pytest
 import zstandard
 
 from ckstore import Repo
-from ckstore import codec
+from ckstore.model import codec
 from ckstore.errors import CkstoreError, IntegrityError, UnsafePath
-from ckstore.objects import SEG_INLINE, Commit, FileRecipe, Manifest, hash_bytes
-from ckstore.store.packs import ENTRY, FOOTER, pack_path, parse_idx
+from ckstore.model.objects import SEG_INLINE, Commit, FileRecipe, Manifest, hash_bytes
+from ckstore.storage.packs import ENTRY, FOOTER, pack_path, parse_idx
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
@@ -204,7 +204,7 @@ def test_crash_never_leaves_an_unaudited_ref_change(crash_base: CrashBase, tmp_p
         p = run_worker("commit", case, base.srcs["new"], "new", CKSTORE_CRASH_AT=str(n))
         assert p.returncode == 137
         with Repo.open(case) as repo:
-            head = repo.refs.read(MAIN).hex()
+            head = repo.engine.refs.read(MAIN).hex()
             last = [e for e in repo.audit() if e["ref"] == MAIN][-1]
             assert head in (last["new"], last["old"]), f"crash at step {n}: {MAIN} is {head[:12]}, unrecorded"
             assert repo.fsck().ok, f"crash at step {n}: {repo.fsck().problems}"
@@ -235,10 +235,10 @@ def rot_base(tmp_path_factory: pytest.TempPathFactory) -> RotBase:
             cid = commit(repo, src, msg)
             commits[cid] = msg
             chunks[cid] = repo.manifest(cid).chunk_ids()
-            manifests[cid] = repo.store.get_object(bytes.fromhex(cid)).manifest
+            manifests[cid] = repo.engine.store.get_object(bytes.fromhex(cid)).manifest
         packs = {}
-        for pid in repo.store.pack_ids():
-            packs[pid] = parse_idx(pack_path(repo.store.packs_dir, pid, ".idx").read_bytes())[1]
+        for pid in repo.engine.store.pack_ids():
+            packs[pid] = parse_idx(pack_path(repo.engine.store.packs_dir, pid, ".idx").read_bytes())[1]
     assert len(packs) == 3
     return RotBase(d / "repo", srcs, commits, chunks, manifests, packs)
 
@@ -464,7 +464,7 @@ def test_failed_checkout_leaves_no_final_file(rot_base: RotBase, tmp_path: Path)
         manifest = repo.manifest(c3)
         last = manifest.files[-1]  # files are written in path order: damage a chunk only the last file uses
         victim = next(t for t in manifest.tensors if t.file == last.path).chunks[0]
-        loc = repo.store.index.get(victim)
+        loc = repo.engine.store.index.get(victim)
     flip_bit(pack_path(case / ".ckstore" / "packs", loc.pack), loc.offset + loc.length // 2, 3)
     dest = tmp_path / "dest"
     with Repo.open(case) as repo:
@@ -608,7 +608,7 @@ def _edit_message(lines: list[str]) -> list[str]:
 
 
 def _edit_and_rehash(lines: list[str]) -> list[str]:
-    from ckstore.refs import entry_hash
+    from ckstore.storage.audit import entry_hash
     entry = json.loads(lines[1])
     entry.pop("hash")
     entry["new"] = "ab" * 32
@@ -680,10 +680,10 @@ def plant(repo: Repo, paths: list[str]) -> str:
     for i, p in enumerate(paths):
         data = f"evil {i}\n".encode()
         recipes.append(FileRecipe(p, len(data), hash_bytes(data), ((SEG_INLINE, data),)))
-    mid = repo.store.put_object(Manifest(tuple(recipes), ()))
-    head = repo.refs.read(MAIN)
-    cid = repo.store.put_object(Commit(mid, (head,), "mallory", time.time(), "evil"))
-    repo.refs.update(MAIN, cid, head, action="commit", message="evil")
+    mid = repo.engine.store.put_object(Manifest(tuple(recipes), ()))
+    head = repo.engine.refs.read(MAIN)
+    cid = repo.engine.store.put_object(Commit(mid, (head,), "mallory", time.time(), "evil"))
+    repo.engine.refs.update(MAIN, cid, head, action="commit", message="evil")
     return cid.hex()
 
 

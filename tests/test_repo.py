@@ -181,7 +181,7 @@ def test_branches_tags_and_revisions(repo, tmp_path):
 
 
 def test_ambiguous_prefix(repo):
-    from ckstore.objects import Tag, encode_object, object_id
+    from ckstore.model.objects import Tag, encode_object, object_id
     target = bytes.fromhex(repo.commit({"x": np.array([1])}, "c").id)
     seen = {}
     for i in range(1_000_000):  # birthday search over 4-hex-digit prefixes: a few hundred tries
@@ -190,8 +190,8 @@ def test_ambiguous_prefix(repo):
         if key in seen:
             break
         seen[key] = tag
-    repo.store.put_object(tag)
-    repo.store.put_object(seen[key])
+    repo.engine.store.put_object(tag)
+    repo.engine.store.put_object(seen[key])
     with pytest.raises(AmbiguousRevision, match=key):
         repo.resolve(key)
 
@@ -295,7 +295,7 @@ def test_fine_tune_steps_are_stored_as_bounded_xor_deltas(repo, tmp_path):
     depth_limit = repo.config.max_delta_depth
     for t in repo.manifest().tensors:
         for c in t.chunks:
-            assert repo.store.delta_depth(c, depth_limit + 5) <= depth_limit
+            assert repo.engine.store.delta_depth(c, depth_limit + 5) <= depth_limit
     for i in (0, 4, 9):
         out = tmp_path / f"out{i}"
         repo.checkout(ids[i], out)
@@ -311,7 +311,7 @@ def test_stat_cache_reuses_unchanged_files_and_never_hides_a_change(repo, tmp_pa
     old = time.time() - 3600
     os.utime(path, (old, old))  # old enough not to be "racily clean"
     first = repo.commit(path, "v0", capture_env=False)
-    assert repo.stat_cache.get(str(path), "m.safetensors", os.stat(path), repo.config.chunk_size) is not None
+    assert repo.engine.stat_cache.get(str(path), "m.safetensors", os.stat(path), repo.config.chunk_size) is not None
     again = repo.commit(path, "v0 again", capture_env=False)
     assert again.manifest == first.manifest
     # same size, same mtime, different bytes: ctime/inode still give it away
@@ -328,12 +328,12 @@ def test_racily_clean_files_are_not_cached(repo, tmp_path):
     path = tmp_path / "m.safetensors"
     save_file({"w": np.ones(8, np.float32)}, path)
     repo.commit(path, "fresh file", capture_env=False)
-    assert repo.stat_cache.get(str(path), "m.safetensors", os.stat(path), repo.config.chunk_size) is None
+    assert repo.engine.stat_cache.get(str(path), "m.safetensors", os.stat(path), repo.config.chunk_size) is None
 
 
 def test_large_pack_written_in_batches_with_early_writeback(repo, tmp_path, monkeypatch):
     """48 MiB of incompressible bytes: several write batches and a background writeback before the seal."""
-    from ckstore.store import packs
+    from ckstore.storage.store import packs
     calls = []
     real = packs._writeback
     monkeypatch.setattr(packs, "_writeback", lambda fd: calls.append(fd) or real(fd))
@@ -343,7 +343,7 @@ def test_large_pack_written_in_batches_with_early_writeback(repo, tmp_path, monk
     save_file({"blob": data, "small": np.arange(10, dtype=np.float32)}, path)
     repo.commit(path, "big", capture_env=False)
     assert calls  # the disk started on the pack before it was sealed
-    assert not list((repo.store.tmp_dir).glob("*.pack"))  # sealed and renamed, nothing left behind
+    assert not list((repo.engine.store.tmp_dir).glob("*.pack"))  # sealed and renamed, nothing left behind
     assert repo.fsck(read_data=True).ok
     out = tmp_path / "out"
     repo.checkout("HEAD", out)

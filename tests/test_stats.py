@@ -6,7 +6,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from ckstore import Repo, stats
+from ckstore import Repo
+from ckstore.model import stats
 
 DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16]
 

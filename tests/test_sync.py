@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 
 import ckstore
-from ckstore import codec
+from ckstore.model import codec
 from ckstore.errors import (CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
                             RemoteUnavailable, UnsupportedFormat, UsageError)
-from ckstore.remote import Transport, forget_memory_transport, open_transport
-from ckstore.remote import fetch as fetch_mod, push as push_mod, session, sync
-from ckstore.remote.sync import NonFastForward, RemoteRefMoved
-from ckstore.store.packs import pack_path, parse_idx
+from ckstore.transport import Transport, forget_memory_transport, open_transport
+from ckstore import sync
+from ckstore.sync import fetch as fetch_mod, push as push_mod, session
+from ckstore.errors import NonFastForward, RemoteRefMoved
+from ckstore.storage.packs import pack_path, parse_idx
 
 from conftest import make_safetensors
 
@@ -109,17 +110,17 @@ def same_tree(a: Path, b: Path) -> bool:
 
 def delta_frames(repo) -> int:
     n = 0
-    for pack_id in repo.store.pack_ids():
-        _, entries = parse_idx(pack_path(repo.store.packs_dir, pack_id, ".idx").read_bytes())
-        data = pack_path(repo.store.packs_dir, pack_id).read_bytes()
+    for pack_id in repo.engine.store.pack_ids():
+        _, entries = parse_idx(pack_path(repo.engine.store.packs_dir, pack_id, ".idx").read_bytes())
+        data = pack_path(repo.engine.store.packs_dir, pack_id).read_bytes()
         n += sum(codec.frame_base(data[e.offset:e.offset + e.length]) is not None for e in entries)
     return n
 
 
 def snapshot(repo) -> dict:
     """What a failed operation must leave unchanged."""
-    return {"refs": repo.refs.list(), "objects": sorted(repo.store.object_ids()),
-            "packs": sorted(repo.store.pack_ids()), "chunks": repo.store.index.count()}
+    return {"refs": repo.engine.refs.list(), "objects": sorted(repo.engine.store.object_ids()),
+            "packs": sorted(repo.engine.store.pack_ids()), "chunks": repo.engine.store.index.count()}
 
 
 def new_repo(path: Path):
@@ -208,7 +209,7 @@ def test_exchange_series_through_every_remote(tmp_path, remote):
         a.remote_add("origin", url, **opts)
         first = a.push()
         assert first.refs_updated and first.commits == 3 and first.packs >= 1
-        assert a.refs.read("refs/remotes/origin/main").hex() == versions[-1][0]
+        assert a.engine.refs.read("refs/remotes/origin/main").hex() == versions[-1][0]
         assert first.bytes_sent < 1.2 * sum(a.show(v).new_bytes for v, _ in versions) + 256 * 1024
         assert any(e["action"] == "push" for e in a.audit())
 
@@ -375,8 +376,8 @@ def test_missing_stale_and_bad_refs(tmp_path):
     (root / "refs" / "heads" / "bad..name").write_text(a.resolve("main") + "\n")
     res = b.fetch()
     assert any("bad..name" in w for w in res.warnings) and any("ghost" in w for w in res.warnings)
-    assert b.refs.read("refs/remotes/origin/main").hex() == a.resolve("main")
-    assert b.refs.read("refs/remotes/origin/ghost") is None
+    assert b.engine.refs.read("refs/remotes/origin/main").hex() == a.resolve("main")
+    assert b.engine.refs.read("refs/remotes/origin/ghost") is None
     # a stale clone's own commit is refused as a non-fast-forward; after a pull --force it pushes cleanly
     (root / "refs" / "heads" / "ghost").unlink()
     (root / "refs" / "heads" / "bad..name").unlink()
@@ -421,7 +422,7 @@ def test_interrupted_push_resumes(tmp_path, monkeypatch, kind):
         inner = faulty.inner
         keys = list(inner.list(""))
         assert keys and all(k == "config" or k.startswith("packs/") for k in keys), keys   # garbage only
-        assert a.refs.read("refs/remotes/origin/main") is None
+        assert a.engine.refs.read("refs/remotes/origin/main") is None
         resumed = a.push("origin")
         in_flight = push_mod.PACKS_IN_FLIGHT * (session.PACK_LIMIT + 2 * CHUNK)
         assert resumed.bytes_sent <= full - faulty.landed + in_flight, (resumed.bytes_sent, full, faulty.landed)
@@ -446,10 +447,10 @@ def test_interrupted_fetch_resumes(tmp_path, monkeypatch):
         b.remote_add("origin", url)
         with pytest.raises(RemoteError, match="injected"):
             sync.fetch(b, transport=Faulty(open_transport(url), fail_get_after=8))
-        assert b.refs.list() == {} and not list(b.store.object_ids())      # no history yet...
-        published = b.store.pack_ids()
+        assert b.engine.refs.list() == {} and not list(b.engine.store.object_ids())      # no history yet...
+        published = b.engine.store.pack_ids()
         assert published, "packs sealed before the failure stay"            # ...but the sealed packs stay
-        kept = sum(pack_path(b.store.packs_dir, p).stat().st_size for p in published)
+        kept = sum(pack_path(b.engine.store.packs_dir, p).stat().st_size for p in published)
         assert b.fsck(read_data=True).ok
         resumed = b.fetch()
         assert resumed.bytes_received <= full - kept + 64 * 1024, (resumed.bytes_received, full, kept)
@@ -592,10 +593,10 @@ def test_remote_registry(tmp_path):
         saved = json.loads((a.dir / "remotes.json").read_text())
         assert saved["s3"] == {"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9000",
                                "region": "eu-west-1", "partial": None}
-        a.refs.update("refs/remotes/origin/main", b"\1" * 32, None, action="fetch")
+        a.engine.refs.update("refs/remotes/origin/main", b"\1" * 32, None, action="fetch")
         a.remote_remove("origin")
         assert [s.name for s in a.remote_list()] == ["s3"]
-        assert a.refs.read("refs/remotes/origin/main") is None
+        assert a.engine.refs.read("refs/remotes/origin/main") is None
         with pytest.raises(UsageError, match="no remote named"):
             a.fetch("origin")
     with pytest.raises(UsageError):

@@ -23,7 +23,7 @@ import pytest
 
 from ckstore.errors import (CkstoreError, RemoteAccessDenied, RemoteBucketMissing, RemoteError, RemoteNotFound,
                             RemotePreconditionFailed, RemoteUnavailable, UsageError)
-from ckstore.remote import (DirectoryTransport, MemoryTransport, Transport, forget_memory_transport,
+from ckstore.transport import (DirectoryTransport, MemoryTransport, Transport, forget_memory_transport,
                             open_transport)
 
 from s3servers import BUCKET, WEED_KEY, WEED_SECRET, free_port, s3_env  # noqa: E402
@@ -240,7 +240,7 @@ def test_open_transport_urls(tmp_path, monkeypatch):
 
 
 def test_remote_package_does_not_import_obstore():
-    code = "import sys, ckstore.remote; print('obstore' in sys.modules)"
+    code = "import sys, ckstore.transport; print('obstore' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 
@@ -308,7 +308,7 @@ def test_directory_concurrent_processes_cas(tmp_path):
     code = f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from ckstore.remote import DirectoryTransport
+from ckstore.transport import DirectoryTransport
 from ckstore.errors import RemotePreconditionFailed
 t = DirectoryTransport({str(tmp_path)!r})
 done = 0

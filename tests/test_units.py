@@ -4,10 +4,13 @@ import os
 
 import pytest
 
-from ckstore import graph, metadata
+from ckstore.model import graph, metadata
 from ckstore.errors import InvalidMetadata, UnsafePath, UsageError
-from ckstore.paths import check_path, check_paths
-from ckstore.refs import AuditLog, RefStore, check_ref_name, file_lock
+from ckstore.model.paths import check_path, check_paths
+from ckstore.fs.locks import file_lock
+from ckstore.model.refnames import check_ref_name
+from ckstore.storage.audit import AuditLog
+from ckstore.storage.refs import RefStore
 
 
 def test_parse_rev():

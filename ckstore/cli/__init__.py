@@ -1,0 +1,8 @@
+"""The `ckstore` command: each command parses its arguments, calls one API method and renders the result."""
+
+from __future__ import annotations
+
+from . import files, history, refs, remote  # noqa: F401  (each registers its commands on `app`)
+from .app import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,72 @@
+"""Commands for files and integrity: checkout, ls, cat, fsck, and the demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from .app import JsonOpt, app, emit, given_path, open_repo, progress
+
+
+@app.command()
+def checkout(rev: str = typer.Argument(..., help="The revision to check out."),
+             output: Path = typer.Option(..., "-o", "--output", help="Destination directory."),
+             include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Only matching paths."),
+             force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty directory."),
+             as_json: bool = JsonOpt) -> None:
+    """Write a commit's files, byte-identical, into a directory."""
+    with open_repo() as repo:
+        files = repo.checkout(rev, given_path(output), include=include or None, force=force, progress=progress())
+    if as_json:
+        return emit({"rev": rev, "output": str(output), "files": files})
+    typer.echo(f"checked out {len(files)} files into {output}")
+
+
+@app.command()
+def ls(rev: str = typer.Argument("HEAD", help="The revision to list (default HEAD)."),
+       as_json: bool = JsonOpt) -> None:
+    """List the files of a commit."""
+    with open_repo() as repo:
+        files = repo.ls(rev)
+    if as_json:
+        return emit(files)
+    for f in files:
+        typer.echo(f"{f['size']:>14}  {f['path']}")
+
+
+@app.command()
+def cat(rev: str = typer.Argument(..., help="The revision to read from."),
+        path: str = typer.Argument(..., help="File path inside the commit.")) -> None:
+    """Write one committed file to standard output."""
+    out = sys.stdout.buffer
+    with open_repo() as repo:
+        for piece in repo.cat(rev, path):
+            out.write(piece)
+    out.flush()
+
+
+@app.command()
+def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and hash every chunk."),
+         reindex: bool = typer.Option(False, "--reindex", help="Rebuild the LMDB index from the .idx files."),
+         as_json: bool = JsonOpt) -> None:
+    """Verify the repository; exits 1 and names every damaged object."""
+    with open_repo() as repo:
+        report = repo.fsck(read_data=read_data, reindex=reindex, progress=progress())
+    if as_json:
+        emit(report)
+    else:
+        for p in report.problems:
+            typer.echo(f"error: {p}", err=True)
+        typer.echo(f"{report.packs} packs, {report.chunks} chunks, {report.objects} objects, {report.commits} "
+                   f"commits, {report.refs} refs: {'ok' if report.ok else f'{len(report.problems)} problems'}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo() -> None:
+    """Build a small model's checkpoint series in a temporary repository and walk through it."""
+    from .demo import run
+    run(typer.echo)

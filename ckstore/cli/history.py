@@ -1,0 +1,178 @@
+"""Commands that make and read history: init, commit, log, show, diff, find, best, lineage, revert, reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import JsonOpt, app, base_dir, emit, given_path, open_repo, progress
+
+
+@app.command()
+def init(directory: Path = typer.Argument(Path("."), help="Where to create the repository."),
+         require: list[str] = typer.Option([], "--require", metavar="KEY:TYPE",
+                                           help="Metadata every commit must carry, e.g. metrics.val_loss:number."),
+         chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB).")) -> None:
+    """Create an empty repository."""
+    from ..api import Repo
+    from ..model.metadata import parse_requirements
+    with Repo.init(base_dir() / directory, chunk_size=chunk_size, required=parse_requirements(require)) as repo:
+        typer.echo(f"Initialized empty ckstore repository in {repo.dir}")
+
+
+@app.command()
+def commit(src: str = typer.Argument(..., help="A checkpoint file or directory."),
+           message: str = typer.Option(..., "-m", "--message", help="What this checkpoint is."),
+           branch: Optional[str] = typer.Option(None, "--branch", "-b", help="Branch to commit to (default HEAD's)."),
+           tag: Optional[str] = typer.Option(None, "--tag", help="Also tag the new commit."),
+           meta: list[str] = typer.Option([], "--meta", metavar="KEY=VALUE",
+                                          help="Metadata, dotted keys allowed; KEY:=JSON types the value."),
+           metric: list[str] = typer.Option([], "--metric", metavar="NAME=VALUE", help="A metric (a number)."),
+           meta_file: Optional[Path] = typer.Option(None, "--meta-file", help="Metadata from JSON, YAML or TOML."),
+           step: Optional[int] = typer.Option(None, "--step", help="Training step."),
+           as_json: bool = JsonOpt) -> None:
+    """Snapshot a checkpoint as a new commit."""
+    from ..api import read_meta_file
+    from ..model import metadata
+    from ..model.progress import human_bytes
+    meta_dict = read_meta_file(given_path(meta_file)) if meta_file else {}
+    meta_dict = metadata.deep_merge(meta_dict, metadata.parse_assignments(meta))
+    with open_repo() as repo:
+        done = repo.commit(given_path(Path(src)), message, metrics=metadata.parse_assignments(metric, "--metric"),
+                           meta=meta_dict, step=step, branch=branch, tag=tag, progress=progress())
+    if as_json:
+        return emit(done)
+    typer.echo(f"[{done.branch} {done.id[:12]}] {message}")
+    typer.echo(f" {done.files} files, {done.tensors} tensors, {human_bytes(done.logical_bytes)} logical, "
+               f"{human_bytes(done.new_bytes)} new stored")
+
+
+@app.command()
+def log(rev: Optional[str] = typer.Argument(None, help="Where to start (default HEAD); A..B: what B has and A not."),
+        n: Optional[int] = typer.Option(None, "-n", help="Show at most N commits."),
+        oneline: bool = typer.Option(False, "--oneline", help="One line per commit."),
+        graph: bool = typer.Option(False, "--graph", help="Draw the commit graph."),
+        all_refs: bool = typer.Option(False, "--all", help="Start from every ref."),
+        where: Optional[str] = typer.Option(None, "--where", metavar="EXPR",
+                                            help="Only commits matching a query, e.g. 'metrics.loss < 0.3'."),
+        as_json: bool = JsonOpt) -> None:
+    """Show commit history, newest first."""
+    with open_repo() as repo:
+        entries = repo.log(rev, n=n, all=all_refs, where=where)
+    if as_json:
+        return emit(entries)
+    from .render import render_log
+    render_log(entries, oneline=oneline, graph=graph)
+
+
+@app.command()
+def show(rev: str = typer.Argument("HEAD", help="The revision to show (default HEAD)."),
+         as_json: bool = JsonOpt) -> None:
+    """Show a commit's metadata, files and tensors, and its logical vs stored bytes."""
+    with open_repo() as repo:
+        info = repo.show(rev)
+    if as_json:
+        return emit(info)
+    from .render import render_show
+    render_show(info)
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., help="Older revision, or the one to compare with its parent; A..B works."),
+         b: Optional[str] = typer.Argument(None, help="Newer revision (default: compare A with its first parent)."),
+         stat: bool = typer.Option(False, "--stat", help="Only the summary and the changed names."),
+         tensors: list[str] = typer.Option([], "--tensors", metavar="GLOB", help="Only tensors matching GLOB."),
+         atol: float = typer.Option(0.0, "--atol", help="Changes within atol + rtol·|old| count as unchanged."),
+         rtol: float = typer.Option(0.0, "--rtol", help="Relative tolerance (see --atol)."),
+         exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when the versions differ."),
+         as_json: bool = JsonOpt) -> None:
+    """Compare two checkpoints tensor by tensor, and their metadata."""
+    with open_repo() as repo:
+        result = repo.diff(a, b, tensors=tensors or None, atol=atol, rtol=rtol)
+    if as_json:
+        emit(result)
+    else:
+        from .render import render_diff
+        render_diff(result, stat=stat)
+    if exit_code and result.differs:
+        raise typer.Exit(1)
+
+
+@app.command()
+def find(expr: str = typer.Argument(..., help="e.g. 'metrics.val_loss < 0.3 and params.lr >= 1e-4'."),
+         rev: Optional[str] = typer.Option(None, "--rev", help="Search what REV reaches (default: every ref)."),
+         sort: Optional[str] = typer.Option(None, "--sort", metavar="KEY", help="Sort by KEY; '-KEY' descending."),
+         limit: Optional[int] = typer.Option(None, "--limit", help="At most N results."),
+         as_json: bool = JsonOpt) -> None:
+    """Find commits by their metadata: comparisons joined with and / or / not."""
+    with open_repo() as repo:
+        found = repo.find(expr, rev=rev, sort=sort, limit=limit)
+        unknown = repo.unknown_keys(expr, rev=rev) if not found else {}
+    for key, like in unknown.items():
+        typer.echo(f"warning: no commit has {key}" + (f"; did you mean {', '.join(like)}?" if like else ""), err=True)
+    if as_json:
+        return emit(found)
+    from .render import render_log
+    render_log(found, oneline=True, graph=False)
+
+
+@app.command()
+def best(metric: str = typer.Argument(..., help="Metric name, e.g. val_loss."),
+         maximize: bool = typer.Option(False, "--max", help="Highest value wins (default: lowest)."),
+         minimize: bool = typer.Option(False, "--min", help="Lowest value wins (the default)."),
+         rev: str = typer.Option("HEAD", "--rev", help="Consider REV and its ancestors."),
+         as_json: bool = JsonOpt) -> None:
+    """The ancestor with the best value of a metric."""
+    from ..errors import UsageError
+    if maximize and minimize:
+        raise UsageError("--min and --max exclude each other")
+    with open_repo() as repo:
+        found = repo.best(metric, mode="max" if maximize else "min", rev=rev)
+    if found is None:
+        typer.echo(f"no commit reachable from {rev} has metric {metric!r}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        return emit(found)
+    typer.echo(f"{found.id[:12]} {metric}={found.metrics[metric]:.6g} {found.message}")
+
+
+@app.command()
+def lineage(rev: str = typer.Argument("HEAD"),
+            metric: Optional[str] = typer.Option(None, "--metric", help="Show this metric along the way."),
+            as_json: bool = JsonOpt) -> None:
+    """The ancestry of a checkpoint (first parents), with a metric along it."""
+    with open_repo() as repo:
+        chain = repo.lineage(rev)
+    if as_json:
+        return emit(chain)
+    from .render import render_lineage
+    render_lineage(chain, metric)
+
+
+@app.command()
+def revert(rev: str = typer.Argument(..., help="The checkpoint to go back to."),
+           reason: str = typer.Option(..., "--reason", help="Why: kept in the commit and the audit log."),
+           branch: Optional[str] = typer.Option(None, "--branch", "-b", help="Branch to add the commit to."),
+           as_json: bool = JsonOpt) -> None:
+    """Add a commit whose checkpoint is REV's, with the reason on record."""
+    with open_repo() as repo:
+        done = repo.revert(rev, reason, branch=branch)
+    if as_json:
+        return emit(done)
+    typer.echo(f"[{done.branch} {done.id[:12]}] {done.message}")
+
+
+@app.command()
+def reset(branch: str = typer.Argument(..., help="Branch to move."),
+          rev: str = typer.Argument(..., help="Where it should point."),
+          reason: str = typer.Option(..., "--reason", help="Why: kept in the audit log."),
+          force: bool = typer.Option(False, "--force", "-f", help="Allow commits to leave the branch."),
+          as_json: bool = JsonOpt) -> None:
+    """Move a branch to another commit (tags never move)."""
+    with open_repo() as repo:
+        moved = repo.reset(branch, rev, reason, force=force)
+    if as_json:
+        return emit(moved)
+    typer.echo(f"{branch}: {(moved.old or '-')[:12]} -> {moved.new[:12]}")

@@ -1,0 +1,73 @@
+"""Commands for names: branch, switch, tag, audit."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .app import JsonOpt, app, emit, open_repo
+
+
+@app.command()
+def branch(name: Optional[str] = typer.Argument(None, help="Branch to create."),
+           rev: str = typer.Argument("HEAD", help="Where it starts."),
+           delete: Optional[str] = typer.Option(None, "-d", "--delete", metavar="NAME",
+                                                help="Delete a branch whose commits another ref keeps."),
+           force_delete: Optional[str] = typer.Option(None, "-D", metavar="NAME",
+                                                      help="Delete a branch even if its commits are on no other ref."),
+           force: bool = typer.Option(False, "--force", "-f", help="Move an existing branch."),
+           as_json: bool = JsonOpt) -> None:
+    """List, create or delete branches."""
+    with open_repo() as repo:
+        if delete or force_delete:
+            old = repo.delete_branch(delete or force_delete, force=bool(force_delete))
+            return typer.echo(f"deleted branch {delete or force_delete} (was {old[:12]})")
+        if name:
+            b = repo.branch(name, rev, force=force)
+            return typer.echo(f"branch {b.name} at {b.id[:12]}")
+        branches = repo.branches()
+    if as_json:
+        return emit(branches)
+    for b in branches:
+        typer.echo(f"{'*' if b.current else ' '} {b.name:<24} {b.id[:12]}")
+
+
+@app.command()
+def switch(name: str = typer.Argument(..., help="Branch that new commits go to.")) -> None:
+    """Point HEAD at another branch."""
+    with open_repo() as repo:
+        repo.switch(name)
+    typer.echo(f"switched to {name}")
+
+
+@app.command()
+def tag(name: Optional[str] = typer.Argument(None, help="Tag to create."),
+        rev: str = typer.Argument("HEAD", help="What it marks."),
+        message: Optional[str] = typer.Option(None, "-m", "--message", help="Annotate the tag."),
+        delete: Optional[str] = typer.Option(None, "-d", "--delete", metavar="NAME", help="Delete a tag."),
+        as_json: bool = JsonOpt) -> None:
+    """List, create or delete tags. Tags never move."""
+    with open_repo() as repo:
+        if delete:
+            old = repo.delete_tag(delete)
+            return typer.echo(f"deleted tag {delete} (was {old[:12]})")
+        if name:
+            oid = repo.tag(name, rev, message=message)
+            return typer.echo(f"tag {name} at {oid[:12]}")
+        tags = repo.tags()
+    if as_json:
+        return emit(tags)
+    for t in tags:
+        typer.echo(f"{t.name:<24} {t.id[:12]} {t.message}")
+
+
+@app.command()
+def audit(as_json: bool = JsonOpt) -> None:
+    """Show the audit log of ref changes: who, when, old, new, why."""
+    with open_repo() as repo:
+        entries = repo.audit()
+    if as_json:
+        return emit(entries)
+    from .render import render_audit
+    render_audit(entries)

@@ -1,0 +1,110 @@
+"""Commands for remotes: remote add/remove/list, push, fetch, pull, clone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .app import JsonOpt, app, emit, given_path, open_repo, progress
+
+remote_app = typer.Typer(no_args_is_help=True, help="Manage the remotes this repository pushes to and fetches from.")
+app.add_typer(remote_app, name="remote")
+
+
+@remote_app.command("add")
+def remote_add(name: str = typer.Argument(..., help="Short name, e.g. origin."),
+               url: str = typer.Argument(..., help="A directory, file:///path, s3://bucket/prefix or memory://name."),
+               endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
+                                                          help="S3-compatible endpoint (MinIO, SeaweedFS, R2)."),
+               region: Optional[str] = typer.Option(None, "--region", help="S3 region.")) -> None:
+    """Remember a remote under a name."""
+    with open_repo() as repo:
+        spec = repo.remote_add(name, url, endpoint_url=endpoint_url, region=region)
+    typer.echo(f"added remote {spec.name}: {spec.url}")
+
+
+@remote_app.command("remove")
+def remote_remove(name: str = typer.Argument(..., help="The remote to forget.")) -> None:
+    """Forget a remote and its remote-tracking refs."""
+    with open_repo() as repo:
+        repo.remote_remove(name)
+    typer.echo(f"removed remote {name}")
+
+
+@remote_app.command("list")
+def remote_list(as_json: bool = JsonOpt) -> None:
+    """List the remotes."""
+    with open_repo() as repo:
+        specs = repo.remote_list()
+    if as_json:
+        return emit(specs)
+    for s in specs:
+        partial = "" if s.partial is None else f"  [partial: {', '.join(s.partial['tensors']) or 'metadata only'}]"
+        typer.echo(f"{s.name}\t{s.url}" + (f"  (endpoint {s.endpoint_url})" if s.endpoint_url else "") + partial)
+
+
+def _sync_report(result: Any, as_json: bool, **extra: Any) -> None:
+    """--json: the result; else each ref moved, the warnings, and the bytes moved vs the logical size."""
+    if as_json:
+        return emit({**result.to_dict(), **extra})
+    for r in result.refs:
+        typer.echo(f"  {r['status']:<10} {r['ref']}  {(r['old'] or '-')[:12]} -> {r['new'][:12]}")
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(result.summary())
+
+
+@app.command()
+def push(remote: Optional[str] = typer.Argument(None, help="Remote name (default: origin)."),
+         branches: Optional[list[str]] = typer.Argument(None, help="Branches to push (default: HEAD's)."),
+         all_branches: bool = typer.Option(False, "--all", help="Push every branch."),
+         tags: bool = typer.Option(False, "--tags", help="Push the tags too."),
+         force: bool = typer.Option(False, "--force", "-f", help="Allow a non-fast-forward (audited)."),
+         as_json: bool = JsonOpt) -> None:
+    """Upload branches (and tags) with their history and data to a remote."""
+    with open_repo() as repo:
+        result = repo.push(remote, branches or None, all=all_branches, tags=tags, force=force, progress=progress())
+    _sync_report(result, as_json)
+
+
+@app.command()
+def fetch(remote: Optional[str] = typer.Argument(None, help="Remote name (default: origin)."),
+          as_json: bool = JsonOpt) -> None:
+    """Download a remote's new history; moves refs/remotes/REMOTE/*, never your branches."""
+    with open_repo() as repo:
+        result = repo.fetch(remote, progress=progress())
+    _sync_report(result, as_json)
+
+
+@app.command()
+def pull(remote: Optional[str] = typer.Argument(None, help="Remote name (default: origin)."),
+         branch: Optional[str] = typer.Argument(None, help="Branch to update (default: HEAD's)."),
+         force: bool = typer.Option(False, "--force", "-f", help="Reset a diverged branch to the remote's (audited)."),
+         as_json: bool = JsonOpt) -> None:
+    """Fetch, then fast-forward a branch to the remote's."""
+    with open_repo() as repo:
+        result = repo.pull(remote, branch, force=force, progress=progress())
+    _sync_report(result, as_json)
+
+
+@app.command()
+def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://bucket/prefix or memory://name."),
+          directory: Optional[Path] = typer.Argument(None, help="Where to create it (default: named after URL)."),
+          filters: list[str] = typer.Option([], "--filter", metavar="tensors=GLOB",
+                                            help="Partial clone: only these tensors' data; the rest on demand."),
+          metadata_only: bool = typer.Option(False, "--metadata-only", help="History and manifests, no data."),
+          endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
+          region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
+          as_json: bool = JsonOpt) -> None:
+    """Create a repository from a remote: history, branches and (unless partial) the data."""
+    from ..api import clone as clone_repo
+    from ..api import default_clone_dir
+    with clone_repo(url, given_path(directory or Path(default_clone_dir(url))), filter=filters or None,
+                    metadata_only=metadata_only, endpoint_url=endpoint_url, region=region,
+                    progress=progress()) as repo:
+        result, where = repo.last_transfer, str(repo.root)
+    if not as_json:
+        typer.echo(f"cloned {url} into {where}")
+    _sync_report(result, as_json, path=where)

@@ -1,0 +1,161 @@
+"""Human output for the CLI: log, show, audit tables and a progress bar that appears only for long work."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..model.progress import human_bytes
+
+if TYPE_CHECKING:
+    from ..results import CommitInfo, ShowInfo
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True)
+
+
+def when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def _metrics(c: CommitInfo) -> str:
+    return "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(c.metrics.items()))
+
+
+def _decor(c: CommitInfo) -> str:
+    return escape(f" ({', '.join(c.refs)})") if c.refs else ""
+
+
+def graph_prefixes(entries: list[CommitInfo]) -> list[str]:
+    """One lane per open line of history: '*' marks the commit, '|' the lanes passing by."""
+    lanes: list[str] = []
+    prefixes = []
+    for e in entries:
+        if e.id not in lanes:
+            lanes.append(e.id)
+        col = lanes.index(e.id)
+        prefixes.append(" ".join("*" if i == col else "|" for i in range(len(lanes))))
+        lanes = [lane for i, lane in enumerate(lanes) if lane != e.id or i == col]
+        lanes[col:col + 1] = [p for p in e.parents if p not in lanes] or []
+    return prefixes
+
+
+def _print_table(table: Table) -> None:
+    """Tables fit a terminal; piped or redirected output keeps every cell whole (no squeezing to 80 columns)."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(file=out.file, highlight=False, soft_wrap=True, width=1 << 20).print(table)
+
+
+def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None:
+    prefixes = graph_prefixes(entries) if graph else [""] * len(entries)
+    for prefix, e in zip(prefixes, entries):
+        lead = f"{prefix} " if graph else ""
+        metrics = _metrics(e)
+        if oneline:
+            out.print(f"{lead}[yellow]{e.id[:12]}[/]{_decor(e)} {escape(e.message)}"
+                      + (f"  [dim]{escape(metrics)}[/]" if metrics else ""))
+            continue
+        pad = prefix.replace("*", "|") + " " if graph else ""  # body lines continue every lane, as git does
+        out.print(f"{lead}[yellow]commit {e.id}[/]{_decor(e)}")
+        out.print(f"{pad}Author: {escape(e.author)}")
+        out.print(f"{pad}Date:   {when(e.time)}")
+        if e.step is not None:
+            out.print(f"{pad}Step:   {e.step}")
+        if metrics:
+            out.print(f"{pad}Metrics: {escape(metrics)}")
+        out.print(f"{pad}\n{pad}    {escape(e.message)}\n{pad}")
+
+
+def render_show(info: ShowInfo) -> None:
+    c = info.commit
+    render_log([c], oneline=False, graph=False)
+    for section in ("params", "data", "seeds", "extra"):
+        value = getattr(c.commit, section)
+        if value:
+            out.print(escape(f"{section}: {value}"))
+    env = c.commit.env
+    if env:
+        pkgs = ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
+        out.print(f"env: Python {env.get('python')} on {env.get('platform')}; {pkgs}"
+                  + (f"; git {env['git']['commit'][:12]}{' (dirty)' if env['git']['dirty'] else ''}"
+                     if env.get("git") else ""))
+    files = Table("file", "size", "blake3", box=None, pad_edge=False)
+    for f in info.manifest.files:
+        files.add_row(escape(f.path), human_bytes(f.size), f.hash.hex()[:16])
+    _print_table(files)
+    if info.manifest.tensors:
+        tensors = Table("tensor", "dtype", "shape", "size", box=None, pad_edge=False)
+        for t in info.manifest.tensors[:200]:
+            tensors.add_row(escape(t.name), t.dtype, "×".join(map(str, t.shape)) or "scalar", human_bytes(t.nbytes))
+        _print_table(tensors)
+        if len(info.manifest.tensors) > 200:
+            out.print(f"… and {len(info.manifest.tensors) - 200} more tensors (use --json for all)")
+    ratio = info.logical_bytes / info.stored_bytes if info.stored_bytes else float("inf")
+    out.print(f"logical {human_bytes(info.logical_bytes)}, stored {human_bytes(info.stored_bytes)} "
+              f"({ratio:.2f}×), new in this commit {human_bytes(info.new_bytes)}")
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def render_diff(d: Any, *, stat: bool) -> None:
+    s, t, f = d.summary, d.tensors, d.files
+    out.print(f"diff {d.old[:12] or '(nothing)'} → {d.new[:12]}")
+    for kind in ("added", "removed", "changed"):
+        for path in f[kind]:
+            out.print(f"  file {kind}: {escape(path)}")
+    for name in t["added"]:
+        out.print(f"  [green]+ {escape(name)}[/]")
+    for name in t["removed"]:
+        out.print(f"  [red]- {escape(name)}[/]")
+    if t["changed"] and not stat:
+        table = Table("tensor", "changed", "‖Δ‖", "‖Δ‖/‖old‖", "max|Δ|", "cosine", "nan/inf new", box=None,
+                      pad_edge=False)
+        for c in t["changed"]:
+            if not c.get("comparable"):
+                table.add_row(escape(c["name"]), escape(c.get("note", "")), "", "", "", "", "")
+                continue
+            table.add_row(escape(c["name"]), f"{c['frac_changed']:.1%}", _num(c["l2_delta"]), _num(c["rel_l2"]),
+                          _num(c["max_abs"]), _num(c["cosine"]), f"{c['nan_appeared']}/{c['inf_appeared']}")
+        out.print(table)
+    elif t["changed"]:
+        for c in t["changed"]:
+            out.print(f"  ~ {escape(c['name'])}")
+    metrics = {k: v for k, v in d.metadata.get("metrics", {}).items() if v["old"] != v["new"]}
+    for k, v in metrics.items():
+        delta = f" ({v['delta']:+.4g})" if v["delta"] is not None else ""
+        out.print(f"  metric {escape(k)}: {_num(v['old'])} → {_num(v['new'])}{delta}")
+    for section in ("step", "params", "seeds", "data", "extra", "env"):
+        value = d.metadata.get(section)
+        if section == "step" and value:
+            out.print(f"  step: {value['old']} → {value['new']}")
+        elif isinstance(value, dict) and value and section != "step":
+            for k, v in value.items():
+                out.print(escape(f"  {section}.{k}: {v['old']!r} → {v['new']!r}"))
+    out.print(f"{s['tensors_changed']} tensors changed, {s['tensors_added']} added, {s['tensors_removed']} removed, "
+              f"{s['tensors_unchanged']} unchanged; max ‖Δ‖/‖old‖ {_num(s['max_rel_l2'])}; "
+              f"{human_bytes(s['stored_bytes_added'])} stored by the newer version")
+
+
+def render_audit(entries: list[dict[str, Any]]) -> None:
+    table = Table("#", "when", "who", "action", "ref", "old", "new", "message", box=None, pad_edge=False)
+    for e in entries:
+        table.add_row(str(e["seq"]), when(e["time"]), e["user"], e["action"], e["ref"], (e["old"] or "-")[:12],
+                      (e["new"] or "-")[:12], escape(e["message"]))
+    _print_table(table)
+
+
+def render_lineage(chain: list[CommitInfo], metric: str | None) -> None:
+    """One line per commit of a first-parent chain: id, step, the metric, the message."""
+    for e in chain:
+        value = e.metrics.get(metric) if metric else None
+        shown = f"{metric}={value:.6g}  " if isinstance(value, (int, float)) else ""
+        step = f"step {e.step:>7}  " if e.step is not None else ""
+        out.print(escape(f"{e.id[:12]}  {step}{shown}{e.message}"))

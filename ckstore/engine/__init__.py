@@ -1,0 +1,1 @@
+"""The engine: plumbing over storage (resolve, peel, manifests), snapshot, restore, compare, history, fsck."""

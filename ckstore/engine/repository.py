@@ -1,0 +1,219 @@
+"""The plumbing of one repository: its store, refs, config and thread pool; revisions resolved to commits."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import (AlreadyExists, AmbiguousRevision, MissingObject, NotARepository, UnknownRevision,
+                      UsageError)
+from ..model import revisions
+from ..model.metadata import check_schema_spec
+from ..model.objects import Commit, FileRecipe, Manifest, Tag, TensorEntry, is_hex
+from ..model.progress import NoProgress, Progress
+from ..model.refnames import HEADS, candidates, short
+from ..storage.config import Config
+from ..storage.refs import RefStore
+from ..storage.statcache import StatCache
+from ..storage.store import Store
+from .restore import select
+
+DIRNAME = ".ckstore"
+LAYOUT = ("refs/heads", "refs/tags", "objects", "packs", "logs", "locks", "tmp", "cache")
+_MEMO_MAX = 1_000_000
+
+
+class ChunkSource(Protocol):
+    """Where the chunks a partial clone lacks come from. Injected by the caller, so the engine never imports
+    sync or a transport; `sync.on_demand.OnDemand` is the implementation."""
+
+    def fetch_chunks(self, repo: Repository, chunks: list[bytes], progress: Progress) -> Any:
+        """Bring `chunks` into `repo`'s store (verified); returns a report of what moved."""
+
+
+def find_root(start: str | os.PathLike | None = None) -> Path:
+    """The directory holding .ckstore: CKSTORE_DIR, else walking up from `start` (default: cwd)."""
+    if start is None and os.environ.get("CKSTORE_DIR"):
+        start = os.environ["CKSTORE_DIR"]
+        if not (Path(start) / DIRNAME).is_dir():
+            raise NotARepository(f"CKSTORE_DIR={start} is not a ckstore repository")
+    here = Path(start or os.getcwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / DIRNAME / "config").is_file():
+            return d
+    raise NotARepository(f"not a ckstore repository (or any parent up to /): {here}")
+
+
+class Repository:
+    """An open repository. Everything above the storage layer (history rules, sync, the API) works through it."""
+
+    def __init__(self, root: Path, chunk_source: ChunkSource | None = None) -> None:
+        self.root = root
+        self.dir = root / DIRNAME
+        self.config = Config.load(self.dir / "config")
+        self.refs = RefStore(self.dir)
+        self.store = Store(self.dir)
+        self.stat_cache = StatCache(self.store.index)
+        self.chunk_source = chunk_source
+        self.last_fetch: Any = None  # what the chunk source reported for the latest on-demand fetch
+        self._pool: ThreadPoolExecutor | None = None
+        self._commits: dict[bytes, Commit] = {}
+
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, chunk_size: int | None = None,
+               required: dict[str, str] | None = None) -> Repository:
+        """Make an empty repository at `path` (the config is written last: without it, nothing is a repository)."""
+        root = Path(path).resolve()
+        d = root / DIRNAME
+        if (d / "config").exists():
+            raise AlreadyExists(f"{d} already exists", hint="open it instead, or remove it to start over")
+        if chunk_size is not None and chunk_size < 4096:
+            raise UsageError(f"chunk size {chunk_size} is below the minimum of 4096 bytes")
+        config = Config(chunk_size=chunk_size or Config.chunk_size,
+                        schema=check_schema_spec(required) if required else {})
+        for sub in LAYOUT:
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "HEAD").write_text("ref: refs/heads/main\n")
+        config.save(d / "config", d / "tmp")
+        return cls(root)
+
+    def close(self) -> None:
+        """Flush caches and release files and threads."""
+        if self._pool:
+            self._pool.shutdown()
+            self._pool = None
+        self.store.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The worker threads for hashing, coding and I/O (started on first use)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="ckstore")
+        return self._pool
+
+    # -- commits ------------------------------------------------------------------------------------------------
+
+    def head_branch(self) -> str:
+        """The branch HEAD names."""
+        return self.refs.head().removeprefix(HEADS)
+
+    def commit(self, oid: bytes) -> Commit:
+        """The commit `oid` (memoized: commits are immutable and a history walk asks for each several times)."""
+        commit = self._commits.get(oid)
+        if commit is None:
+            obj = self.store.get_commit_or_object(oid)
+            if not isinstance(obj, Commit):
+                raise UnknownRevision(f"{oid.hex()} is a {type(obj).__name__.lower()}, not a commit")
+            self.remember(oid, obj)
+            commit = obj
+        return commit
+
+    def remember(self, oid: bytes, commit: Commit) -> None:
+        """Memoize a commit this process just wrote, so nothing reads it back."""
+        if len(self._commits) >= _MEMO_MAX:
+            self._commits.clear()
+        self._commits[oid] = commit
+
+    def parents(self, oid: bytes) -> tuple[bytes, ...]:
+        """The parent ids of commit `oid`."""
+        return self.commit(oid).parents
+
+    def time_of(self, oid: bytes) -> float:
+        """When commit `oid` was made."""
+        return self.commit(oid).time
+
+    def peel(self, oid: bytes) -> bytes:
+        """The commit an id names: itself, or what an annotated tag points at."""
+        obj = self.store.get_commit_or_object(oid)
+        while isinstance(obj, Tag):
+            oid = obj.target
+            obj = self.store.get_commit_or_object(oid)
+        if not isinstance(obj, Commit):
+            raise UnknownRevision(f"{oid.hex()} is a {type(obj).__name__.lower()}, not a commit")
+        return oid
+
+    def manifest_of(self, oid: bytes) -> Manifest:
+        """The manifest of commit `oid`."""
+        mid = self.commit(oid).manifest
+        obj = self.store.get_object(mid)
+        if not isinstance(obj, Manifest):
+            raise MissingObject("manifest", mid.hex())
+        return obj
+
+    # -- revisions ----------------------------------------------------------------------------------------------
+
+    def resolve(self, rev: str) -> bytes:
+        """The commit a revision names: a branch, tag, remote branch, full id or unique prefix (≥ 4 hex digits),
+        HEAD, with ~N and ^N suffixes."""
+        base, ops = revisions.parse(rev.strip())
+        return revisions.apply(self._base(base), ops, self.parents, rev)
+
+    def _base(self, name: str) -> bytes:
+        if name == "HEAD":
+            head = self.refs.head()
+            oid = self.refs.read(head)
+            if oid is None:
+                raise UnknownRevision(f"HEAD ({head}) has no commits yet", hint="commit something first")
+            return oid
+        low = name.lower()
+        if len(low) == 64 and is_hex(low) and self.store.has_object(bytes.fromhex(low)):
+            return self.peel(bytes.fromhex(low))  # a full id: one stat, no ref files, no directory listing
+        for ref in candidates(name):
+            try:
+                oid = self.refs.read(ref)
+            except UsageError:  # not a valid ref name, so not a ref
+                oid = None
+            if oid:
+                return self.peel(oid)
+        if is_hex(low) and 4 <= len(low) < 64:
+            return self._by_prefix(low)
+        raise UnknownRevision(f"unknown revision {name!r}")
+
+    def _by_prefix(self, prefix: str) -> bytes:
+        found = [oid for oid in self.store.ids_with_prefix(prefix)
+                 if isinstance(self.store.get_commit_or_object(oid), (Commit, Tag))]
+        if not found:
+            raise UnknownRevision(f"unknown revision {prefix!r}")
+        if len(found) > 1:
+            names = ", ".join(sorted(o.hex()[:12] for o in found))
+            raise AmbiguousRevision(f"revision {prefix!r} is ambiguous: {names}")
+        return self.peel(found[0])
+
+    def refs_by_commit(self) -> dict[bytes, list[str]]:
+        """Every ref's short name, grouped by the commit it names (refs to damaged objects are left out)."""
+        out: dict[bytes, list[str]] = {}
+        for name, oid in self.refs.list().items():
+            try:
+                out.setdefault(self.peel(oid), []).append(short(name))
+            except (UnknownRevision, MissingObject):
+                continue
+        return out
+
+    # -- chunks of partial clones -------------------------------------------------------------------------------
+
+    def ensure_chunks(self, manifest: Manifest, *, files: list[FileRecipe] | None = None,
+                      tensors: list[TensorEntry] | None = None, include: list[str] | None = None,
+                      progress: Progress | None = None) -> Any:
+        """Partial clones: bring in, in one batch, the chunks these files (default: all, or those matching
+        `include`) or tensors need and lack here. A full repository has no chunk source and does nothing."""
+        if self.chunk_source is None:
+            return None
+        if tensors is not None:
+            wanted = list(dict.fromkeys(c for t in tensors for c in t.chunks))
+        else:
+            chosen = manifest.files if files is None and not include else (files or select(manifest, include))
+            wanted = list(dict.fromkeys(manifest.file_chunks(chosen)))
+        have = self.store.index.get_many(wanted)
+        missing = [c for c in wanted if c not in have]
+        if not missing:
+            return None
+        self.last_fetch = self.chunk_source.fetch_chunks(self, missing, progress or NoProgress())
+        return self.last_fetch

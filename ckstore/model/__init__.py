@@ -1,0 +1,1 @@
+"""The pure data model: ids, objects, revisions, history graphs, metadata, queries, diffs, statistics, codec."""

@@ -1,0 +1,209 @@
+"""Commit metadata: typing key=value assignments, parsing metadata files, sections, schema validation."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from ..errors import InvalidMetadata
+
+SECTIONS = ("metrics", "params", "data", "seeds", "extra")
+TOP_LEVEL = ("step", "message", "author") + SECTIONS
+SCHEMA_TYPES = ("number", "integer", "string", "boolean", "object", "array", "any")
+
+
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]*)?([eE][-+]?[0-9]+)?")
+
+
+def parse_scalar(text: str) -> Any:
+    """Type a command-line value: true/false/null, JSON lists/maps, and numbers written canonically; anything else,
+    such as "1.10" or "0123456" (a version, an id), stays the string it is. `KEY:=JSON` types explicitly."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none"):
+        return None
+    m = _NUMBER.fullmatch(text)
+    if m:
+        fraction = m.group(2) or ""
+        if not fraction and not m.group(3):
+            return int(text)
+        if not (len(fraction) > 2 and fraction.endswith("0")):  # "1.0" is a float; "1.10" is a version
+            value = float(text)
+            if math.isfinite(value):
+                return value
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def set_dotted(target: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if not all(parts):
+        raise InvalidMetadata(f"bad metadata key {key!r}", hint="use dotted names like params.lr or data.version")
+    node = target
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise InvalidMetadata(f"metadata key {key!r} conflicts with the value already set at {p!r}")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_assignments(items: list[str], what: str = "--meta") -> dict:
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidMetadata(f"{what} {item!r} is not KEY=VALUE (or KEY:=JSON)")
+        if key.endswith(":"):
+            key = key[:-1]
+            try:
+                typed = json.loads(value)
+            except ValueError as exc:
+                raise InvalidMetadata(f"{what} {item!r}: the value after := is not JSON ({exc})") from None
+        else:
+            typed = parse_scalar(value)
+        set_dotted(out, key.strip(), typed)
+    return out
+
+
+def parse_meta_text(text: str, name: str) -> dict:
+    """Metadata from the text of a JSON, YAML or TOML file, chosen by the extension of `name`; the top level must
+    be a mapping."""
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    try:
+        if suffix == "toml":
+            data = _toml().loads(text)
+        elif suffix in ("yaml", "yml"):
+            import yaml  # optional dependency: only needed for YAML metadata files
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except ImportError:
+        raise InvalidMetadata(f"{name}: reading YAML needs PyYAML", hint="pip install pyyaml") from None
+    except Exception as exc:  # each parser has its own error types; all mean the same thing here
+        raise InvalidMetadata(f"{name}: not valid {suffix or 'JSON'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidMetadata(f"{name}: the top level must be a mapping")
+    return data
+
+
+def _toml() -> Any:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the backport, a dependency there
+        import tomli as tomllib
+    return tomllib
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def split_sections(meta: dict) -> dict:
+    """Route a flat metadata dict into commit fields: known sections stay, anything else goes to `extra`."""
+    out: dict = {s: {} for s in SECTIONS}
+    for key, value in meta.items():
+        if key == "step":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidMetadata(f"step must be an integer, got {value!r}")
+            out["step"] = value
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise InvalidMetadata(f"{key} must be a mapping, got {type(value).__name__}")
+            out[key] = deep_merge(out[key], value)
+        else:
+            out["extra"][key] = value
+    for name, value in out["metrics"].items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise InvalidMetadata(f"metric {name!r} must be a number, got {value!r}")
+    _check_encodable(out)
+    return out
+
+
+def _check_encodable(value: Any, path: str = "") -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidMetadata(f"metadata key {path}{k!r} must be a string")
+            _check_encodable(k, path)
+            _check_encodable(v, f"{path}{k}.")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_encodable(v, path)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidMetadata(f"metadata value at {path.rstrip('.') or 'top'} is {value}: only finite numbers are "
+                              "stored", hint="record a diverged run as a flag, e.g. --meta extra.diverged=true")
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidMetadata(f"metadata value at {path.rstrip('.') or 'top'} is not valid Unicode "
+                                  f"(a lone surrogate in {value!r})") from None
+    elif not (value is None or isinstance(value, (int, float, bool))):
+        raise InvalidMetadata(f"metadata value at {path.rstrip('.') or 'top'} has unsupported type "
+                              f"{type(value).__name__}", hint="use numbers, strings, booleans, lists and mappings")
+
+
+def lookup(record: dict, key: str) -> tuple[bool, Any]:
+    node: Any = record
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+_PY_TYPES = {"string": str, "boolean": bool, "object": dict, "array": list}
+
+
+def _type_ok(value: Any, kind: str) -> bool:
+    if kind == "any":
+        return True
+    if kind in ("number", "integer"):
+        allowed = int if kind == "integer" else (int, float)
+        return isinstance(value, allowed) and not isinstance(value, bool)
+    return isinstance(value, _PY_TYPES[kind])
+
+
+def validate_schema(schema: dict, record: dict) -> None:
+    """Refuse a commit whose metadata lacks a required key or has the wrong type."""
+    problems = []
+    for key, kind in (schema.get("required") or {}).items():
+        found, value = lookup(record, key)
+        if not found or value is None:
+            problems.append(f"{key} is required ({kind})")
+        elif not _type_ok(value, kind):
+            problems.append(f"{key} must be {kind}, got {value!r}")
+    if problems:
+        raise InvalidMetadata("metadata fails the repository schema: " + "; ".join(problems),
+                              hint="add them with --meta KEY=VALUE / --metric NAME=VALUE, or see .ckstore/config")
+
+
+def parse_requirements(items: list[str]) -> dict[str, str]:
+    """`--require KEY:TYPE` options -> {key: type}, checked."""
+    required = {}
+    for item in items:
+        key, sep, kind = item.rpartition(":")
+        if not sep or not key:
+            raise InvalidMetadata(f"--require {item!r} is not KEY:TYPE")
+        required[key] = kind
+    check_schema_spec(required)
+    return required
+
+
+def check_schema_spec(required: dict) -> dict:
+    """The schema a repository stores for `required` ({key: type}); InvalidMetadata for an unknown type."""
+    for key, kind in required.items():
+        if kind not in SCHEMA_TYPES:
+            raise InvalidMetadata(f"schema type {kind!r} for {key!r} is not one of {', '.join(SCHEMA_TYPES)}")
+    return {"required": dict(required)}

@@ -1,0 +1,302 @@
+"""The pure data model: ids, Commit, Manifest, FileRecipe, TensorEntry, Tag and their canonical encoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import blake3
+import msgpack
+
+from ..errors import CorruptObject
+
+ID_BYTES = 32
+FORMAT_VERSION = 1
+ZERO_ID = b"\0" * ID_BYTES
+
+
+def hash_bytes(data: Any) -> bytes:
+    """BLAKE3-256 of a bytes-like object (the identity of chunks, objects and files)."""
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO if len(data) > (1 << 22) else 1).digest()
+
+
+def hex_id(oid: bytes) -> str:
+    return oid.hex()
+
+
+def is_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdef" for c in text)
+
+
+# -- canonical msgpack --------------------------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value, key=lambda k: k.encode() if isinstance(k, str) else k)}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def pack_canonical(value: Any) -> bytes:
+    """msgpack with sorted map keys and float64 floats: equal content gives equal bytes."""
+    return msgpack.packb(_canonical(value), use_bin_type=True, use_single_float=False)
+
+
+def unpack_limited(data: bytes) -> Any:
+    """msgpack decoding with bounds on every container, for bytes that may be hostile."""
+    n = len(data)
+    try:
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=True, max_str_len=n, max_bin_len=n,
+            max_array_len=n, max_map_len=n // 2, max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError) as exc:
+        raise ValueError(f"undecodable msgpack: {exc}") from exc
+
+
+# -- schema checks ------------------------------------------------------------------------------------------------
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise ValueError(what)
+
+
+def _is_id(v: Any) -> bool:
+    return isinstance(v, bytes) and len(v) == ID_BYTES
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# -- values -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TensorEntry:
+    """One tensor of a manifest: where it lives in its file and the chunks holding its data."""
+
+    name: str
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+    chunk_bytes: int
+    chunks: tuple[bytes, ...]
+    stats: dict = field(default_factory=dict, compare=False)
+
+    def chunk_ranges(self) -> list[tuple[bytes, int, int]]:
+        """(chunk id, start, end) of each chunk within the tensor's bytes."""
+        return [(c, k * self.chunk_bytes, min((k + 1) * self.chunk_bytes, self.nbytes)) for k, c in enumerate(self.chunks)]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "file": self.file, "dtype": self.dtype, "shape": list(self.shape),
+                "offset": self.offset, "nbytes": self.nbytes, "chunk_bytes": self.chunk_bytes,
+                "chunks": list(self.chunks), "stats": self.stats}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TensorEntry:
+        for key in ("name", "file", "dtype"):
+            _need(isinstance(d.get(key), str), f"tensor.{key} must be a string")
+        _need(isinstance(d.get("shape"), list) and all(_is_int(x) and x >= 0 for x in d["shape"]), "tensor.shape")
+        for key in ("offset", "nbytes", "chunk_bytes"):
+            _need(_is_int(d.get(key)) and d[key] >= 0, f"tensor.{key} must be a non-negative integer")
+        _need(isinstance(d.get("chunks"), list) and all(_is_id(c) for c in d["chunks"]), "tensor.chunks")
+        _need(d["chunk_bytes"] > 0 or not d["chunks"], "tensor.chunk_bytes")
+        expected = -(-d["nbytes"] // d["chunk_bytes"]) if d["chunk_bytes"] else 0
+        _need(len(d["chunks"]) == expected, "tensor.chunks does not cover nbytes")
+        _need(isinstance(d.get("stats", {}), dict), "tensor.stats")
+        return cls(d["name"], d["file"], d["dtype"], tuple(d["shape"]), d["offset"], d["nbytes"],
+                   d["chunk_bytes"], tuple(d["chunks"]), d.get("stats", {}))
+
+
+# Segment kinds of a file recipe.
+SEG_INLINE, SEG_CHUNKS, SEG_TENSOR = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecipe:
+    """How to rebuild one file byte for byte."""
+
+    path: str
+    size: int
+    hash: bytes
+    segments: tuple[tuple, ...]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "size": self.size, "hash": self.hash, "segments": [list(s) for s in self.segments]}
+
+    @classmethod
+    def from_dict(cls, d: dict, n_tensors: int) -> FileRecipe:
+        _need(isinstance(d.get("path"), str), "file.path")
+        _need(_is_int(d.get("size")) and d["size"] >= 0, "file.size")
+        _need(_is_id(d.get("hash")), "file.hash")
+        _need(isinstance(d.get("segments"), list), "file.segments")
+        segs = []
+        for s in d["segments"]:
+            _need(isinstance(s, list) and s and s[0] in (SEG_INLINE, SEG_CHUNKS, SEG_TENSOR), "segment kind")
+            if s[0] == SEG_INLINE:
+                _need(len(s) == 2 and isinstance(s[1], bytes), "inline segment")
+            elif s[0] == SEG_CHUNKS:
+                _need(len(s) == 4 and _is_int(s[1]) and _is_int(s[2]) and s[2] > 0 and isinstance(s[3], list)
+                      and all(_is_id(c) for c in s[3]) and len(s[3]) == -(-s[1] // s[2]), "chunk segment")
+                s = [s[0], s[1], s[2], tuple(s[3])]
+            else:
+                _need(len(s) == 2 and _is_int(s[1]) and 0 <= s[1] < n_tensors, "tensor segment")
+            segs.append(tuple(s))
+        return cls(d["path"], d["size"], d["hash"], tuple(segs))
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    files: tuple[FileRecipe, ...]
+    tensors: tuple[TensorEntry, ...]
+    tree: Any = None
+
+    def file(self, path: str) -> FileRecipe | None:
+        return next((f for f in self.files if f.path == path), None)
+
+    def segment_length(self, seg: tuple) -> int:
+        if seg[0] == SEG_INLINE:
+            return len(seg[1])
+        if seg[0] == SEG_CHUNKS:
+            return seg[1]
+        return self.tensors[seg[1]].nbytes
+
+    def chunk_ids(self) -> set[bytes]:
+        """Every chunk the manifest needs."""
+        ids = {c for t in self.tensors for c in t.chunks}
+        ids.update(c for f in self.files for s in f.segments if s[0] == SEG_CHUNKS for c in s[3])
+        return ids
+
+    def file_chunks(self, files: Iterable[FileRecipe]) -> Iterator[bytes]:
+        """The chunk ids `files` are made of, in file order (repeats included)."""
+        for f in files:
+            for seg in f.segments:
+                if seg[0] == SEG_CHUNKS:
+                    yield from seg[3]
+                elif seg[0] == SEG_TENSOR:
+                    yield from self.tensors[seg[1]].chunks
+
+    def logical_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict:
+        return {"files": [f.to_dict() for f in self.files], "tensors": [t.to_dict() for t in self.tensors],
+                "tree": self.tree}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Manifest:
+        _need(isinstance(d.get("files"), list) and isinstance(d.get("tensors"), list), "manifest fields")
+        tensors = tuple(TensorEntry.from_dict(t) for t in d["tensors"])
+        files = tuple(FileRecipe.from_dict(f, len(tensors)) for f in d["files"])
+        m = cls(files, tensors, d.get("tree"))
+        for f in files:
+            _need(sum(m.segment_length(s) for s in f.segments) == f.size, f"segments of {f.path!r} do not add up")
+        return m
+
+
+METADATA_SECTIONS = ("metrics", "params", "data", "seeds", "env", "extra")
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    manifest: bytes
+    parents: tuple[bytes, ...]
+    author: str
+    time: float
+    message: str
+    step: int | None = None
+    metrics: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    seeds: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    reverted_from: bytes | None = None
+
+    def to_dict(self) -> dict:
+        d = {"manifest": self.manifest, "parents": list(self.parents), "author": self.author, "time": float(self.time),
+             "message": self.message, "step": self.step, "metrics": self.metrics, "params": self.params,
+             "data": self.data, "seeds": self.seeds, "env": self.env, "extra": self.extra}
+        if self.reverted_from is not None:
+            d["reverted_from"] = self.reverted_from
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Commit:
+        _need(_is_id(d.get("manifest")), "commit.manifest")
+        _need(isinstance(d.get("parents"), list) and all(_is_id(p) for p in d["parents"]), "commit.parents")
+        _need(isinstance(d.get("author"), str) and isinstance(d.get("message"), str), "commit author/message")
+        _need(isinstance(d.get("time"), (int, float)), "commit.time")
+        _need(d.get("step") is None or _is_int(d["step"]), "commit.step")
+        for key in METADATA_SECTIONS:
+            _need(isinstance(d.get(key, {}), dict), f"commit.{key}")
+        _need(d.get("reverted_from") is None or _is_id(d["reverted_from"]), "commit.reverted_from")
+        return cls(d["manifest"], tuple(d["parents"]), d["author"], float(d["time"]), d["message"], d.get("step"),
+                   *(d.get(k, {}) for k in METADATA_SECTIONS), d.get("reverted_from"))
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    target: bytes
+    name: str
+    tagger: str
+    time: float
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "name": self.name, "tagger": self.tagger, "time": float(self.time),
+                "message": self.message}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Tag:
+        _need(_is_id(d.get("target")), "tag.target")
+        _need(all(isinstance(d.get(k), str) for k in ("name", "tagger", "message")), "tag fields")
+        _need(isinstance(d.get("time"), (int, float)), "tag.time")
+        return cls(d["target"], d["name"], d["tagger"], float(d["time"]), d["message"])
+
+
+Object = Commit | Manifest | Tag
+_TYPES: dict[str, type] = {"commit": Commit, "manifest": Manifest, "tag": Tag}
+_NAMES = {v: k for k, v in _TYPES.items()}
+
+
+def encode_object(obj: Object) -> bytes:
+    """Canonical encoding `[type, version, body]`; its BLAKE3 is the object id."""
+    return pack_canonical([_NAMES[type(obj)], FORMAT_VERSION, obj.to_dict()])
+
+
+def object_id(encoded: bytes) -> bytes:
+    return hash_bytes(encoded)
+
+
+def decode_trusted_commit(encoded: bytes) -> Commit:
+    """A commit from the local cache, which holds only encodings already verified and schema-checked: skips the
+    per-field checks (history walks decode thousands)."""
+    _, _, d = msgpack.unpackb(encoded, raw=False)
+    return Commit(d["manifest"], tuple(d["parents"]), d["author"], d["time"], d["message"], d.get("step"),
+                  *(d.get(k, {}) for k in METADATA_SECTIONS), d.get("reverted_from"))
+
+
+def decode_object(encoded: bytes, expected_id: bytes | None = None) -> Object:
+    """Verify, decode and schema-check an object; raises CorruptObject on any mismatch."""
+    label = expected_id.hex() if expected_id else "?"
+    if expected_id is not None:
+        got = object_id(encoded)
+        if got != expected_id:
+            raise CorruptObject("object", label, got.hex())
+    try:
+        value = unpack_limited(encoded)
+        _need(isinstance(value, list) and len(value) == 3, "object envelope")
+        kind, version, body = value
+        _need(kind in _TYPES, f"unknown object type {kind!r}")
+        _need(version == FORMAT_VERSION, f"unsupported object version {version!r}")
+        _need(isinstance(body, dict), "object body")
+        return _TYPES[kind].from_dict(body)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptObject("object", label, label, detail=str(exc)) from exc

@@ -1,0 +1,234 @@
+"""What the verbs return: typed values with hex ids and a `to_dict()` for JSON (pure data: imports only model)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .model.diff import Diff
+from .model.objects import Commit, Manifest
+from .model.progress import human_bytes
+
+__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FsckReport", "Problem",
+           "ResetResult", "ShowInfo", "SyncResult", "TagInfo", "json_safe"]
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """A commit as users see it: its hex id, the refs that name it, and its metadata (as attributes)."""
+
+    id: str
+    commit: Commit
+    refs: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.commit, name)
+
+    @property
+    def parents(self) -> list[str]:
+        """Parent ids, hex."""
+        return [p.hex() for p in self.commit.parents]
+
+    def to_dict(self) -> dict:
+        """The commit as JSON-ready data."""
+        c = self.commit
+        d = {"id": self.id, "parents": self.parents, "manifest": c.manifest.hex(), "message": c.message,
+             "author": c.author, "time": c.time, "step": c.step, "metrics": c.metrics, "params": c.params,
+             "meta": {"data": c.data, "seeds": c.seeds, "env": c.env, "extra": c.extra}, "refs": list(self.refs)}
+        if c.reverted_from:
+            d["reverted_from"] = c.reverted_from.hex()
+        return d
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """A commit just made: the commit, the branch it moved, and what it cost (figures from the commit itself)."""
+
+    info: CommitInfo
+    branch: str
+    files: int
+    tensors: int
+    logical_bytes: int
+    new_bytes: int  # bytes of chunk frames this commit wrote (objects not counted)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.info, name)
+
+    def to_dict(self) -> dict:
+        """The commit and its figures as JSON-ready data."""
+        return {**self.info.to_dict(), "branch": self.branch, "files": self.files, "tensors": self.tensors,
+                "logical_bytes": self.logical_bytes, "new_bytes": self.new_bytes}
+
+
+@dataclass(frozen=True)
+class ShowInfo:
+    """A commit with its manifest and storage figures."""
+
+    commit: CommitInfo
+    manifest: Manifest
+    logical_bytes: int   # the files' sizes
+    stored_bytes: int    # the stored frames of every chunk the commit uses
+    new_bytes: int       # the stored frames of chunks no parent uses
+
+    def to_dict(self) -> dict:
+        """The commit, its files and tensors, and its storage figures as JSON-ready data."""
+        return {**self.commit.to_dict(), "logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes,
+                "new_bytes": self.new_bytes,
+                "files": [{"path": f.path, "size": f.size, "hash": f.hash.hex()} for f in self.manifest.files],
+                "tensors": [{"name": t.name, "file": t.file, "dtype": t.dtype, "shape": list(t.shape),
+                             "nbytes": t.nbytes, "chunks": len(t.chunks), "stats": t.stats}
+                            for t in self.manifest.tensors]}
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    """A branch: its name, the commit it points at, and whether HEAD names it."""
+
+    name: str
+    id: str
+    current: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"name": self.name, "id": self.id, "current": self.current}
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    """A tag: its name, the commit it marks, and its message (empty for a lightweight tag)."""
+
+    name: str
+    id: str
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"name": self.name, "id": self.id, "message": self.message}
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """A branch moved by reset: from `old` (None if it was empty) to `new`."""
+
+    branch: str
+    old: str | None
+    new: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"branch": self.branch, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One ref change: who moved which ref from what to what, when and why, chained by hash."""
+
+    seq: int
+    time: float
+    user: str
+    host: str
+    pid: int
+    action: str
+    ref: str
+    old: str | None
+    new: str | None
+    message: str
+    prev: str
+    hash: str
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {k: getattr(self, k) for k in ("seq", "time", "user", "host", "pid", "action", "ref", "old", "new",
+                                              "message", "prev", "hash")}
+
+    def __getitem__(self, key: str) -> Any:  # entries were dicts before; keep `e["action"]` working
+        return self.to_dict()[key]
+
+
+@dataclass
+class SyncResult:
+    """What a push, fetch, pull, clone or on-demand fetch did."""
+
+    action: str
+    remote: str
+    url: str
+    refs: list[dict] = field(default_factory=list)      # {ref, old, new, status, forced}
+    commits: int = 0
+    objects: int = 0
+    chunks: int = 0
+    packs: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    logical_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_transferred(self) -> int:
+        """Bytes sent plus bytes received."""
+        return self.bytes_sent + self.bytes_received
+
+    @property
+    def refs_updated(self) -> list[dict]:
+        """The refs that moved."""
+        return [r for r in self.refs if r["status"] not in ("up-to-date", "ahead")]
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {**asdict(self), "bytes_transferred": self.bytes_transferred}
+
+    def summary(self) -> str:
+        """One line: refs moved, what was transferred, and its logical size."""
+        moved = (f"{human_bytes(self.bytes_sent)} sent" if self.action == "push"
+                 else f"{human_bytes(self.bytes_received)} received")
+        return (f"{self.action} {self.remote} ({self.url}): {len(self.refs_updated)} refs updated, "
+                f"{self.commits} commits, {self.objects} objects, {self.chunks} chunks in {self.packs} packs; "
+                f"{moved} for {human_bytes(self.logical_bytes)} logical")
+
+
+@dataclass
+class Problem:
+    """One damaged thing fsck found."""
+
+    kind: str  # pack, index, chunk, object, ref, audit
+    id: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}: {self.message}" if self.id else f"{self.kind}: {self.message}"
+
+
+@dataclass
+class FsckReport:
+    """What fsck checked and the problems it found (none: the repository is sound)."""
+
+    problems: list[Problem] = field(default_factory=list)
+    packs: int = 0
+    chunks: int = 0
+    objects: int = 0
+    commits: int = 0
+    refs: int = 0
+    not_fetched: int = 0  # chunks a partial clone has not fetched yet (not a problem)
+
+    @property
+    def ok(self) -> bool:
+        """No problems."""
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"ok": self.ok, "packs": self.packs, "chunks": self.chunks, "objects": self.objects,
+                "commits": self.commits, "refs": self.refs, "not_fetched": self.not_fetched,
+                "problems": [{"kind": p.kind, "id": p.id, "message": p.message} for p in self.problems]}
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with non-finite floats replaced by None, so it is valid JSON (NaN and Infinity are not)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Local files of a repository: the object store, packs, the LMDB cache, refs and the audit log, config."""

@@ -1,0 +1,58 @@
+"""The repository config file: format version, hash, chunking and codec settings, metadata schema."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UnsupportedFormat
+from ..fs.fileio import write_atomic
+
+FORMAT, VERSION, HASH = "ckstore", 1, "blake3-256"
+DEFAULT_CHUNK = 1 << 20
+DEFAULT_PACK = 256 << 20
+
+
+@dataclass(frozen=True)
+class Config:
+    """A repository's settings, as its config file records them."""
+
+    chunk_size: int = DEFAULT_CHUNK
+    pack_size: int = DEFAULT_PACK
+    zstd_level: int = 1
+    max_delta_depth: int = 4
+    schema: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The config file's text."""
+        return json.dumps({"format": FORMAT, "version": VERSION, "hash": HASH, "chunk_size": self.chunk_size,
+                           "pack_size": self.pack_size, "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
+                           "schema": self.schema}, indent=2) + "\n"
+
+    def save(self, path: Path, tmp_dir: Path) -> None:
+        """Write the config atomically (temp file, fsync, rename)."""
+        write_atomic(path, self.to_json().encode(), tmp_dir)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        """Read and check a config; UnsupportedFormat names what is wrong."""
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UnsupportedFormat(f"{path} is not a readable ckstore config: {exc}") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise UnsupportedFormat(f"{path} is not a ckstore config")
+        if raw.get("version") != VERSION:
+            raise UnsupportedFormat(f"repository format version {raw.get('version')!r} is not supported "
+                                    f"(this ckstore reads version {VERSION})")
+        if raw.get("hash") != HASH:
+            raise UnsupportedFormat(f"repository hash {raw.get('hash')!r} is not supported (this ckstore uses {HASH})")
+        chunk, pack = raw.get("chunk_size", DEFAULT_CHUNK), raw.get("pack_size", DEFAULT_PACK)
+        codec = raw.get("codec") or {}
+        level, depth = codec.get("zstd_level", 1), codec.get("max_delta_depth", 4)
+        if not all(isinstance(v, int) and v > 0 for v in (chunk, pack, level)) or chunk < 4096 or \
+                not isinstance(depth, int) or depth < 0:
+            raise UnsupportedFormat(f"{path}: chunk_size, pack_size and codec.zstd_level must be positive integers "
+                                    "(chunk_size at least 4096), codec.max_delta_depth a non-negative integer")
+        return cls(chunk, pack, level, depth, raw.get("schema") or {})

@@ -1,0 +1,162 @@
+"""The remotes a repository knows: `.ckstore/remotes.json`.
+
+    {"origin": {"url": "s3://bucket/models", "endpoint_url": null, "region": null,
+                "partial": null | {"tensors": ["glob", ...]}}}
+
+`partial` is set by a partial clone: only the chunks of tensors matching one of the globs were fetched (an empty
+list: metadata only); the rest is fetched on demand by checkout, cat and load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import AlreadyExists, UsageError
+from ..fs.locks import file_lock
+from ..model.refnames import check_ref_name
+from ..fs.fileio import write_atomic
+
+FILENAME = "remotes.json"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    name: str
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    partial: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def transport_options(self) -> dict[str, Any]:
+        return {k: v for k, v in (("endpoint_url", self.endpoint_url), ("region", self.region)) if v}
+
+
+def check_remote_name(name: str) -> str:
+    if not isinstance(name, str) or "/" in name:
+        raise UsageError(f"invalid remote name {name!r}", hint="use letters, digits, '-', '_' and '.'")
+    return check_ref_name(name)
+
+
+def normalize_url(url: str) -> str:
+    """A URL with a scheme is kept; a plain path becomes absolute (commands may run from elsewhere later)."""
+    url = str(url)
+    if not url:
+        raise UsageError("empty remote URL")
+    if _SCHEME.match(url):
+        return url
+    return os.path.abspath(os.path.expanduser(url))
+
+
+def check_partial(partial: Any) -> dict | None:
+    if partial is None:
+        return None
+    if not isinstance(partial, dict) or not isinstance(partial.get("tensors"), list) \
+            or not all(isinstance(g, str) for g in partial["tensors"]):
+        raise UsageError(f"{FILENAME}: 'partial' must be null or {{\"tensors\": [glob, ...]}}, not {partial!r}")
+    return {"tensors": list(partial["tensors"])}
+
+
+def _path(repo_dir: Path) -> Path:
+    return repo_dir / FILENAME
+
+
+def load(repo_dir: Path) -> dict[str, RemoteSpec]:
+    path = _path(repo_dir)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not readable JSON: {exc}", hint="fix or delete the file") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path} must hold a JSON object")
+    out = {}
+    for name, d in raw.items():
+        if not isinstance(d, dict) or not isinstance(d.get("url"), str):
+            raise UsageError(f"{path}: remote {name!r} has no url")
+        out[name] = RemoteSpec(check_remote_name(name), d["url"], d.get("endpoint_url"), d.get("region"),
+                               check_partial(d.get("partial")))
+    return out
+
+
+def _save(repo_dir: Path, remotes: dict[str, RemoteSpec]) -> None:
+    body = {n: {k: v for k, v in r.to_dict().items() if k != "name"} for n, r in sorted(remotes.items())}
+    (repo_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    write_atomic(_path(repo_dir), (json.dumps(body, indent=2) + "\n").encode(), repo_dir / "tmp")
+
+
+def _lock(repo_dir: Path):
+    return file_lock(repo_dir / "locks" / "remotes.json.lock")
+
+
+def add(repo_dir: Path, name: str, url: str, *, endpoint_url: str | None = None, region: str | None = None,
+        partial: dict | None = None) -> RemoteSpec:
+    spec = RemoteSpec(check_remote_name(name), normalize_url(url), endpoint_url or None, region or None,
+                      check_partial(partial))
+    with _lock(repo_dir):
+        remotes = load(repo_dir)
+        if name in remotes:
+            raise AlreadyExists(f"remote {name!r} already exists ({remotes[name].url})",
+                                hint=f"remove it first with `ckstore remote remove {name}`")
+        remotes[name] = spec
+        _save(repo_dir, remotes)
+    return spec
+
+
+def set_partial(repo_dir: Path, name: str, partial: dict | None) -> None:
+    with _lock(repo_dir):
+        remotes = load(repo_dir)
+        r = get_from(remotes, name)
+        remotes[name] = RemoteSpec(r.name, r.url, r.endpoint_url, r.region, check_partial(partial))
+        _save(repo_dir, remotes)
+
+
+def remove(repo_dir: Path, name: str) -> RemoteSpec:
+    """Forget a remote and its index cache (remote-tracking refs are removed by the caller, audited)."""
+    with _lock(repo_dir):
+        remotes = load(repo_dir)
+        spec = get_from(remotes, name)
+        del remotes[name]
+        _save(repo_dir, remotes)
+    shutil.rmtree(cache_dir(repo_dir, name), ignore_errors=True)
+    return spec
+
+
+def get_from(remotes: dict[str, RemoteSpec], name: str) -> RemoteSpec:
+    if name not in remotes:
+        known = ", ".join(sorted(remotes)) or "none"
+        raise UsageError(f"no remote named {name!r} (known: {known})",
+                         hint="add one with `ckstore remote add NAME URL`")
+    return remotes[name]
+
+
+def get(repo_dir: Path, name: str | None) -> RemoteSpec:
+    """The remote called `name`; None means "origin", or the only remote there is."""
+    remotes = load(repo_dir)
+    if name is None:
+        if "origin" in remotes or len(remotes) != 1:
+            name = "origin"
+        else:
+            name = next(iter(remotes))
+    return get_from(remotes, name)
+
+
+def cache_dir(repo_dir: Path, name: str) -> Path:
+    return repo_dir / "cache" / "remotes" / check_remote_name(name)
+
+
+def partial_remote(repo_dir: Path) -> RemoteSpec | None:
+    """The remote a partial clone fetches missing chunks from (origin first), or None for a full repository."""
+    partial = sorted((r for r in load(repo_dir).values() if r.partial is not None),
+                     key=lambda r: r.name != "origin")
+    return partial[0] if partial else None

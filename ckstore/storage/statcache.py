@@ -1,0 +1,53 @@
+"""The stat cache: (path, size, mtime, inode, ctime) -> the file's recipe and tensors, so unchanged files are not
+re-read. Lives in the LMDB cache; a hit is used only while every chunk it names is still in the store."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..model.objects import FileRecipe, TensorEntry, pack_canonical, unpack_limited
+from .index import ChunkIndex
+
+RACY_SECONDS = 1.0  # a file modified this recently may change again within the same mtime tick: never cache it
+
+
+def _key(path: str, chunk_size: int) -> bytes:
+    return os.fsencode(os.path.abspath(path)) + b"\0" + str(chunk_size).encode()
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, st.st_dev]
+
+
+class StatCache:
+    def __init__(self, index: ChunkIndex) -> None:
+        self.index = index
+
+    def get(self, path: str, rel: str, st: os.stat_result, chunk_size: int) -> tuple[FileRecipe, tuple] | None:
+        raw = self.index.get_stat(_key(path, chunk_size))
+        if raw is None:
+            return None
+        try:
+            stamp, recipe, tensors = unpack_limited(raw)
+            if stamp != _stamp(st):
+                return None
+            recipe = FileRecipe.from_dict({**recipe, "path": rel}, len(tensors))
+            entries = tuple(TensorEntry.from_dict({**t, "file": rel}) for t in tensors)
+        except (ValueError, TypeError, KeyError):
+            return None  # a damaged cache entry is a miss, never an error
+        needed = {c for t in entries for c in t.chunks}
+        needed.update(c for s in recipe.segments if s[0] == 1 for c in s[3])
+        if len(self.index.get_many(list(needed))) != len(needed):
+            return None
+        return recipe, entries
+
+    def put(self, items: list[tuple[str, os.stat_result, int, FileRecipe, tuple[TensorEntry, ...]]]) -> None:
+        now = time.time()
+        rows = []
+        for path, st, chunk_size, recipe, tensors in items:
+            if now - st.st_mtime < RACY_SECONDS:
+                continue
+            value = pack_canonical([_stamp(st), recipe.to_dict(), [t.to_dict() for t in tensors]])
+            rows.append((_key(path, chunk_size), value))
+        self.index.put_stats(rows)

@@ -1,0 +1,298 @@
+"""The object store: loose objects, packs of chunk frames, and the LMDB index over them; every read verified."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterator
+
+import zstandard
+
+from ..model import codec
+from ..errors import CorruptObject, MissingObject
+from ..model.objects import Commit, Object, is_hex, decode_object, decode_trusted_commit, encode_object, hash_bytes, object_id
+from ..fs.fileio import write_atomic
+from .index import ChunkIndex, Location
+from .packs import Entry, PackFormatError, PackWriter, pack_path, parse_idx
+
+MAX_OBJECT = 256 * 1024 * 1024  # decompressed size cap for one object
+MAX_DELTA_DEPTH = 64
+
+
+class Store:
+    def __init__(self, root: Path, index_path: Path | None = None) -> None:
+        self.root = root
+        self.objects_dir, self.packs_dir, self.tmp_dir = root / "objects", root / "packs", root / "tmp"
+        self.index = ChunkIndex(index_path or root / "cache" / "index.lmdb")
+        self._fds: dict[bytes, int] = {}
+        self._commit_cache: dict[bytes, bytes] = {}  # verified commits waiting to go into the LMDB cache
+        self._recent = RecentChunks()
+        self._lock = threading.Lock()
+        self.sync_index()
+
+    def close(self) -> None:
+        self.flush_commit_cache()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self.index.close()
+
+    # -- objects ------------------------------------------------------------------------------------------------
+
+    def object_path(self, oid: bytes) -> Path:
+        h = oid.hex()
+        return self.objects_dir / h[:2] / h[2:]
+
+    def put_object(self, obj: Object) -> bytes:
+        encoded = encode_object(obj)
+        oid = object_id(encoded)
+        write_atomic(self.object_path(oid), zstandard.ZstdCompressor(level=3).compress(encoded), self.tmp_dir,
+                     exclusive=True)
+        return oid
+
+    def get_commit_or_object(self, oid: bytes) -> Object:
+        """Like get_object, but commits come from the LMDB cache when they can (history walks touch thousands)."""
+        raw = self.index.get_commit(oid)
+        if raw is not None:
+            try:
+                return decode_trusted_commit(raw)  # the cache holds only verified, schema-checked commits
+            except (ValueError, TypeError, KeyError, IndexError):
+                pass  # a damaged cache entry: read the object itself
+        obj = self.get_object(oid)
+        if isinstance(obj, Commit):
+            self._commit_cache[oid] = encode_object(obj)
+            if len(self._commit_cache) >= 1024:
+                self.flush_commit_cache()
+        return obj
+
+    def flush_commit_cache(self) -> None:
+        if self._commit_cache:
+            self.index.put_commits(list(self._commit_cache.items()))
+            self._commit_cache.clear()
+
+    def get_object(self, oid: bytes) -> Object:
+        try:
+            data = self.object_path(oid).read_bytes()
+        except FileNotFoundError:
+            raise MissingObject("object", oid.hex()) from None
+        return decode_object(self.decompress_object(oid, data), oid)
+
+    @staticmethod
+    def decompress_object(oid: bytes, data: bytes) -> bytes:
+        try:
+            size = zstandard.frame_content_size(data)
+            if not 0 <= size <= MAX_OBJECT:
+                raise zstandard.ZstdError(f"declared size {size} out of bounds")
+            return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject("object", oid.hex(), "?", detail=f"undecodable: {exc}") from None
+
+    def has_object(self, oid: bytes) -> bool:
+        return self.object_path(oid).is_file()
+
+    def ids_with_prefix(self, prefix: str) -> list[bytes]:
+        """Ids of the objects whose hex id starts with `prefix` (at least 2 lower-case hex digits)."""
+        sub = self.objects_dir / prefix[:2]
+        try:
+            names = os.listdir(sub)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        full = (prefix[:2] + n for n in names)
+        return [bytes.fromhex(h) for h in full if len(h) == 64 and h.startswith(prefix) and is_hex(h)]
+
+    def object_ids(self) -> Iterator[bytes]:
+        if not self.objects_dir.is_dir():
+            return
+        for sub in sorted(self.objects_dir.iterdir()):
+            for f in sorted(sub.iterdir()):
+                name = sub.name + f.name
+                if len(name) == 64:
+                    yield bytes.fromhex(name)
+
+    # -- packs and index ----------------------------------------------------------------------------------------
+
+    def pack_ids(self) -> set[bytes]:
+        out = set()
+        if self.packs_dir.is_dir():
+            for sub in self.packs_dir.iterdir():
+                out.update(bytes.fromhex(p.stem) for p in sub.glob("*.idx") if len(p.stem) == 64)
+        return out
+
+    def sync_index(self) -> None:
+        """Index packs that are on disk but not in the cache (after a crash, a pull, a deleted cache)."""
+        known = self.index.known_packs()
+        on_disk = self.pack_ids()
+        new = []
+        for pack_id in on_disk - known:
+            try:
+                pid, entries = parse_idx(pack_path(self.packs_dir, pack_id, ".idx").read_bytes())
+            except (OSError, PackFormatError):
+                continue  # fsck reports damaged index files; the chunks stay unreachable until then
+            if pid == pack_id and pack_path(self.packs_dir, pack_id).is_file():
+                new.append((pack_id, entries))
+        self.index.add_packs(new)
+        self.index.drop_packs(known - on_disk)
+
+    def reindex(self) -> int:
+        self.index.clear()
+        self.sync_index()
+        return self.index.count()
+
+    def has_chunk(self, chunk: bytes) -> bool:
+        return self.index.get(chunk) is not None
+
+    def _fd(self, pack: bytes) -> int:
+        with self._lock:
+            if pack not in self._fds:
+                try:
+                    self._fds[pack] = os.open(pack_path(self.packs_dir, pack), os.O_RDONLY)
+                except FileNotFoundError:
+                    raise MissingObject("pack", pack.hex()) from None
+            return self._fds[pack]
+
+    def read_frame(self, loc: Location) -> bytes:
+        return os.pread(self._fd(loc.pack), loc.length, loc.offset)
+
+    def get_chunk(self, chunk: bytes, *, keep: bool = True) -> memoryview:
+        """The verified raw bytes of a chunk. `keep=False` for a chunk read once (checkout, a commit's delta
+        base): the recent-chunks cache would only hold it, 16 MiB of memory for nothing."""
+        cached = self._recent.get(chunk)
+        if cached is not None:
+            return cached
+        raw, pack = self._decode(chunk)
+        got = hash_bytes(raw)
+        if got != chunk:
+            raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {pack.hex()[:12]}")
+        if keep:
+            self._recent.put(chunk, raw)
+        return raw.toreadonly()
+
+    def _decode(self, chunk: bytes) -> tuple[memoryview, bytes]:
+        """Decode a chunk with its delta chain: frames are gathered down to a full frame, or to a base already in
+        the recent cache, and decoded in one pass. Only the chunk asked for is hashed (by the caller): a wrong
+        byte anywhere in the chain changes the final bytes, so one check at the end covers the whole chain."""
+        cached = self._recent.get(chunk)
+        if cached is not None:
+            return cached, b""
+        frames, first, tail, cur = [], None, None, chunk
+        while True:
+            loc = self.index.get(cur)
+            if loc is None:
+                raise MissingObject("chunk", cur.hex())
+            if first is None:
+                first = loc
+            elif loc.raw_length != first.raw_length:
+                raise CorruptObject("chunk", chunk.hex(), "?", detail=f"delta base {cur.hex()[:12]} has another length")
+            if len(frames) > MAX_DELTA_DEPTH:
+                raise CorruptObject("chunk", chunk.hex(), "?", detail="delta chain too deep")
+            frames.append(self.read_frame(loc))
+            try:
+                base = codec.frame_base(frames[-1])
+            except codec.FrameError as exc:
+                raise CorruptObject("chunk", cur.hex(), "?", detail=f"pack {loc.pack.hex()[:12]}: {exc}") from None
+            if base is None:
+                break
+            tail = self._recent.get(base)
+            if tail is not None:
+                break
+            cur = base
+        try:
+            raw = codec.decode_chain(frames, first.raw_length, tail)
+        except codec.FrameError as exc:
+            raise CorruptObject("chunk", chunk.hex(), "?", detail=f"pack {first.pack.hex()[:12]}: {exc}") from None
+        return raw, first.pack
+
+    def delta_chain(self, chunk: bytes, limit: int) -> tuple[int, int | None]:
+        """(how many delta frames must be decoded to read `chunk`, counting up to `limit`; the stored length of
+        the full frame the chain starts from, when reached). That length is what a plain frame of a later
+        version of the same data is expected to cost."""
+        depth = 0
+        while depth < limit:
+            loc = self.index.get(chunk)
+            if loc is None:
+                return limit, None  # unknown base: never delta against it
+            header = os.pread(self._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset)
+            try:
+                base = codec.frame_base(header)
+            except codec.FrameError:
+                return limit, None
+            if base is None:
+                return depth, loc.length
+            chunk, depth = base, depth + 1
+        return depth, None
+
+    def delta_depth(self, chunk: bytes, limit: int) -> int:
+        return self.delta_chain(chunk, limit)[0]
+
+    def writer(self, pack_size: int) -> ChunkWriter:
+        return ChunkWriter(self, pack_size)
+
+
+class RecentChunks:
+    """A small, bounded cache of verified chunks: a delta frame's base is usually the chunk read just before it
+    (diff reads old then new; a fine-tune series reads bases repeatedly), so it is decoded once, not twice."""
+
+    def __init__(self, budget: int = 16 << 20) -> None:  # counts toward the peak-memory target
+        self.budget, self.size = budget, 0
+        self.items: OrderedDict[bytes, memoryview] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, chunk: bytes) -> memoryview | None:
+        with self.lock:
+            raw = self.items.get(chunk)
+            if raw is not None:
+                self.items.move_to_end(chunk)
+            return raw
+
+    def put(self, chunk: bytes, raw: memoryview) -> None:
+        with self.lock:
+            if chunk in self.items or len(raw) > self.budget // 4:
+                return
+            self.items[chunk] = raw.toreadonly()  # shared between callers: nobody may write into it
+            self.size += len(raw)
+            while self.size > self.budget:
+                _, old = self.items.popitem(last=False)
+                self.size -= len(old)
+
+
+class ChunkWriter:
+    """Collects new frames into packs; `finish` seals them and records them in one index transaction."""
+
+    def __init__(self, store: Store, pack_size: int) -> None:
+        self.store, self.pack_size = store, pack_size
+        self.current: PackWriter | None = None
+        self.sealed: list[tuple[bytes, list[Entry]]] = []
+        self.pending: set[bytes] = set()
+        self.bytes_written = 0
+
+    def __contains__(self, chunk: bytes) -> bool:
+        return chunk in self.pending
+
+    def add(self, chunk: bytes, frame: bytes, raw_length: int) -> None:
+        if chunk in self.pending:
+            return
+        if self.current is None:
+            self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self.current = PackWriter(self.store.packs_dir, self.store.tmp_dir)
+        self.current.add(chunk, frame, raw_length)
+        self.pending.add(chunk)
+        self.bytes_written += len(frame)
+        if self.current.size >= self.pack_size:
+            self._seal()
+
+    def _seal(self) -> None:
+        if self.current is not None:
+            self.sealed.append(self.current.seal())
+            self.current = None
+
+    def finish(self) -> list[tuple[bytes, list[Entry]]]:
+        self._seal()
+        self.store.index.add_packs(self.sealed)
+        return self.sealed
+
+    def abort(self) -> None:
+        if self.current is not None:
+            self.current.abort()
+            self.current = None

@@ -1,0 +1,342 @@
+"""Fetch: download the commits, tags, manifests and chunks a remote has and this repository lacks (a partial
+clone: only the chunks of the tensors its filter selects, and later on demand), then move the remote-tracking refs.
+
+Nothing from a remote is trusted: every object is decompressed with a bound and hashed against its id before it is
+written under its final name, and every chunk frame is decoded and hashed before the pack holding it is sealed and
+indexed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import codec
+from ..engine.repository import Repository
+from ..errors import CkstoreError, CorruptObject, RemoteNotFound
+from ..model.objects import Commit, Manifest, Tag, hash_bytes
+from ..engine.parallel import ordered_map
+from ..model.progress import NoProgress, Progress
+from ..model.refnames import HEADS, TAGS, REMOTES, remote_ref
+from ..storage.refs import ANY
+from ..storage.store import Store
+from ..fs.fileio import write_atomic
+from ..storage.packs import Entry, PackWriter
+from ..storage import remotes
+from . import session
+from ..transport.base import Transport
+from ..storage.remotes import RemoteSpec
+from .select import manifest_chunks, topo_order
+from ..results import SyncResult
+from .session import (Session, io_pool, load_index, missing_on, obj_key, open_spec, pack_key, remote_config, remote_head, remote_refs, verified_object)
+
+
+MAX_RUN = 8 << 20               # one range GET covers at most this many bytes of frames...
+RUN_GAP = 16 << 10              # ...and skips over gaps up to this size between wanted frames
+
+
+@dataclass
+class _Fetched:
+    heads: dict[str, bytes]
+    tags: dict[str, bytes]
+    head: str | None
+
+
+def fetch(repo: Repository, remote_name: str | None = None, *, progress: Progress | None = None,
+          transport: Transport | None = None) -> SyncResult:
+    """Download what the remote has and this repository lacks; move refs/remotes/<name>/*."""
+    spec = remotes.get(repo.dir, remote_name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    try:
+        return fetch_with(repo, spec, remote, progress or NoProgress())[0]
+    finally:
+        if transport is None:
+            remote.t.close()
+
+
+def fetch_with(repo: Repository, spec: RemoteSpec, remote: Session, progress: Progress,
+                action: str = "fetch") -> tuple[SyncResult, _Fetched]:
+    result = SyncResult(action, spec.name, remote.url)
+    io = io_pool()
+    try:
+        fetched = _fetch(repo, remote, io, spec.partial, result, progress)
+    finally:
+        io.shutdown(wait=True)
+        result.bytes_sent, result.bytes_received = remote.sent, remote.received
+    return result, fetched
+
+
+def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: dict | None, result: SyncResult,
+           progress: Progress) -> _Fetched:
+    store = repo.store
+    remote_config(remote)
+    heads = remote_refs(remote, io, HEADS, result.warnings)
+    tags = remote_refs(remote, io, TAGS, result.warnings)
+    head = remote_head(remote)
+
+    def get_object(oid: bytes) -> tuple[bytes, Any]:
+        try:
+            data = remote.get(obj_key(oid))
+        except RemoteNotFound:
+            raise missing_on("object", oid, remote.url) from None
+        return data, verified_object(oid, data, remote.url)
+
+    # walk from every remote tip, getting the commits and tag objects this repository lacks
+    fetched: dict[bytes, tuple[bytes, Any]] = {}
+    expect: dict[bytes, tuple] = {}
+    for oid in heads.values():
+        expect.setdefault(oid, (Commit,))
+    for oid in tags.values():
+        expect.setdefault(oid, (Commit, Tag))
+    frontier = list(expect)
+    while frontier:
+        todo = [o for o in dict.fromkeys(frontier) if o not in fetched and not store.has_object(o)]
+        frontier = []
+        for oid, (data, obj) in zip(todo, io.map(get_object, todo)):
+            if not isinstance(obj, expect.get(oid, (Commit,))):
+                raise CorruptObject("object", oid.hex(), oid.hex(),
+                                    detail=f"on {remote.url}: expected a commit or tag, found a {type(obj).__name__}")
+            fetched[oid] = (data, obj)
+            nxt = [obj.target] if isinstance(obj, Tag) else list(obj.parents)
+            for p in nxt:
+                expect.setdefault(p, (Commit, Tag) if isinstance(obj, Tag) else (Commit,))
+            frontier += nxt
+    commits = {o for o, (_, obj) in fetched.items() if isinstance(obj, Commit)}
+    mids = list(dict.fromkeys(fetched[c][1].manifest for c in topo_order(commits, lambda o: fetched[o][1].parents)))
+    new_mids = [m for m in mids if not store.has_object(m)]
+    manifests: dict[bytes, tuple[bytes, Any]] = dict(zip(new_mids, io.map(get_object, new_mids)))
+    for mid, (_, obj) in manifests.items():
+        if not isinstance(obj, Manifest):
+            raise CorruptObject("object", mid.hex(), mid.hex(), detail=f"on {remote.url}: expected a manifest")
+
+    def manifest_of(c: bytes) -> Manifest:
+        mid = fetched[c][1].manifest
+        return manifests[mid][1] if mid in manifests else store.get_object(mid)
+
+    # the chunks they need (a partial remote: only the selected tensors of the branch tips)
+    if partial is None:
+        wanted_from = [manifest_of(c) for c in topo_order(commits, lambda o: fetched[o][1].parents)]
+    else:
+        wanted_from = [manifest_of(c) for c in dict.fromkeys(heads.values()) if c in commits]
+    wanted = list(dict.fromkeys(c for m in wanted_from for c in manifest_chunks(m, partial)))
+    result.commits = len(commits)
+    result.logical_bytes = sum(m.logical_bytes() for m in {fetched[c][1].manifest: manifest_of(c)
+                                                           for c in commits}.values())
+    fetch_chunks(repo, remote, io, wanted, result, progress)
+
+    # objects under their final names: manifests, commits parents first, tag objects
+    def write(oid: bytes, data: bytes) -> None:
+        if write_atomic(store.object_path(oid), data, store.tmp_dir, exclusive=True):
+            result.objects += 1
+
+    for mid, (data, _) in manifests.items():
+        write(mid, data)
+    for c in topo_order(commits, lambda o: fetched[o][1].parents):
+        write(c, fetched[c][0])
+    for oid, (data, obj) in fetched.items():
+        if isinstance(obj, Tag):
+            write(oid, data)
+
+    # refs: remote-tracking branches move; tags are created when absent, never moved
+    for name, oid in sorted(heads.items()):
+        ref = remote_ref(remote.name, name)
+        try:
+            old = repo.refs.read(ref)
+        except CkstoreError:
+            old = None
+        if old != oid:
+            repo.refs.update(ref, oid, ANY, action="fetch", message=remote.url)
+            result.refs.append({"ref": ref, "old": old.hex() if old else None, "new": oid.hex(),
+                                "status": "created" if old is None else "updated", "forced": False})
+    for name, oid in sorted(tags.items()):
+        ref = TAGS + name
+        old = repo.refs.read(ref)
+        if old is None:
+            repo.refs.update(ref, oid, None, action="fetch", message=remote.url)
+            result.refs.append({"ref": ref, "old": None, "new": oid.hex(), "status": "created", "forced": False})
+        elif old != oid:
+            result.warnings.append(f"local tag {name} is {old.hex()[:12]}, the remote's is {oid.hex()[:12]}: "
+                                   "kept the local one (tags never move)")
+    return _Fetched(heads, tags, head)
+
+
+@dataclass
+class _Run:
+    pack: bytes
+    start: int
+    end: int
+    items: list[tuple[bytes, Entry]]
+
+
+def _coalesce(locs: dict[bytes, tuple[bytes, Entry]]) -> list[_Run]:
+    by_pack: dict[bytes, list[tuple[bytes, Entry]]] = defaultdict(list)
+    for c, (pack, e) in locs.items():
+        by_pack[pack].append((c, e))
+    runs: list[_Run] = []
+    for pack, items in sorted(by_pack.items()):
+        items.sort(key=lambda it: it[1].offset)
+        cur: _Run | None = None
+        for c, e in items:
+            end = e.offset + e.length
+            if cur is not None and e.offset <= cur.end + RUN_GAP and max(end, cur.end) - cur.start <= MAX_RUN:
+                cur.end = max(cur.end, end)
+                cur.items.append((c, e))
+            else:
+                cur = _Run(pack, e.offset, end, [(c, e)])
+                runs.append(cur)
+    return runs
+
+
+class _PackSink:
+    """Verified frames into a pack in tmp/, sealed (and indexed) at PACK_LIMIT. The verified raw bytes of the
+    unsealed pack's chunks are kept (bounded) so that delta frames naming them decode before the pack is sealed."""
+
+    RAW_LIMIT = 256 << 20
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.current: PackWriter | None = None
+        self.pending: dict[bytes, memoryview] = {}
+        self.raw_bytes = 0
+        self.packs = 0
+
+    def chunk(self, chunk: bytes) -> memoryview:
+        """A verified chunk: from the unsealed pack, or the store."""
+        raw = self.pending.get(chunk)
+        return raw if raw is not None else self.store.get_chunk(chunk)
+
+    def has(self, chunk: bytes) -> bool:
+        return chunk in self.pending or self.store.has_chunk(chunk)
+
+    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview) -> bool:
+        if self.has(chunk):
+            return False
+        if self.current is None:
+            self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self.current = PackWriter(self.store.packs_dir, self.store.tmp_dir)
+        self.current.add(chunk, bytes(frame), raw_length)
+        self.pending[chunk] = raw
+        self.raw_bytes += len(raw)
+        if self.current.size >= session.PACK_LIMIT or self.raw_bytes >= self.RAW_LIMIT:
+            self.seal()
+        return True
+
+    def seal(self) -> None:
+        if self.current is not None:
+            pack_id, entries = self.current.seal()
+            self.current = None
+            self.store.index.add_packs([(pack_id, entries)])
+            self.pending.clear()
+            self.raw_bytes = 0
+            self.packs += 1
+
+    def abort(self) -> None:
+        if self.current is not None:
+            self.current.abort()
+            self.current = None
+            self.pending.clear()
+            self.raw_bytes = 0
+
+
+def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, wanted: list[bytes], result: SyncResult,
+                  progress: Progress) -> None:
+    """Fetch the `wanted` chunks the local index lacks, and the delta bases they need; all verified."""
+    store = repo.store
+    have = store.index.get_many(wanted)
+    todo = [c for c in wanted if c not in have]
+    if not todo:
+        return
+    ridx = load_index(repo, remote, io, result.warnings)
+    sink = _PackSink(store)
+    requested: set[bytes] = set()
+    deferred: list[tuple[bytes, bytes, int, bytes]] = []     # delta frames waiting for their base
+    url = remote.url
+
+    def fetch_run(run: _Run) -> list[tuple[bytes, Entry, bytes, bytes | None, memoryview | None]]:
+        key = pack_key(run.pack)
+        try:
+            data = remote.get(key, run.start, run.end)
+        except RemoteNotFound:
+            raise missing_on("pack", run.pack, url) from None
+        if len(data) != run.end - run.start:
+            raise CorruptObject("pack", run.pack.hex(), "?",
+                                detail=f"{url}: truncated, {len(data)} of {run.end - run.start} bytes at "
+                                       f"offset {run.start}")
+        out = []
+        for c, e in run.items:
+            frame = data[e.offset - run.start:e.offset - run.start + e.length]
+            raw = None
+            try:
+                base = codec.frame_base(frame)
+                if base is None:
+                    raw = codec.decode(frame, e.raw_length)
+                    got = hash_bytes(raw)
+                    if got != c:
+                        raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {url}")
+            except codec.FrameError as exc:
+                raise CorruptObject("chunk", c.hex(), "?", detail=f"from {url}: {exc}") from None
+            out.append((c, e, frame, base, raw))
+        return out
+
+    def add_delta(c: bytes, frame: bytes, raw_length: int, base: bytes) -> bool:
+        if not sink.has(base):
+            return False
+        try:
+            raw = codec.decode(frame, raw_length, sink.chunk)
+        except codec.FrameError as exc:
+            raise CorruptObject("chunk", c.hex(), "?", detail=f"from {url}: {exc}") from None
+        got = hash_bytes(raw)
+        if got != c:
+            raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {url}")
+        result.chunks += sink.add(c, frame, raw_length, raw)
+        return True
+
+    try:
+        for _round in range(64):
+            locs = {}
+            for c in dict.fromkeys(todo):
+                if c in requested or sink.has(c):
+                    continue
+                hit = ridx.get(c)
+                if hit is None:
+                    raise missing_on("chunk", c, url)
+                locs[c] = hit
+            requested.update(locs)
+            runs = _coalesce(locs)
+            progress.begin("fetch", sum(r.end - r.start for r in runs))
+            bases: list[bytes] = []
+            try:
+                for frames in ordered_map(io, fetch_run, runs, window=2 * session.IO_WORKERS):
+                    for c, e, frame, base, raw in frames:
+                        if base is None:
+                            result.chunks += sink.add(c, frame, e.raw_length, raw)
+                        elif not add_delta(c, frame, e.raw_length, base):
+                            deferred.append((c, frame, e.raw_length, base))
+                            if base not in requested and base not in locs:
+                                bases.append(base)
+                    progress.advance(sum(f[1].length for f in frames))
+            finally:
+                progress.end()
+            progress_made = True
+            while deferred and progress_made:
+                waiting, deferred = deferred, []
+                progress_made = False
+                for item in waiting:
+                    if add_delta(*item):
+                        progress_made = True
+                    else:
+                        deferred.append(item)
+            todo = bases
+            if not todo:
+                break
+        if deferred:
+            c = deferred[0][0]
+            raise CorruptObject("chunk", c.hex(), "?", detail=f"from {url}: its delta base "
+                                f"{deferred[0][3].hex()[:12]} cannot be resolved")
+        sink.seal()
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        result.packs += sink.packs

@@ -1,0 +1,114 @@
+"""Pull (fetch, then fast-forward a branch) and clone (a new repository from a remote)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..model import graph
+from ..storage.config import DEFAULT_CHUNK
+from ..engine.repository import Repository
+from ..errors import UnknownRevision
+from ..model.progress import NoProgress, Progress
+from ..model.refnames import HEADS, REMOTES, TAGS, check_ref_name, remote_ref
+from ..storage import remotes
+from ..transport.base import Transport
+from .fetch import fetch, fetch_with
+from .on_demand import OnDemand
+from ..storage.remotes import RemoteSpec
+from .select import manifest_chunks, parse_filter
+from ..errors import NonFastForward, RemoteRefMoved
+from ..results import SyncResult
+from .session import Session, open_spec, remote_config
+
+
+
+
+def pull(repo: Repository, remote_name: str | None = None, branch: str | None = None, *, force: bool = False,
+         progress: Progress | None = None, transport: Transport | None = None) -> SyncResult:
+    """Fetch, then fast-forward the local branch to the remote's (`force`: reset it; audited)."""
+    spec = remotes.get(repo.dir, remote_name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    try:
+        result, _ = fetch_with(repo, spec, remote, progress or NoProgress(), action="pull")
+    finally:
+        if transport is None:
+            remote.t.close()
+    name = check_ref_name(branch or repo.head_branch())
+    theirs = repo.refs.read(remote_ref(spec.name, name))
+    if theirs is None:
+        raise UnknownRevision(f"remote {spec.name} has no branch {name!r}", hint="see `ckstore branch` and the remote")
+    ref = HEADS + name
+    with repo.refs.locked(ref) as (current, set_ref):
+        relation = graph.ff_status(current, theirs, repo.parents)
+        status = {"same": "up-to-date", "create": "created", "fast-forward": "updated", "behind": "ahead"}.get(
+            relation, "diverged")
+        if relation in ("create", "fast-forward"):
+            set_ref(theirs, "pull", f"{spec.name}/{name}")
+        elif relation == "diverged" and force:
+            set_ref(theirs, "pull-force", f"{spec.name}/{name} (was {current.hex()})")
+            status = "forced"
+        elif relation == "diverged":
+            raise NonFastForward(f"{name} and {spec.name}/{name} have diverged: {current.hex()[:12]} is not an "
+                                 f"ancestor of {theirs.hex()[:12]}, so pull cannot fast-forward",
+                                 hint="pass --force to reset the branch to the remote's (the audit log keeps the "
+                                      "old tip), or push your commits to another branch first")
+    result.refs.append({"ref": ref, "old": current.hex() if current else None, "new": theirs.hex(),
+                        "status": status, "forced": status == "forced"})
+    return result
+
+
+def default_clone_dir(url: str) -> str:
+    """The directory a clone of `url` goes to when none is given: the URL's last part."""
+    path = url.split("://", 1)[-1].rstrip("/")
+    name = path.rsplit("/", 1)[-1] or "repo"
+    return name.removesuffix(".ckstore") or "repo"
+
+
+def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list[str] | None = None,
+          metadata_only: bool = False, endpoint_url: str | None = None, region: str | None = None,
+          name: str = "origin", progress: Progress | None = None,
+          transport: Transport | None = None) -> tuple[Repository, SyncResult]:
+    """A new repository at `dest` holding the remote's history, and what moved. A failed clone leaves nothing."""
+    partial = parse_filter(filter, metadata_only)
+    spec = RemoteSpec(remotes.check_remote_name(name), remotes.normalize_url(url), endpoint_url or None,
+                      region or None, partial)
+    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    try:
+        cfg = remote_config(remote)                  # before anything is created: a bad URL leaves nothing behind
+        target = Path(dest if dest is not None else default_clone_dir(spec.url)).resolve()
+        created = not target.exists()
+        chunk = cfg.get("chunk_size") if isinstance(cfg.get("chunk_size"), int) else DEFAULT_CHUNK
+        required = (cfg.get("schema") or {}).get("required") if isinstance(cfg.get("schema"), dict) else None
+        repo = Repository.create(target, chunk_size=max(chunk, 4096), required=required or None)
+        try:
+            remotes.add(repo.dir, name, spec.url, endpoint_url=spec.endpoint_url, region=spec.region,
+                        partial=partial)
+            result, fetched = fetch_with(repo, spec, remote, progress or NoProgress(), action="clone")
+            for branch, oid in sorted(fetched.heads.items()):
+                repo.refs.update(HEADS + branch, oid, None, action="clone", message=spec.url)
+                result.refs.append({"ref": HEADS + branch, "old": None, "new": oid.hex(), "status": "created",
+                                    "forced": False})
+            head = fetched.head if fetched.head in fetched.heads else (
+                "main" if "main" in fetched.heads else next(iter(sorted(fetched.heads)), None))
+            if head:
+                repo.refs.set_head(HEADS + head)
+        except BaseException:
+            repo.close()
+            shutil.rmtree(target if created else repo.dir, ignore_errors=True)
+            raise
+    finally:
+        if transport is None:
+            remote.t.close()
+    if partial is not None:
+        repo.chunk_source = OnDemand(spec)
+    return repo, result
+
+
+def remote_remove(repo: Repository, name: str) -> RemoteSpec:
+    """Forget remote `name` and delete its remote-tracking refs (audited)."""
+    spec = remotes.remove(repo.dir, name)
+    for ref, oid in repo.refs.list(f"{REMOTES}{spec.name}/").items():
+        repo.refs.update(ref, None, oid, action="remote-remove", message=spec.url)
+    return spec

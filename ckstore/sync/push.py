@@ -1,0 +1,309 @@
+"""Push: upload what a remote lacks in dependency order — chunk packs (pack, then its `.idx`), manifests, commits
+parents first, tag objects — then move its refs by compare-and-swap, so a remote that has a commit has its whole
+history and data, and an interrupted push leaves only hash-named garbage."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+
+from ..model import codec
+from ..model import graph
+from ..engine.repository import Repository
+from ..errors import (CorruptObject, MissingObject, RemotePreconditionFailed, RemoteUnavailable, UnknownRevision, UsageError)
+from ..model.objects import Commit, Manifest, hash_bytes
+from ..engine.parallel import ordered_map
+from ..model.progress import NoProgress, Progress
+from ..model.refnames import HEADS, TAGS, check_ref_name, remote_ref
+from ..storage.audit import whoami
+from ..storage.refs import ANY
+from ..storage.packs import ENTRY, idx_bytes, pack_bytes
+from ..storage import remotes
+from . import session
+from ..transport.base import Transport
+from .select import manifest_chunks, topo_order
+from ..errors import NonFastForward, RemoteRefMoved
+from ..results import SyncResult
+from .session import (Session, cache_idx, io_pool, load_index, obj_key, open_spec, pack_key, read_ref, remote_config, verified_object)
+
+
+PACKS_IN_FLIGHT = 2             # pushed packs being uploaded at once (each held in memory)
+
+
+def push(repo: Repository, remote_name: str | None = None, branches: list[str] | None = None, *, all: bool = False,
+         tags: bool = False, force: bool = False, progress: Progress | None = None,
+         transport: Transport | None = None) -> SyncResult:
+    """Upload branches (and tags) to a remote, refusing a non-fast-forward unless `force`."""
+    spec = remotes.get(repo.dir, remote_name)
+    remote = Session(transport or open_spec(spec, create=True), spec.name)
+    result = SyncResult("push", spec.name, remote.url)
+    io = io_pool()
+    try:
+        _push(repo, remote, io, result, _push_targets(repo, branches, all, tags), force, progress or NoProgress())
+    finally:
+        io.shutdown(wait=True)
+        result.bytes_sent, result.bytes_received = remote.sent, remote.received
+        if transport is None:
+            remote.t.close()
+    return result
+
+
+def _push_targets(repo: Repository, branches: list[str] | None, all_branches: bool, tags: bool) -> dict[str, bytes]:
+    targets: dict[str, bytes] = {}
+    if all_branches:
+        targets.update(repo.refs.list(HEADS))
+    elif branches:
+        for b in branches:
+            ref = HEADS + check_ref_name(b.removeprefix(HEADS))
+            oid = repo.refs.read(ref)
+            if oid is None:
+                raise UnknownRevision(f"no local branch named {b!r}", hint="see `ckstore branch`")
+            targets[ref] = oid
+    elif not tags:
+        ref = repo.refs.head()
+        oid = repo.refs.read(ref)
+        if oid is None:
+            raise UnknownRevision(f"{ref.removeprefix(HEADS)} has no commits to push", hint="commit something first")
+        targets[ref] = oid
+    if tags:
+        targets.update(repo.refs.list(TAGS))
+    if not targets:
+        raise UsageError("nothing to push", hint="name a branch, or pass --all or --tags")
+    return targets
+
+
+def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: SyncResult, targets: dict[str, bytes],
+          force: bool, progress: Progress) -> None:
+    store = repo.store
+    remote_config(remote, create_from=(repo.dir / "config").read_bytes())
+
+    # 1. what the remote refs hold now; refuse non-fast-forwards before moving any data
+    current = dict(zip(targets, io.map(lambda r: read_ref(remote, r), targets)))
+    on_remote: set[bytes] = set()
+    plan = []
+    for ref, new in targets.items():
+        old, etag = current[ref]
+        new_commit = repo.peel(new)
+        if old == new:
+            result.refs.append({"ref": ref, "old": old.hex(), "new": new.hex(), "status": "up-to-date",
+                                "forced": False})
+            continue
+        if ref.startswith(TAGS) and old is not None:
+            result.warnings.append(f"remote tag {ref.removeprefix(TAGS)} is {old.hex()[:12]}, not "
+                                   f"{new.hex()[:12]}: tags never move, so it was left alone")
+            continue
+        forced = False
+        if old is not None:
+            known = store.has_object(old) and isinstance(store.get_commit_or_object(old), Commit)
+            if known:
+                on_remote |= graph.ancestors(old, repo.parents)
+            if not (known and graph.is_ancestor(old, new_commit, repo.parents)):
+                if not force:
+                    raise NonFastForward(
+                        f"push of {ref.removeprefix(HEADS)} to {remote.name} refused: the remote has "
+                        f"{old.hex()[:12]}, which is not an ancestor of {new.hex()[:12]} (non-fast-forward)")
+                forced = True
+        plan.append((ref, old, etag, new, new_commit, forced))
+    if not plan:
+        return
+
+    # 2. commits the remote lacks (walk from each tip, stopping at commits it has)
+    new_commits: set[bytes] = set()
+    frontier = list(dict.fromkeys(p[4] for p in plan))
+    seen: set[bytes] = set()
+    while frontier:
+        frontier = [c for c in dict.fromkeys(frontier) if c not in seen and c not in on_remote]
+        seen.update(frontier)
+        has = list(io.map(lambda c: remote.exists(obj_key(c)), frontier))
+        nxt = []
+        for c, h in zip(frontier, has):
+            if not h:
+                new_commits.add(c)
+                nxt.extend(repo.parents(c))
+        frontier = nxt
+    order = topo_order(new_commits, repo.parents)
+    manifests: dict[bytes, Manifest] = {}
+    for c in order:
+        mid = repo.commit(c).manifest
+        if mid not in manifests:
+            m = store.get_object(mid)
+            if not isinstance(m, Manifest):
+                raise CorruptObject("manifest", mid.hex(), "?",
+                                    detail=f"commit {c.hex()[:12]} names a {type(m).__name__}")
+            manifests[mid] = m
+    result.commits = len(order)
+    result.logical_bytes = sum(m.logical_bytes() for m in manifests.values())
+
+    # 3. chunks the remote lacks, plus the delta bases they need
+    needed = list(dict.fromkeys(c for m in manifests.values() for c in manifest_chunks(m)))
+    ridx = load_index(repo, remote, io, result.warnings) if needed else {}
+    missing = [c for c in needed if c not in ridx]
+    locs = store.index.get_many(missing)
+    depth: dict[bytes, int] = {}
+
+    def base_of(c: bytes) -> bytes | None:
+        loc = locs.get(c) or store.index.get(c)
+        if loc is None:
+            exc = MissingObject("chunk", c.hex())
+            exc.hint = "neither this repository nor the remote has it (a partial clone?); fetch it first"
+            raise exc
+        locs[c] = loc
+        return codec.frame_base(os.pread(store._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset))
+
+    for c in missing:                   # depth = deltas to decode down to a frame the remote can resolve
+        chain, x = [], c
+        while x not in depth:
+            if len(chain) > 64:
+                raise CorruptObject("chunk", c.hex(), "?", detail="delta chain too deep or circular")
+            chain.append(x)
+            base = base_of(x)
+            if base is None or base in ridx:
+                depth[chain.pop()] = 0
+                break
+            x = base
+        d = depth[x]
+        for y in reversed(chain):
+            d += 1
+            depth[y] = d
+    ordered = sorted(depth, key=lambda c: (depth[c], c))     # bases before the frames that name them
+    result.chunks = len(ordered)
+    progress.begin("push", sum(locs[c].length for c in ordered))
+    try:
+        _upload_packs(repo, remote, io, ordered, locs, result, progress)
+    finally:
+        progress.end()
+
+    # 4. objects: manifests, then commits parents first, then tag objects
+    def put_object(oid: bytes) -> bool:
+        data = store.object_path(oid).read_bytes()
+        verified_object(oid, data, "the local store")
+        return remote.put_new(obj_key(oid), data)
+
+    result.objects += sum(io.map(put_object, list(manifests)))
+    for c in order:
+        result.objects += put_object(c)
+    for ref, old, etag, new, new_commit, forced in plan:
+        if new != new_commit and not remote.exists(obj_key(new)):
+            result.objects += put_object(new)
+
+    # 5. refs by compare-and-swap; then the local tracking ref, the audit log and the remote's push log
+    for ref, old, etag, new, new_commit, forced in plan:
+        _move_ref(remote, ref, new, old, etag)
+        status = "created" if old is None else ("forced" if forced else "updated")
+        result.refs.append({"ref": ref, "old": old.hex() if old else None, "new": new.hex(), "status": status,
+                            "forced": forced})
+        action = "push-force" if forced else "push"
+        message = f"{remote.url} {ref}"
+        if ref.startswith(HEADS):
+            repo.refs.update(remote_ref(remote.name, ref.removeprefix(HEADS)), new, ANY, action=action,
+                             message=message)
+        else:
+            repo.refs.audit.append(action, ref, old, new, message)
+        _push_log(remote, ref, old, new, forced)
+    if not remote.exists("HEAD"):
+        head = repo.refs.head()
+        first = head if head in targets else next((r for r in targets if r.startswith(HEADS)), None)
+        if first:
+            remote.put_new("HEAD", f"ref: {first}\n".encode())
+
+
+def _upload_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, ordered: list[bytes], locs: dict,
+                  result: SyncResult, progress: Progress) -> None:
+    """Read and verify local frames, pack them (<= PACK_LIMIT) and upload each pack, then its .idx in order."""
+    store = repo.store
+
+    def read(c: bytes) -> tuple[bytes, bytes, int]:
+        loc = locs[c]
+        frame = store.read_frame(loc)
+        try:
+            raw = codec.decode(frame, loc.raw_length, store.get_chunk)
+        except codec.FrameError as exc:
+            raise CorruptObject("chunk", c.hex(), "?", detail=f"local pack {loc.pack.hex()[:12]}: {exc}") from None
+        got = hash_bytes(raw)
+        if got != c:
+            raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"local pack {loc.pack.hex()[:12]}")
+        return c, frame, loc.raw_length
+
+    in_flight: list = []
+
+    def finish_oldest() -> None:
+        future, pack_id, entries = in_flight.pop(0)
+        future.result()
+        idx = idx_bytes(pack_id, entries)
+        remote.put_new(pack_key(pack_id, ".idx"), idx)
+        cache_idx(repo, remote, pack_id, idx)
+        result.packs += 1
+
+    def upload(pack_id: bytes, data: bytes, n: int) -> None:
+        remote.put_new(pack_key(pack_id), data)
+        progress.advance(n)
+
+    def flush(batch: list) -> None:
+        pack_id, data, entries = pack_bytes(batch)
+        n = sum(len(f) for _, f, _ in batch)
+        while len(in_flight) >= PACKS_IN_FLIGHT:
+            finish_oldest()
+        in_flight.append((io.submit(upload, pack_id, data, n), pack_id, entries))
+
+    batch: list = []
+    size = 0
+    try:
+        for c, frame, raw_length in ordered_map(repo.pool, read, ordered):
+            # + header and trailer
+            if batch and size + len(frame) + ENTRY.size * (len(batch) + 1) + 32 > session.PACK_LIMIT:
+                flush(batch)
+                batch, size = [], 0
+            batch.append((c, frame, raw_length))
+            size += len(frame)
+        if batch:
+            flush(batch)
+        while in_flight:
+            finish_oldest()
+    finally:
+        for future, _, _ in in_flight:        # an error: let uploads under way end before reporting it
+            future.cancel()
+            try:
+                future.result()
+            except BaseException:  # noqa: BLE001 - the first error is the one reported
+                pass
+
+
+def _move_ref(remote: Session, ref: str, new: bytes, expected: bytes | None, etag: str | None) -> None:
+    data = (new.hex() + "\n").encode()
+    delay = session.BACKOFF
+    for attempt in range(session.ATTEMPTS):
+        try:
+            remote.put_cas(ref, data, etag)
+            return
+        except RemotePreconditionFailed:
+            cur, _ = read_ref(remote, ref)
+            if cur == new:
+                return                      # our write landed; its reply was lost and the retry was refused
+            raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on {remote.url} "
+                                 f"is now {cur.hex()[:12] if cur else 'gone'})") from None
+        except RemoteUnavailable as exc:
+            if attempt + 1 == session.ATTEMPTS:
+                raise RemoteUnavailable(f"cannot update {ref} on {remote.url}: {exc}", url=remote.url, key=ref,
+                                        hint="retry the push; what was uploaded is kept") from exc
+            time.sleep(delay)
+            delay *= 3
+            cur, cur_etag = read_ref(remote, ref)
+            if cur == new:
+                return
+            if cur != expected:
+                raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on "
+                                     f"{remote.url})") from None
+            etag = cur_etag
+
+
+def _push_log(remote: Session, ref: str, old: bytes | None, new: bytes, forced: bool) -> None:
+    now = datetime.now(timezone.utc)
+    key = f"logs/push/{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{secrets.token_hex(6)}.json"
+    body = {"user": whoami(), "host": socket.gethostname(), "time": now.timestamp(), "ref": ref,
+            "old": old.hex() if old else None, "new": new.hex(), "forced": forced}
+    remote.put_new(key, json.dumps(body, sort_keys=True).encode())
