@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -19,9 +19,13 @@ import ml_dtypes
 import numpy as np
 import zstandard
 
-from ckstore import codec
 from ckstore.allocator import tune
 from ckstore.formats import scan_path
+from ckstore.model import codec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.measure import median_time  # noqa: E402
 
 CHUNK = 1 << 20
 DTYPES = {"fp32": np.float32, "bf16": ml_dtypes.bfloat16, "fp16": np.float16, "fp8": ml_dtypes.float8_e4m3fn,
@@ -34,12 +38,7 @@ PROFILES = {
 
 
 def cpu_ms(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
-    return statistics.median(times) * 1000
+    return median_time(fn, repeat, clock=time.process_time)[0] * 1000
 
 
 def weights(series: Path | None) -> tuple[np.ndarray, np.ndarray, str]:

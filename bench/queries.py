@@ -10,6 +10,7 @@ import json
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,11 @@ import numpy as np
 
 from ckstore import Repo
 from ckstore.allocator import tune
-from ckstore.objects import Commit
+from ckstore.model.objects import Commit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.measure import median_time  # noqa: E402
 
 QUERIES = [
     "metrics.val_loss < 0.3 and params.lr >= 1e-4",
@@ -44,15 +49,6 @@ def build_history(root: Path, n: int) -> Repo:
         parent = repo.store.put_object(commit)
     repo.refs.update("refs/heads/main", parent, bytes.fromhex(first.id), action="commit", message="bench history")
     return repo
-
-
-def median_time(fn, repeat: int = 5) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
 
 
 def bench_queries(root: Path, n: int) -> list[dict]:
