@@ -46,8 +46,8 @@ def build_history(root: Path, n: int) -> Repo:
                         step=i * 10, metrics={"val_loss": float(rng.uniform(0.1, 2.0))},
                         params={"lr": float(rng.choice([1e-3, 3e-4, 1e-4, 3e-5]))},
                         data={"version": f"v{i % 5}"})
-        parent = repo.store.put_object(commit)
-    repo.refs.update("refs/heads/main", parent, bytes.fromhex(first.id), action="commit", message="bench history")
+        parent = repo.engine.store.put_object(commit)
+    repo.engine.refs.update("refs/heads/main", parent, bytes.fromhex(first.id), action="commit", message="bench history")
     return repo
 
 
