@@ -325,7 +325,7 @@ class Repo:
 
     def remote_remove(self, name: str) -> RemoteSpec:
         """Forget a remote and its remote-tracking refs."""
-        from .sync import remote_remove
+        from .sync.pull import remote_remove
         return remote_remove(self.engine, name)
 
     def remote_list(self) -> list[RemoteSpec]:
@@ -335,18 +335,18 @@ class Repo:
     def push(self, remote: str | None = None, branches: list[str] | None = None, *, all: bool = False,
              tags: bool = False, force: bool = False, progress: Progress | None = None) -> SyncResult:
         """Upload branches (default: HEAD's) and, with `tags`, tags; non-fast-forwards need `force`."""
-        from .sync import push
+        from .sync.push import push
         return self._fetched(push(self.engine, remote, branches, all=all, tags=tags, force=force, progress=progress))
 
     def fetch(self, remote: str | None = None, *, progress: Progress | None = None) -> SyncResult:
         """Download the remote's new history; moves refs/remotes/<remote>/*."""
-        from .sync import fetch
+        from .sync.fetch import fetch
         return self._fetched(fetch(self.engine, remote, progress=progress))
 
     def pull(self, remote: str | None = None, branch: str | None = None, *, force: bool = False,
              progress: Progress | None = None) -> SyncResult:
         """Fetch, then fast-forward `branch` (default: HEAD's) to the remote's; `force` resets it (audited)."""
-        from .sync import pull
+        from .sync.pull import pull
         return self._fetched(pull(self.engine, remote, branch, force=force, progress=progress))
 
     def _fetched(self, result: Any) -> Any:
@@ -387,14 +387,14 @@ def _to_torch(arr: Any) -> Any:
 
 def default_clone_dir(url: str) -> str:
     """The directory a clone of `url` goes to when none is given."""
-    from .sync import default_clone_dir as name_for
+    from .sync.pull import default_clone_dir as name_for
     return name_for(url)
 
 
 def clone(url: str, dest: str | os.PathLike | None = None, **options: Any) -> Repo:
     """Clone a remote into a new repository at `dest` (default: named after the URL); options: filter,
     metadata_only, endpoint_url, region, name, progress. `repo.last_transfer` says what moved."""
-    from .sync import clone as clone_remote
+    from .sync.pull import clone as clone_remote
     engine, result = clone_remote(url, dest, **options)
     repo = Repo(engine)
     repo.last_transfer = result

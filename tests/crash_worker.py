@@ -55,7 +55,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 def _commit(repo_path: str, src: str, message: str, branch: str | None) -> None:
     from ckstore import Repo
-    from ckstore.storage.store import fileio
+    from ckstore.fs import fileio
 
     with Repo.open(repo_path) as repo:
         print("ready", flush=True)

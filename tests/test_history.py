@@ -69,7 +69,7 @@ def test_revert_records_reason_in_commit_and_audit(repo, tmp_path):
     info = repo.revert(good, "loss went NaN at step 900")
     c = info.commit
     assert c.reverted_from.hex() == good and c.parents[0].hex() != good
-    assert c.manifest == repo._commit(bytes.fromhex(good)).manifest and c.metrics == {"loss": 0.1}
+    assert c.manifest == repo.engine.commit(bytes.fromhex(good)).manifest and c.metrics == {"loss": 0.1}
     assert "loss went NaN" in c.message and c.extra["revert_reason"] == "loss went NaN at step 900"
     last = repo.audit()[-1]
     assert last["action"] == "revert" and "loss went NaN" in last["message"] and last["new"] == info.id
@@ -85,9 +85,10 @@ def test_reset_needs_force_to_drop_commits_and_never_moves_tags(repo):
     with pytest.raises(ProtectedRef, match="drop 2"):
         repo.reset("main", ids[0], "bad run")
     assert repo.resolve("main") == ids[2]
-    old, new = repo.reset("main", ids[0], "bad run", force=True)
-    assert (old, new) == (ids[2], ids[0])
-    assert repo.reset("main", ids[1], "forward again") == (ids[0], ids[1])  # fast-forward: no force needed
+    moved = repo.reset("main", ids[0], "bad run", force=True)
+    assert (moved.old, moved.new) == (ids[2], ids[0])
+    again = repo.reset("main", ids[1], "forward again")  # fast-forward: no force needed
+    assert (again.old, again.new) == (ids[0], ids[1])
     with pytest.raises(ProtectedRef, match="tag"):
         repo.reset("v1", ids[0], "no")
     entries = [e for e in repo.audit() if e["action"] == "reset"]

@@ -172,9 +172,12 @@ def test_branches_tags_and_revisions(repo, tmp_path):
         repo.resolve("nope")
     with pytest.raises(UnknownRevision):
         repo.resolve("main~10")
-    with pytest.raises(ProtectedRef):
+    with pytest.raises(ProtectedRef, match="current branch"):
         repo.delete_branch("main")
-    repo.delete_branch("exp")
+    with pytest.raises(ProtectedRef, match="1 commit"):  # "on exp" is on no other ref: git's -d refuses too
+        repo.delete_branch("exp")
+    assert "exp" in [b.name for b in repo.branches()]
+    assert repo.delete_branch("exp", force=True) == exp.id
     assert [b.name for b in repo.branches()] == ["main"]
     actions = [e["action"] for e in repo.audit()]
     assert actions.count("commit") == 5 and "branch" in actions and "tag" in actions and "branch-delete" in actions
@@ -333,7 +336,7 @@ def test_racily_clean_files_are_not_cached(repo, tmp_path):
 
 def test_large_pack_written_in_batches_with_early_writeback(repo, tmp_path, monkeypatch):
     """48 MiB of incompressible bytes: several write batches and a background writeback before the seal."""
-    from ckstore.storage.store import packs
+    from ckstore.storage import packs
     calls = []
     real = packs._writeback
     monkeypatch.setattr(packs, "_writeback", lambda fd: calls.append(fd) or real(fd))

@@ -26,9 +26,9 @@ from ckstore.model import codec
 from ckstore.errors import (CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
                             RemoteUnavailable, UnsupportedFormat, UsageError)
 from ckstore.transport import Transport, forget_memory_transport, open_transport
-from ckstore import sync
-from ckstore.sync import fetch as fetch_mod, push as push_mod, session
+from ckstore.sync import fetch as fetch_mod, pull as pull_mod, push as push_mod, select, session
 from ckstore.errors import NonFastForward, RemoteRefMoved
+from ckstore.results import SyncResult
 from ckstore.storage.packs import pack_path, parse_idx
 
 from conftest import make_safetensors
@@ -258,7 +258,7 @@ def test_state_dict_round_trip_and_tags(tmp_path):
             assert got["step"] == 7 and got["names"] == ["x", "y"]
             assert got["model"]["w"].dtype == sd["model"]["w"].dtype
             assert np.array_equal(got["model"]["w"].view(np.uint16), sd["model"]["w"].view(np.uint16))
-            assert [t["name"] for t in b.tags()] == ["v1"] and b.tags()[0]["message"] == "first release"
+            assert [t.name for t in b.tags()] == ["v1"] and b.tags()[0].message == "first release"
             assert b.fsck(read_data=True).ok
     finally:
         forget_memory_transport(url.removeprefix("memory://"))
@@ -283,7 +283,7 @@ def test_racing_pushes_have_one_winner(tmp_path, remote):
         # both have read the remote ref and uploaded their data before either tries the compare-and-swap
         t = Faulty(transport_for(url, opts), before_ref_put=barrier.wait)
         try:
-            outcome[name] = sync.push(r, transport=t)
+            outcome[name] = push_mod.push(r.engine, transport=t)
         except CkstoreError as exc:
             outcome[name] = exc
             barrier.abort()
@@ -293,7 +293,7 @@ def test_racing_pushes_have_one_winner(tmp_path, remote):
         t.start()
     for t in threads:
         t.join(60)
-    winners = [n for n, o in outcome.items() if isinstance(o, sync.SyncResult)]
+    winners = [n for n, o in outcome.items() if isinstance(o, SyncResult)]
     losers = [o for o in outcome.values() if isinstance(o, CkstoreError)]
     with ckstore.clone(url, tmp_path / "fresh", **opts) as fresh:
         assert fresh.fsck(read_data=True).ok
@@ -418,7 +418,7 @@ def test_interrupted_push_resumes(tmp_path, monkeypatch, kind):
         full = a.push("reference").bytes_sent             # what an uninterrupted push sends
         faulty = Faulty(transport_for(url, {}, create=True), fail_put_after=4)
         with pytest.raises(RemoteError, match="injected"):
-            sync.push(a, "origin", transport=faulty)
+            push_mod.push(a.engine, "origin", transport=faulty)
         inner = faulty.inner
         keys = list(inner.list(""))
         assert keys and all(k == "config" or k.startswith("packs/") for k in keys), keys   # garbage only
@@ -446,7 +446,7 @@ def test_interrupted_fetch_resumes(tmp_path, monkeypatch):
     with new_repo(tmp_path / "b") as b:
         b.remote_add("origin", url)
         with pytest.raises(RemoteError, match="injected"):
-            sync.fetch(b, transport=Faulty(open_transport(url), fail_get_after=8))
+            fetch_mod.fetch(b.engine, transport=Faulty(open_transport(url), fail_get_after=8))
         assert b.engine.refs.list() == {} and not list(b.engine.store.object_ids())      # no history yet...
         published = b.engine.store.pack_ids()
         assert published, "packs sealed before the failure stay"            # ...but the sealed packs stay
@@ -466,10 +466,10 @@ def test_transient_errors_are_retried(tmp_path):
     with new_repo(tmp_path / "a") as a:
         versions = commit_series(a, Series(tmp_path / "ck"), 2)
         a.remote_add("origin", url)
-        sync.push(a, transport=Faulty(open_transport(url), flaky_every=3))
+        push_mod.push(a.engine, transport=Faulty(open_transport(url), flaky_every=3))
     with new_repo(tmp_path / "b") as b:
         b.remote_add("origin", url)
-        sync.fetch(b, transport=Faulty(open_transport(url), flaky_every=3))
+        fetch_mod.fetch(b.engine, transport=Faulty(open_transport(url), flaky_every=3))
         b.pull()
         b.checkout("main", tmp_path / "out")
         assert same_tree(versions[-1][1], tmp_path / "out")
@@ -532,7 +532,7 @@ def test_metadata_only_clone_has_history_but_no_chunks(tmp_path):
         a.push()
         stored = a.show().stored_bytes
     with ckstore.clone(url, tmp_path / "m", metadata_only=True) as m:
-        assert m.last_transfer.chunks == 0 and not m.store.pack_ids()
+        assert m.last_transfer.chunks == 0 and not m.engine.store.pack_ids()
         assert m.last_transfer.bytes_received < 64 * 1024 < stored
         assert [e.id for e in m.log()] == [v for v, _ in reversed(versions)]
         shown = m.show()
@@ -600,8 +600,8 @@ def test_remote_registry(tmp_path):
         with pytest.raises(UsageError, match="no remote named"):
             a.fetch("origin")
     with pytest.raises(UsageError):
-        sync.parse_filter("layers=*")
-    assert sync.parse_filter(["tensors=a*,b*", "tensors=c"]) == {"tensors": ["a*", "b*", "c"]}
+        select.parse_filter("layers=*")
+    assert select.parse_filter(["tensors=a*,b*", "tensors=c"]) == {"tensors": ["a*", "b*", "c"]}
 
 
 # ------------------------------------------------------------------------------------------- the command

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from ckstore.model import graph, metadata
+from ckstore.engine.capture import read_meta_file
+from ckstore.model import graph, metadata, revisions
 from ckstore.errors import InvalidMetadata, UnsafePath, UsageError
 from ckstore.model.paths import check_path, check_paths
 from ckstore.fs.locks import file_lock
@@ -14,10 +15,10 @@ from ckstore.storage.refs import RefStore
 
 
 def test_parse_rev():
-    assert graph.parse_rev("main") == ("main", [])
-    assert graph.parse_rev("main~2^") == ("main", [("~", 2), ("^", 1)])
-    assert graph.parse_rev("v1.0^2~") == ("v1.0", [("^", 2), ("~", 1)])
-    assert graph.parse_rev("feature/x~10") == ("feature/x", [("~", 10)])
+    assert revisions.parse("main") == ("main", [])
+    assert revisions.parse("main~2^") == ("main", [("~", 2), ("^", 1)])
+    assert revisions.parse("v1.0^2~") == ("v1.0", [("^", 2), ("~", 1)])
+    assert revisions.parse("feature/x~10") == ("feature/x", [("~", 10)])
 
 
 def test_walk_and_merge_base():
@@ -72,10 +73,10 @@ def test_meta_files(tmp_path):
     (tmp_path / "m.toml").write_text('[params]\nlr = 0.1\n')
     (tmp_path / "m.yaml").write_text('params:\n  lr: 0.1\n')
     for name in ("m.json", "m.toml", "m.yaml"):
-        assert metadata.load_meta_file(tmp_path / name) == {"params": {"lr": 0.1}}
+        assert read_meta_file(tmp_path / name) == {"params": {"lr": 0.1}}
     (tmp_path / "bad.json").write_text("[1]")
     with pytest.raises(InvalidMetadata, match="mapping"):
-        metadata.load_meta_file(tmp_path / "bad.json")
+        read_meta_file(tmp_path / "bad.json")
 
 
 def test_ref_compare_and_swap_and_audit(tmp_path):
@@ -99,9 +100,9 @@ def test_stale_lock_of_dead_process_is_broken(tmp_path):
     import sys
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     lock = tmp_path / "x.lock"
-    lock.write_text(f"{int(dead.stdout)} {socket.gethostname()}\n")
+    lock.write_text(f"{socket.gethostname()} {int(dead.stdout)} 0\n")
     with file_lock(lock, wait=1):
-        assert lock.read_text().split()[0] == str(__import__("os").getpid())
+        assert lock.read_text().split()[1] == str(__import__("os").getpid())
     assert not lock.exists()
 
 
@@ -110,7 +111,7 @@ def test_live_lock_times_out(tmp_path):
     import socket
     from ckstore.errors import LockTimeout
     lock = tmp_path / "x.lock"
-    lock.write_text(f"{os.getppid()} {socket.gethostname()}\n")
+    lock.write_text(f"{socket.gethostname()} {os.getppid()} 0\n")
     with pytest.raises(LockTimeout):
         with file_lock(lock, wait=0.05):
             pass

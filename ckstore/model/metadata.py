@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from ..errors import InvalidMetadata
+from ..errors import InvalidMetadata, UsageError
 
 SECTIONS = ("metrics", "params", "data", "seeds", "extra")
 TOP_LEVEL = ("step", "message", "author") + SECTIONS
@@ -69,8 +69,18 @@ def parse_assignments(items: list[str], what: str = "--meta") -> dict:
                 raise InvalidMetadata(f"{what} {item!r}: the value after := is not JSON ({exc})") from None
         else:
             typed = parse_scalar(value)
+            if what == "--metric" and isinstance(typed, str):
+                typed = _metric_value(key.strip(), value)
         set_dotted(out, key.strip(), typed)
     return out
+
+
+def _metric_value(name: str, text: str) -> float:
+    """A metric's value: any float, "nan" and "inf" included (a diverged run's loss is worth recording)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidMetadata(f"metric {name!r} must be a number, got {text!r}") from None
 
 
 def parse_meta_text(text: str, name: str) -> dict:
@@ -140,9 +150,6 @@ def _check_encodable(value: Any, path: str = "") -> None:
     elif isinstance(value, (list, tuple)):
         for v in value:
             _check_encodable(v, path)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise InvalidMetadata(f"metadata value at {path.rstrip('.') or 'top'} is {value}: only finite numbers are "
-                              "stored", hint="record a diverged run as a flag, e.g. --meta extra.diverged=true")
     elif isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -195,7 +202,7 @@ def parse_requirements(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, kind = item.rpartition(":")
         if not sep or not key:
-            raise InvalidMetadata(f"--require {item!r} is not KEY:TYPE")
+            raise UsageError(f"--require {item!r} is not KEY:TYPE")
         required[key] = kind
     check_schema_spec(required)
     return required

@@ -55,11 +55,11 @@ class Store:
     def get_commit_or_object(self, oid: bytes) -> Object:
         """Like get_object, but commits come from the LMDB cache when they can (history walks touch thousands)."""
         raw = self.index.get_commit(oid)
-        if raw is not None:
+        if raw is not None and object_id(raw) == oid:  # a cache entry is believed only once it hashes to its id
             try:
-                return decode_trusted_commit(raw)  # the cache holds only verified, schema-checked commits
+                return decode_trusted_commit(raw)  # the bytes are the object's own: schema-checked when cached
             except (ValueError, TypeError, KeyError, IndexError):
-                pass  # a damaged cache entry: read the object itself
+                pass  # cannot happen for bytes that hash to a commit's id; read the object itself
         obj = self.get_object(oid)
         if isinstance(obj, Commit):
             self._commit_cache[oid] = encode_object(obj)

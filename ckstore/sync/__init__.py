@@ -1,12 +1,9 @@
-"""Sync: move history between a repository and a remote transport (push, fetch, pull, clone, on-demand chunks)."""
+"""Sync: move history between a repository and a remote transport.
 
-from __future__ import annotations
-
-from .fetch import fetch, fetch_with
-from .pull import clone, default_clone_dir, pull, remote_remove
-from .push import push
-from .select import manifest_chunks, parse_filter
-from ..results import SyncResult
-
-__all__ = ["SyncResult", "clone", "default_clone_dir", "fetch", "fetch_with", "manifest_chunks",
-           "parse_filter", "pull", "push", "remote_remove"]
+    session     one sync's checked view of a remote (retries, verified reads, byte counts)
+    select      which commits and chunks move
+    push        upload branches and tags; refs move by compare-and-swap
+    fetch       download new history; refs/remotes/<name>/* move
+    pull        fetch, then fast-forward a branch; clone a new repository
+    on_demand   the engine's ChunkSource for partial clones
+"""
