@@ -26,8 +26,17 @@ from .model.objects import Manifest
 from .model.progress import NoProgress, Progress
 from .model.query import compile_query, query_paths, record_paths, sort_key
 from .model.refnames import HEADS, TAGS
-from .results import (AuditEntry, BranchInfo, CommitInfo, CommitResult, FsckReport, ResetResult, ShowInfo,
-                      SyncResult, TagInfo)
+from .results import (
+    AuditEntry,
+    BranchInfo,
+    CommitInfo,
+    CommitResult,
+    FsckReport,
+    ResetResult,
+    ShowInfo,
+    SyncResult,
+    TagInfo,
+)
 from .storage import remotes
 from .storage.config import Config
 from .storage.remotes import RemoteSpec

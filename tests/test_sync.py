@@ -26,7 +26,7 @@ from ckstore.model import codec
 from ckstore.errors import (CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
                             RemoteUnavailable, UnsupportedFormat, UsageError)
 from ckstore.transport import Transport, forget_memory_transport, open_transport
-from ckstore.sync import fetch as fetch_mod, pull as pull_mod, push as push_mod, select, session
+from ckstore.sync import fetch as fetch_mod, push as push_mod, select, session
 from ckstore.errors import NonFastForward, RemoteRefMoved
 from ckstore.results import SyncResult
 from ckstore.storage.packs import pack_path, parse_idx

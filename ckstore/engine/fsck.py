@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-
-from ..model import codec
-from .repository import Repository
 from ..errors import CkstoreError
+from ..model import codec
 from ..model.objects import Commit, Manifest, Tag, hash_bytes
 from ..model.progress import Progress
-from ..storage import remotes
 from ..results import FsckReport, Problem
+from ..storage import remotes
 from ..storage.packs import PackFormatError, pack_path, parse_idx, read_pack_entries
-
+from .repository import Repository
 
 
 def _check_pack(repo: Repository, pack_id: bytes, read_data: bool, report: FsckReport) -> set[bytes]:

@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import (AlreadyExists, AmbiguousRevision, MissingObject, NotARepository, UnknownRevision,
-                      UsageError)
+from ..errors import AlreadyExists, AmbiguousRevision, MissingObject, NotARepository, UnknownRevision, UsageError
 from ..model import revisions
 from ..model.metadata import check_schema_spec
 from ..model.objects import Commit, FileRecipe, Manifest, Tag, TensorEntry, is_hex

@@ -16,9 +16,9 @@ import numpy as np
 from ..errors import AlreadyExists, CorruptObject, UnsafePath
 from ..formats.base import DTYPES
 from ..model.objects import SEG_CHUNKS, SEG_INLINE, FileRecipe, Manifest, TensorEntry
-from .parallel import ordered_map
 from ..model.paths import check_paths
 from ..storage.store import Store
+from .parallel import ordered_map
 
 Progress = Callable[[int], None]
 

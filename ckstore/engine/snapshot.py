@@ -11,13 +11,12 @@ from typing import Callable, Iterable, Iterator
 import blake3
 import numpy as np
 
-from ..model import codec
-from ..model import stats
-from ..model.chunking import INLINE_MAX, chunk_bytes_for, split
 from ..formats.base import DTYPES, ScannedFile, TensorInfo, drop_range, itemsize, mapping_of
+from ..model import codec, stats
+from ..model.chunking import INLINE_MAX, chunk_bytes_for, split
 from ..model.objects import SEG_CHUNKS, SEG_INLINE, SEG_TENSOR, FileRecipe, Manifest, TensorEntry, hash_bytes
-from .parallel import ordered_map
 from ..storage.store import ChunkWriter, Store
+from .parallel import ordered_map
 
 Progress = Callable[[int], None]
 HASH_BLOCK = 4 << 20  # the whole-file hash maps in and drops this much at a time

@@ -7,9 +7,8 @@ import os
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
-
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -6,7 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-
 _CRASH_AT = int(os.environ.get("CKSTORE_CRASH_AT", "0") or 0)
 _steps = 0
 

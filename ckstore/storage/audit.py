@@ -9,6 +9,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
 import blake3
 
 from ..errors import DamagedRef

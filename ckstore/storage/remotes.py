@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AlreadyExists, UsageError
+from ..fs.fileio import write_atomic
 from ..fs.locks import file_lock
 from ..model.refnames import check_ref_name
-from ..fs.fileio import write_atomic
 
 FILENAME = "remotes.json"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")

@@ -10,10 +10,19 @@ from typing import Iterator
 
 import zstandard
 
-from ..model import codec
 from ..errors import CorruptObject, MissingObject
-from ..model.objects import Commit, Object, is_hex, decode_object, decode_trusted_commit, encode_object, hash_bytes, object_id
 from ..fs.fileio import write_atomic
+from ..model import codec
+from ..model.objects import (
+    Commit,
+    Object,
+    decode_object,
+    decode_trusted_commit,
+    encode_object,
+    hash_bytes,
+    is_hex,
+    object_id,
+)
 from .index import ChunkIndex, Location
 from .packs import Entry, PackFormatError, PackWriter, pack_path, parse_idx
 
@@ -153,7 +162,12 @@ class Store:
             return self._fds[pack]
 
     def read_frame(self, loc: Location) -> bytes:
+        """The stored frame at `loc`, as bytes (not yet verified: decode and hash it before use)."""
         return os.pread(self._fd(loc.pack), loc.length, loc.offset)
+
+    def frame_base(self, loc: Location) -> bytes | None:
+        """The delta base a stored frame names (None for a full frame), read from its header alone."""
+        return codec.frame_base(os.pread(self._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset))
 
     def get_chunk(self, chunk: bytes, *, keep: bool = True) -> memoryview:
         """The verified raw bytes of a chunk. `keep=False` for a chunk read once (checkout, a commit's delta
@@ -213,9 +227,8 @@ class Store:
             loc = self.index.get(chunk)
             if loc is None:
                 return limit, None  # unknown base: never delta against it
-            header = os.pread(self._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset)
             try:
-                base = codec.frame_base(header)
+                base = self.frame_base(loc)
             except codec.FrameError:
                 return limit, None
             if base is None:

@@ -12,25 +12,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..model import codec
+from ..engine.parallel import ordered_map
 from ..engine.repository import Repository
 from ..errors import CkstoreError, CorruptObject, RemoteNotFound
-from ..model.objects import Commit, Manifest, Tag, hash_bytes
-from ..engine.parallel import ordered_map
-from ..model.progress import NoProgress, Progress
-from ..model.refnames import HEADS, TAGS, REMOTES, remote_ref
-from ..storage.refs import ANY
-from ..storage.store import Store
 from ..fs.fileio import write_atomic
-from ..storage.packs import Entry, PackWriter
-from ..storage import remotes
-from . import session
-from ..transport.base import Transport
-from ..storage.remotes import RemoteSpec
-from .select import manifest_chunks, topo_order
+from ..model import codec
+from ..model.objects import Commit, Manifest, Tag, hash_bytes
+from ..model.progress import NoProgress, Progress
+from ..model.refnames import HEADS, TAGS, remote_ref
 from ..results import SyncResult
-from .session import (Session, io_pool, load_index, missing_on, obj_key, open_spec, pack_key, remote_config, remote_head, remote_refs, verified_object)
-
+from ..storage import remotes
+from ..storage.packs import Entry, PackWriter
+from ..storage.refs import ANY
+from ..storage.remotes import RemoteSpec
+from ..storage.store import Store
+from ..transport.base import Transport
+from . import session
+from .select import manifest_chunks, topo_order
+from .session import (
+    Session,
+    io_pool,
+    load_index,
+    missing_on,
+    obj_key,
+    open_spec,
+    pack_key,
+    remote_config,
+    remote_head,
+    remote_refs,
+    verified_object,
+)
 
 MAX_RUN = 8 << 20               # one range GET covers at most this many bytes of frames...
 RUN_GAP = 16 << 10              # ...and skips over gaps up to this size between wanted frames

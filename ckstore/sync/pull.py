@@ -6,23 +6,20 @@ import os
 import shutil
 from pathlib import Path
 
-from ..model import graph
-from ..storage.config import DEFAULT_CHUNK
 from ..engine.repository import Repository
-from ..errors import UnknownRevision
+from ..errors import NonFastForward, UnknownRevision
+from ..model import graph
 from ..model.progress import NoProgress, Progress
-from ..model.refnames import HEADS, REMOTES, TAGS, check_ref_name, remote_ref
-from ..storage import remotes
-from ..transport.base import Transport
-from .fetch import fetch, fetch_with
-from .on_demand import OnDemand
-from ..storage.remotes import RemoteSpec
-from .select import manifest_chunks, parse_filter
-from ..errors import NonFastForward, RemoteRefMoved
+from ..model.refnames import HEADS, REMOTES, check_ref_name, remote_ref
 from ..results import SyncResult
+from ..storage import remotes
+from ..storage.config import DEFAULT_CHUNK
+from ..storage.remotes import RemoteSpec
+from ..transport.base import Transport
+from .fetch import fetch_with
+from .on_demand import OnDemand
+from .select import parse_filter
 from .session import Session, open_spec, remote_config
-
-
 
 
 def pull(repo: Repository, remote_name: str | None = None, branch: str | None = None, *, force: bool = False,

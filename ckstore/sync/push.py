@@ -5,32 +5,48 @@ history and data, and an interrupted push leaves only hash-named garbage."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-from ..model import codec
-from ..model import graph
-from ..engine.repository import Repository
-from ..errors import (CorruptObject, MissingObject, RemotePreconditionFailed, RemoteUnavailable, UnknownRevision, UsageError)
-from ..model.objects import Commit, Manifest, hash_bytes
 from ..engine.parallel import ordered_map
+from ..engine.repository import Repository
+from ..errors import (
+    CorruptObject,
+    MissingObject,
+    NonFastForward,
+    RemotePreconditionFailed,
+    RemoteRefMoved,
+    RemoteUnavailable,
+    UnknownRevision,
+    UsageError,
+)
+from ..model import codec, graph
+from ..model.objects import Commit, Manifest, hash_bytes
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, TAGS, check_ref_name, remote_ref
-from ..storage.audit import whoami
-from ..storage.refs import ANY
-from ..storage.packs import ENTRY, idx_bytes, pack_bytes
-from ..storage import remotes
-from . import session
-from ..transport.base import Transport
-from .select import manifest_chunks, topo_order
-from ..errors import NonFastForward, RemoteRefMoved
 from ..results import SyncResult
-from .session import (Session, cache_idx, io_pool, load_index, obj_key, open_spec, pack_key, read_ref, remote_config, verified_object)
-
+from ..storage import remotes
+from ..storage.audit import whoami
+from ..storage.packs import ENTRY, idx_bytes, pack_bytes
+from ..storage.refs import ANY
+from ..transport.base import Transport
+from . import session
+from .select import manifest_chunks, topo_order
+from .session import (
+    Session,
+    cache_idx,
+    io_pool,
+    load_index,
+    obj_key,
+    open_spec,
+    pack_key,
+    read_ref,
+    remote_config,
+    verified_object,
+)
 
 PACKS_IN_FLIGHT = 2             # pushed packs being uploaded at once (each held in memory)
 
@@ -153,7 +169,7 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
             exc.hint = "neither this repository nor the remote has it (a partial clone?); fetch it first"
             raise exc
         locs[c] = loc
-        return codec.frame_base(os.pread(store._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset))
+        return store.frame_base(loc)
 
     for c in missing:                   # depth = deltas to decode down to a frame the remote can resolve
         chain, x = [], c

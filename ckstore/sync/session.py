@@ -14,19 +14,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from ..storage.config import FORMAT, HASH, VERSION
 from ..engine.repository import Repository
-from ..errors import (CorruptObject, MissingObject, RefError, RemoteError, RemoteNotFound, RemotePreconditionFailed, RemoteUnavailable, UnsupportedFormat, UsageError)
-from ..model.objects import decode_object
-from ..model.refnames import HEADS, TAGS, check_ref_name
-from ..storage.store import Store
+from ..errors import (
+    CorruptObject,
+    MissingObject,
+    RemoteError,
+    RemoteNotFound,
+    RemotePreconditionFailed,
+    RemoteUnavailable,
+    UnsupportedFormat,
+    UsageError,
+)
 from ..fs.fileio import write_atomic
-from ..storage.packs import Entry, PackFormatError, parse_idx
+from ..model.objects import decode_object
+from ..model.refnames import HEADS, check_ref_name
 from ..storage import remotes
-from ..transport.base import Transport
+from ..storage.config import FORMAT, HASH, VERSION
+from ..storage.packs import Entry, PackFormatError, parse_idx
 from ..storage.remotes import RemoteSpec
-
-
+from ..storage.store import Store
+from ..transport.base import Transport
 
 IO_WORKERS = 4                  # requests in flight
 PACK_LIMIT = 64 << 20           # packs pushed, and packs written by a fetch, are sealed at this size

@@ -20,14 +20,20 @@ import errno
 import mmap
 import os
 import stat as stat_mode
-import time
 import uuid
 from pathlib import Path
 from typing import ContextManager, Iterator
 
 import blake3
 
-from ..errors import (RemoteAccessDenied, RemoteBucketMissing, RemoteError, RemotePreconditionFailed, RemoteUnavailable, UsageError)
+from ..errors import (
+    RemoteAccessDenied,
+    RemoteBucketMissing,
+    RemoteError,
+    RemotePreconditionFailed,
+    RemoteUnavailable,
+    UsageError,
+)
 from ..fs import locks
 from .base import Data, KeyStat, Transport, check_key, check_prefix, check_range, content_etag
 

@@ -6,7 +6,17 @@ import threading
 from typing import Iterator
 
 from ..errors import RemotePreconditionFailed, UsageError
-from .base import (Data, KeyStat, Transport, check_key, check_prefix, check_range, content_etag, slice_range, under_prefix)
+from .base import (
+    Data,
+    KeyStat,
+    Transport,
+    check_key,
+    check_prefix,
+    check_range,
+    content_etag,
+    slice_range,
+    under_prefix,
+)
 
 
 class MemoryTransport(Transport):

@@ -28,7 +28,15 @@ import obstore
 from obstore import exceptions as obx
 from obstore.store import S3Store
 
-from ..errors import (RemoteAccessDenied, RemoteBucketMissing, RemoteError, RemoteNotFound, RemotePreconditionFailed, RemoteUnavailable, UsageError)
+from ..errors import (
+    RemoteAccessDenied,
+    RemoteBucketMissing,
+    RemoteError,
+    RemoteNotFound,
+    RemotePreconditionFailed,
+    RemoteUnavailable,
+    UsageError,
+)
 from .base import Data, KeyStat, Transport, check_key, check_prefix, check_range
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
