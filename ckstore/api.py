@@ -131,11 +131,16 @@ class Repo:
 
     def log(self, rev: str | None = None, *, n: int | None = None, all: bool = False,
             where: str | None = None) -> list[CommitInfo]:
-        """Commits reachable from `rev` (default HEAD; `all`: every ref), newest first; `where` filters them by a
-        metadata query such as ``metrics.val_loss < 0.3 and params.lr >= 1e-4``."""
+        """Commits reachable from `rev` (default HEAD; `all`: every ref; "A..B": from B but not from A), newest
+        first; `where` filters them by a metadata query such as ``metrics.val_loss < 0.3 and params.lr >= 1e-4``."""
         match = compile_query(where) if where else None
         engine = self.engine
         refs = engine.refs_by_commit()
+        hidden: set[bytes] = set()
+        if rev is not None and ".." in rev:  # A..B: what B reaches and A does not, as git means it
+            a, rev = rev.split("..", 1)
+            hidden = graph.ancestors(engine.resolve(a or "HEAD"), engine.parents)
+            rev = rev or "HEAD"
         if all:
             starts = list(refs)
         else:
@@ -146,7 +151,10 @@ class Repo:
                     raise
                 starts = []  # a new repository has no history yet
         out: list[CommitInfo] = []
-        for oid in graph.walk(starts, engine.parents, engine.time_of):
+        def parents(oid: bytes) -> tuple[bytes, ...]:
+            return tuple(p for p in engine.parents(oid) if p not in hidden)
+
+        for oid in graph.walk([s for s in starts if s not in hidden], parents, engine.time_of):
             if n is not None and len(out) >= n:
                 break
             info = self._info(oid, refs)

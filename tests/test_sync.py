@@ -25,7 +25,7 @@ import ckstore
 from ckstore.model import codec
 from ckstore.errors import (CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
                             RemoteUnavailable, UnsupportedFormat, UsageError)
-from ckstore.transport import Transport, forget_memory_transport, open_transport
+from ckstore.transport import Transport, forget_memory_transport, open_transport, retry
 from ckstore.sync import fetch as fetch_mod, push as push_mod, select, session
 from ckstore.errors import NonFastForward, RemoteRefMoved
 from ckstore.results import SyncResult
@@ -64,7 +64,7 @@ def remote(request, tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(session, "BACKOFF", 0.01)
+    monkeypatch.setattr(retry, "BACKOFF", 0.01)
     monkeypatch.setenv("CKSTORE_AUTHOR", "tester@example")
 
 

@@ -33,6 +33,7 @@ from ..storage.audit import whoami
 from ..storage.packs import ENTRY, idx_bytes, pack_bytes
 from ..storage.refs import ANY
 from ..transport.base import Transport
+from ..transport import retry
 from . import session
 from .select import manifest_chunks, topo_order
 from .session import (
@@ -291,8 +292,8 @@ def _upload_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, ord
 
 def _move_ref(remote: Session, ref: str, new: bytes, expected: bytes | None, etag: str | None) -> None:
     data = (new.hex() + "\n").encode()
-    delay = session.BACKOFF
-    for attempt in range(session.ATTEMPTS):
+    delay = retry.BACKOFF
+    for attempt in range(retry.ATTEMPTS):
         try:
             remote.put_cas(ref, data, etag)
             return
@@ -303,7 +304,7 @@ def _move_ref(remote: Session, ref: str, new: bytes, expected: bytes | None, eta
             raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on {remote.url} "
                                  f"is now {cur.hex()[:12] if cur else 'gone'})") from None
         except RemoteUnavailable as exc:
-            if attempt + 1 == session.ATTEMPTS:
+            if attempt + 1 == retry.ATTEMPTS:
                 raise RemoteUnavailable(f"cannot update {ref} on {remote.url}: {exc}", url=remote.url, key=ref,
                                         hint="retry the push; what was uploaded is kept") from exc
             time.sleep(delay)

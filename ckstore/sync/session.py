@@ -34,12 +34,11 @@ from ..storage.packs import Entry, PackFormatError, parse_idx
 from ..storage.remotes import RemoteSpec
 from ..storage.store import Store
 from ..transport.base import Transport
+from ..transport.retry import RetryingTransport
 
 IO_WORKERS = 4                  # requests in flight
 PACK_LIMIT = 64 << 20           # packs pushed, and packs written by a fetch, are sealed at this size
 MAX_FRAME = 1 << 28             # an index entry claiming a bigger frame is not believed
-ATTEMPTS = max(1, int(os.environ.get("CKSTORE_REMOTE_ATTEMPTS", "4") or 4))
-BACKOFF = float(os.environ.get("CKSTORE_REMOTE_BACKOFF", "0.25") or 0.25)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PACK_KEY = re.compile(r"^packs/([0-9a-f]{2})/([0-9a-f]{64})\.(pack|idx)$")
 
@@ -56,10 +55,11 @@ def pack_key(pack_id: bytes, suffix: str = ".pack") -> str:
 
 
 class Session:
-    """A transport with retries of transient failures and a count of the bytes moved."""
+    """One sync's view of a remote: a RetryingTransport around it, and a count of the bytes moved."""
 
     def __init__(self, transport: Transport, name: str) -> None:
         self.t, self.name, self.url = transport, name, transport.url
+        self.r = transport if isinstance(transport, RetryingTransport) else RetryingTransport(transport)
         self.sent = self.received = 0
         self._lock = threading.Lock()
 
@@ -68,23 +68,8 @@ class Session:
             self.sent += sent
             self.received += received
 
-    def retry(self, what: str, key: str, fn: Callable, *args: Any, **kwargs: Any) -> Any:
-        delay, last = BACKOFF, None
-        for attempt in range(ATTEMPTS):
-            try:
-                return fn(*args, **kwargs)
-            except RemoteUnavailable as exc:
-                last = exc
-                if attempt + 1 < ATTEMPTS:
-                    time.sleep(delay)
-                    delay *= 3
-        raise RemoteUnavailable(f"{what} {key!r} on {self.url} still failing after {ATTEMPTS} attempts: {last}",
-                                url=self.url, key=key,
-                                hint="check the network and the remote's address (and --endpoint-url), then retry; "
-                                     "what was already transferred is kept") from last
-
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
-        data = self.retry("GET", key, self.t.get, key, start, end)
+        data = self.r.get(key, start, end)
         self._count(received=len(data))
         return data
 
@@ -96,25 +81,23 @@ class Session:
 
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
         try:
-            data, etag = self.retry("GET", key, self.t.get_with_etag, key)
+            data, etag = self.r.get_with_etag(key)
         except RemoteNotFound:
             return None
         self._count(received=len(data))
         return data, etag
 
     def exists(self, key: str) -> bool:
-        return self.retry("HEAD", key, self.t.exists, key)
+        return self.r.exists(key)
 
     def list(self, prefix: str) -> list[str]:
-        return self.retry("LIST", prefix, lambda: list(self.t.list(prefix)))
+        return list(self.r.list(prefix))
 
     def put_new(self, key: str, data: bytes | memoryview) -> bool:
         """Create a hash-named key if absent: True if written, False if it was there (a retried put that landed)."""
-        def attempt() -> None:
-            self._count(sent=len(data))
-            self.t.put(key, data, if_absent=True)
+        self._count(sent=len(data))
         try:
-            self.retry("PUT", key, attempt)
+            self.r.put(key, data, if_absent=True)
             return True
         except RemotePreconditionFailed:
             return False
