@@ -65,7 +65,7 @@ class RetryingTransport(Transport):
     def put(self, key: str, data: Data, *, if_absent: bool = False, if_match: str | None = None) -> str:
         """See Transport.put; compare-and-swap puts are not retried."""
         if if_match is not None:
-            return self.inner.put(key, data, if_match=if_match)
+            return self.inner.put(key, data, if_absent=if_absent, if_match=if_match)
         return self._retry("PUT", key, self.inner.put, key, data, if_absent=if_absent)
 
     def list(self, prefix: str = "") -> Iterator[str]:

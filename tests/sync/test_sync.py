@@ -32,6 +32,7 @@ from ckstore.results import SyncResult
 from ckstore.storage.packs import pack_path, parse_idx
 
 from conftest import make_safetensors
+from faults import Faulty
 
 from s3servers import BUCKET, WEED_KEY, WEED_SECRET, free_port, s3_env  # noqa: E402
 
@@ -125,71 +126,6 @@ def snapshot(repo) -> dict:
 
 def new_repo(path: Path):
     return ckstore.Repo.init(path, chunk_size=CHUNK)
-
-
-class Faulty(Transport):
-    """A real transport that fails on purpose: after N puts or N range GETs of packs, or transiently."""
-
-    def __init__(self, inner: Transport, *, fail_put_after: int | None = None, fail_get_after: int | None = None,
-                 flaky_every: int = 0, before_ref_put=None) -> None:
-        self.inner, self.url = inner, inner.url
-        self.fail_put_after, self.fail_get_after, self.flaky_every = fail_put_after, fail_get_after, flaky_every
-        self.before_ref_put = before_ref_put
-        self.puts = self.gets = self.calls = 0
-        self.landed = 0
-        self.lock = threading.Lock()
-
-    def _flaky(self, what: str) -> None:
-        if self.flaky_every:
-            with self.lock:
-                self.calls += 1
-                fail = self.calls % self.flaky_every == 0
-            if fail:
-                raise RemoteUnavailable(f"injected transient failure of {what}", url=self.url)
-
-    def get(self, key, start=None, end=None):
-        self._flaky("GET")
-        if key.startswith("packs/") and start is not None:
-            with self.lock:
-                self.gets += 1
-                fail = self.fail_get_after is not None and self.gets > self.fail_get_after
-            if fail:
-                raise RemoteError("injected: connection lost mid-fetch", url=self.url, key=key)
-        return self.inner.get(key, start, end)
-
-    def get_with_etag(self, key):
-        self._flaky("GET")
-        return self.inner.get_with_etag(key)
-
-    def stat(self, key):
-        self._flaky("HEAD")
-        return self.inner.stat(key)
-
-    def exists(self, key):
-        self._flaky("HEAD")
-        return self.inner.exists(key)
-
-    def list(self, prefix=""):
-        self._flaky("LIST")
-        return self.inner.list(prefix)
-
-    def delete(self, key):
-        raise AssertionError("push, fetch and clone never delete")
-
-    def put(self, key, data, *, if_absent=False, if_match=None):
-        self._flaky("PUT")
-        if key.startswith("refs/heads/") and self.before_ref_put:
-            self.before_ref_put()
-        if key.startswith("packs/"):
-            with self.lock:
-                self.puts += 1
-                fail = self.fail_put_after is not None and self.puts > self.fail_put_after
-            if fail:
-                raise RemoteError("injected: the push process died", url=self.url, key=key)
-        etag = self.inner.put(key, data, if_absent=if_absent, if_match=if_match)
-        with self.lock:
-            self.landed += len(data)
-        return etag
 
 
 def transport_for(url: str, opts: dict, create: bool = False) -> Transport:
@@ -466,10 +402,14 @@ def test_transient_errors_are_retried(tmp_path):
     with new_repo(tmp_path / "a") as a:
         versions = commit_series(a, Series(tmp_path / "ck"), 2)
         a.remote_add("origin", url)
-        push_mod.push(a.engine, transport=Faulty(open_transport(url), flaky_every=3))
+        up = Faulty(open_transport(url), flaky_every=3)
+        push_mod.push(a.engine, transport=up)
+        assert up.failed >= 3, "the push met too few injected faults to test retrying"
     with new_repo(tmp_path / "b") as b:
         b.remote_add("origin", url)
-        fetch_mod.fetch(b.engine, transport=Faulty(open_transport(url), flaky_every=3))
+        down = Faulty(open_transport(url), flaky_every=3)
+        fetch_mod.fetch(b.engine, transport=down)
+        assert down.failed >= 3, "the fetch met too few injected faults to test retrying"
         b.pull()
         b.checkout("main", tmp_path / "out")
         assert same_tree(versions[-1][1], tmp_path / "out")

@@ -28,10 +28,9 @@ from ckstore.errors import CkstoreError, IntegrityError, UnsafePath
 from ckstore.model.objects import SEG_INLINE, Commit, FileRecipe, Manifest, hash_bytes
 from ckstore.storage.packs import ENTRY, FOOTER, pack_path, parse_idx
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 PROJECT = HERE.parent
 WORKER = HERE / "crash_worker.py"
-sys.path.insert(0, str(HERE))
 from crash_worker import make_checkpoint, tree_bytes  # noqa: E402
 
 SOAK = os.environ.get("CKSTORE_SOAK") == "1"

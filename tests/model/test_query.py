@@ -414,7 +414,7 @@ def test_ast_is_frozen_and_hashable():
 
 
 def test_module_is_pure():
-    tree = ast.parse((Path(__file__).resolve().parents[1] / "ckstore" / "model" / "query.py").read_text())
+    tree = ast.parse((Path(__file__).resolve().parents[2] / "ckstore" / "model" / "query.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
