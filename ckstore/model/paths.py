@@ -1,4 +1,4 @@
-"""Pure checks that a stored path is safe to write under a destination directory."""
+"""Pure checks that a stored path or a remote key is a safe relative name (one validator for both)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,43 @@ from ..errors import UnsafePath
 
 MAX_PATH = 4096
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_FORBIDDEN_PARTS = {"", ".", "..", ".ckstore", ".git"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_RESERVED = frozenset({".ckstore", ".git"})
+
+
+def problem(path: object, *, max_bytes: int, reserved: frozenset[str] = frozenset(),
+            max_component: int | None = None, controls: bool = False) -> str | None:
+    """Why `path` is not a safe relative "/"-separated name, or None. The one validator behind checkout paths
+    (check_path) and remote keys (transport.base.check_key): empty, NUL, too long, absolute or drive paths,
+    backslashes, "", "." and ".." components, and, as asked, control characters, over-long components and
+    reserved components (compared case-insensitively)."""
+    if not isinstance(path, str) or not path:
+        return "it is empty" if isinstance(path, str) else f"it is a {type(path).__name__}, not a str"
+    if "\0" in path:
+        return "it contains a NUL byte"
+    if controls and _CONTROL.search(path):
+        return "it contains a control character"
+    if len(path.encode("utf-8", "surrogatepass")) > max_bytes:
+        return f"it is longer than {max_bytes} bytes"
+    if path.startswith("/") or _DRIVE.match(path):
+        return "it is absolute"
+    if "\\" in path:
+        return "it contains a backslash"
+    parts = path.split("/")
+    if max_component is not None and max(len(p.encode("utf-8", "surrogatepass")) for p in parts) > max_component:
+        return f"a component is longer than {max_component} bytes"
+    bad = [p for p in parts if p in ("", ".", "..") or p.lower() in reserved]
+    if bad:
+        return "it has an empty component" if bad[0] == "" else f"it has a {bad[0]!r} component"
+    return None
 
 
 def check_path(path: str) -> str:
     """Return `path` if it is relative, "/"-separated and stays inside its destination; else raise UnsafePath."""
-    why = None
-    if not isinstance(path, str) or not path:
-        why = "it is empty"
-    elif "\0" in path:
-        why = "it contains a NUL byte"
-    elif len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
-        why = f"it is longer than {MAX_PATH} bytes"
-    elif path.startswith("/") or _DRIVE.match(path):
-        why = "it is absolute"
-    elif "\\" in path:
-        why = "it contains a backslash"
-    elif max(len(p.encode("utf-8", "surrogatepass")) for p in path.split("/")) > 255:
-        why = "a component is longer than 255 bytes"
-    else:
-        bad = [p for p in path.split("/") if p in _FORBIDDEN_PARTS or p.lower() in (".ckstore", ".git")]
-        if bad:
-            why = f"it has a {bad[0]!r} component"
+    why = problem(path, max_bytes=MAX_PATH, reserved=_RESERVED, max_component=255)
     if why:
-        raise UnsafePath(f"refusing path {path[:200]!r}: {why}", hint="the checkpoint names a file outside its directory")
+        raise UnsafePath(f"refusing path {str(path)[:200]!r}: {why}",
+                         hint="the checkpoint names a file outside its directory")
     return path
 
 

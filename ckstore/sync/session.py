@@ -7,12 +7,10 @@ config, refs and pack index read from it, every name and id checked; plus what a
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from ..engine.repository import Repository
 from ..errors import (
@@ -21,7 +19,6 @@ from ..errors import (
     RemoteError,
     RemoteNotFound,
     RemotePreconditionFailed,
-    RemoteUnavailable,
     UnsupportedFormat,
     UsageError,
 )

@@ -25,18 +25,17 @@ re-reads it and treats "the ref now holds exactly what I wrote" as success.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from typing import Iterator, NamedTuple, Union
 
 import blake3
 
 from ..errors import RemoteNotFound, UsageError
+from ..model.paths import problem
 
 Data = Union[bytes, bytearray, memoryview]
 
 MAX_KEY_BYTES = 1024          # the S3 limit
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class KeyStat(NamedTuple):
@@ -52,23 +51,7 @@ def content_etag(data: Data) -> str:
 
 def check_key(key: str) -> str:
     """Return `key` if it is a safe relative key; else raise UsageError naming what is wrong."""
-    why = None
-    if not isinstance(key, str) or not key:
-        why = "it is empty" if isinstance(key, str) else f"it is a {type(key).__name__}, not a str"
-    elif "\0" in key:
-        why = "it contains a NUL byte"
-    elif _CONTROL.search(key):
-        why = "it contains a control character"
-    elif len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        why = f"it is longer than {MAX_KEY_BYTES} bytes"
-    elif key.startswith("/") or re.match(r"^[A-Za-z]:", key):
-        why = "it is absolute"
-    elif "\\" in key:
-        why = "it contains a backslash"
-    else:
-        bad = [p for p in key.split("/") if p in ("", ".", "..")]
-        if bad:
-            why = "it has an empty component" if bad[0] == "" else f"it has a {bad[0]!r} component"
+    why = problem(key, max_bytes=MAX_KEY_BYTES, controls=True)
     if why:
         raise UsageError(f"refusing remote key {str(key)[:200]!r}: {why}",
                          hint="keys are relative '/'-separated names like 'refs/heads/main'")

@@ -24,7 +24,7 @@ import zstandard
 
 from ckstore import Repo
 from ckstore.model import codec
-from ckstore.errors import CkstoreError, IntegrityError, UnsafePath
+from ckstore.errors import CkstoreError, DamagedRef, IntegrityError, UnsafePath
 from ckstore.model.objects import SEG_INLINE, Commit, FileRecipe, Manifest, hash_bytes
 from ckstore.storage.packs import ENTRY, FOOTER, pack_path, parse_idx
 
@@ -443,7 +443,7 @@ def test_corrupt_ref_file_fails_cleanly(rot_base: RotBase, tmp_path: Path, conte
     shutil.copytree(rot_base.root, case)
     (case / ".ckstore" / "refs" / "heads" / "main").write_bytes(content)
     with Repo.open(case) as repo:
-        with pytest.raises(CkstoreError):
+        with pytest.raises(DamagedRef, match="refs/heads/main"):
             repo.checkout("main", tmp_path / "head")
         assert not (tmp_path / "head").exists() or not any((tmp_path / "head").iterdir())
         for cid, msg in rot_base.commits.items():  # objects are intact: every commit by id still checks out
@@ -799,6 +799,6 @@ def test_overlong_component_is_a_clean_error(evil: Repo, tmp_path: Path) -> None
     """A 1000-byte component is under the 4096-byte path limit but over NAME_MAX: a CkstoreError, no stray file."""
     cid = plant(evil, ["z" * 1000])
     dest = tmp_path / "dest"
-    with pytest.raises(CkstoreError):
+    with pytest.raises(UnsafePath, match="longer than 255 bytes"):
         evil.checkout(cid, dest)
     assert leftovers(dest) == []

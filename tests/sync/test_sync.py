@@ -23,7 +23,7 @@ import pytest
 
 import ckstore
 from ckstore.model import codec
-from ckstore.errors import (CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
+from ckstore.errors import (AlreadyExists, CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
                             RemoteUnavailable, UnsupportedFormat, UsageError)
 from ckstore.transport import Transport, forget_memory_transport, open_transport, retry
 from ckstore.sync import fetch as fetch_mod, push as push_mod, select, session
@@ -277,7 +277,7 @@ def test_corrupt_remote_pack_is_refused(tmp_path):
     assert snapshot(b) == before
     assert b.fsck(read_data=True).ok
     assert not [p for p in (b.dir / "tmp").iterdir() if p.suffix == ".pack"]
-    with pytest.raises(IntegrityError):              # a clone of it fails, and leaves nothing behind
+    with pytest.raises(CorruptObject):               # a clone of it fails, and leaves nothing behind
         ckstore.clone(url, tmp_path / "c")
     assert not (tmp_path / "c").exists()
     a.close()
@@ -526,7 +526,7 @@ def test_remote_registry(tmp_path):
         spec = a.remote_add("origin", "rel/path")
         assert Path(spec.url).is_absolute()
         a.remote_add("s3", "s3://bucket/prefix", endpoint_url="http://127.0.0.1:9000", region="eu-west-1")
-        with pytest.raises(CkstoreError, match="already exists"):
+        with pytest.raises(AlreadyExists, match="already exists"):
             a.remote_add("origin", "/elsewhere")
         with pytest.raises(UsageError):
             a.remote_add("bad/name", "/x")
