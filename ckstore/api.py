@@ -382,8 +382,9 @@ class Repo:
 
 
 def similar(key: str, known: set[str], n: int = 5) -> list[str]:
-    """Known keys that look like `key` (same last part, or close spelling)."""
+    """Known keys of the same depth that look like `key` (same last part, or close spelling)."""
     import difflib
+    known = {k for k in known if k.count(".") == key.count(".")}
     tail = key.rsplit(".", 1)[-1]
     same_tail = sorted(k for k in known if k.rsplit(".", 1)[-1] == tail)
     close = difflib.get_close_matches(key, sorted(known), n=n, cutoff=0.6)

@@ -97,6 +97,12 @@ def main() -> None:
     except BrokenPipeError:  # `ckstore log | head -1`: the reader has all it wanted
         _quiet_stdout()
         sys.exit(0)
+    except SystemExit as exc:
+        # click turns EPIPE into exit 1 after wrapping stdout in its PacifyFlushWrapper; a closed pipe is no failure
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _quiet_stdout()
+            sys.exit(0)
+        raise
     except CkstoreError as exc:
         if os.environ.get("CKSTORE_DEBUG") == "1":
             raise

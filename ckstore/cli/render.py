@@ -14,8 +14,17 @@ from ..model.progress import human_bytes
 if TYPE_CHECKING:
     from ..results import CommitInfo, ShowInfo
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True)
+class _Console(Console):
+    """rich's console, but a closed pipe (`ckstore log | head -1`) ends the command successfully, as the reader
+    has all it wanted: the entry point turns BrokenPipeError into exit 0."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Console(highlight=False, soft_wrap=True)
+err = _Console(stderr=True)
 
 
 def when(ts: float) -> str:
@@ -49,7 +58,7 @@ def _print_table(table: Table) -> None:
     if out.is_terminal:
         out.print(table)
     else:
-        Console(file=out.file, highlight=False, soft_wrap=True, width=1 << 20).print(table)
+        _Console(file=out.file, highlight=False, soft_wrap=True, width=1 << 20).print(table)
 
 
 def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None:
