@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import AlreadyExists, CorruptObject, UnsafePath
 from ..formats.base import DTYPES
-from ..model.objects import SEG_CHUNKS, SEG_INLINE, FileRecipe, Manifest, TensorEntry
+from ..model.objects import ChunkRun, FileRecipe, Inline, Manifest, TensorEntry
 from ..model.paths import check_paths
 from ..storage.store import Store
 from .parallel import ordered_map
@@ -26,12 +26,12 @@ Progress = Callable[[int], None]
 def _segment_chunks(manifest: Manifest, recipe: FileRecipe) -> Iterator[bytes | memoryview]:
     """Inline runs as memoryviews, chunk ids as bytes: `file_pieces` tells them apart by type."""
     for seg in recipe.segments:
-        if seg[0] == SEG_INLINE:
-            yield memoryview(seg[1])
-        elif seg[0] == SEG_CHUNKS:
-            yield from seg[3]
+        if isinstance(seg, Inline):
+            yield memoryview(seg.data)
+        elif isinstance(seg, ChunkRun):
+            yield from seg.chunks
         else:
-            yield from manifest.tensors[seg[1]].chunks
+            yield from manifest.tensors[seg.index].chunks
 
 
 def file_pieces(store: Store, manifest: Manifest, recipe: FileRecipe, pool: Executor) -> Iterator[memoryview]:
@@ -76,15 +76,15 @@ def _placed_pieces(manifest: Manifest, recipe: FileRecipe) -> Iterator[tuple[int
     """(offset in the file, chunk id or inline bytes) of every piece of the file."""
     pos = 0
     for seg in recipe.segments:
-        if seg[0] == SEG_INLINE:
-            yield pos, memoryview(seg[1])
-            pos += len(seg[1])
-        elif seg[0] == SEG_CHUNKS:
-            for k, cid in enumerate(seg[3]):
-                yield pos + k * seg[2], cid
-            pos += seg[1]
+        if isinstance(seg, Inline):
+            yield pos, memoryview(seg.data)
+            pos += len(seg.data)
+        elif isinstance(seg, ChunkRun):
+            for k, cid in enumerate(seg.chunks):
+                yield pos + k * seg.chunk_size, cid
+            pos += seg.nbytes
         else:
-            entry = manifest.tensors[seg[1]]
+            entry = manifest.tensors[seg.index]
             for cid, start, _ in entry.chunk_ranges():
                 yield pos + start, cid
             pos += entry.nbytes

@@ -14,7 +14,8 @@ import numpy as np
 from ..formats.base import DTYPES, ScannedFile, TensorInfo, drop_range, itemsize, mapping_of
 from ..model import codec, stats
 from ..model.chunking import INLINE_MAX, chunk_bytes_for, split
-from ..model.objects import SEG_CHUNKS, SEG_INLINE, SEG_TENSOR, FileRecipe, Manifest, TensorEntry, hash_bytes
+from ..model.objects import (ChunkRun, FileRecipe, Inline, Manifest, Segment, TensorEntry, TensorRef,
+                             hash_bytes)
 from ..storage.store import ChunkWriter, Store
 from .parallel import ordered_map
 
@@ -34,7 +35,7 @@ class CachedFile:
     """A file known unchanged since an earlier snapshot (stat cache hit): its recipe and tensors are reused."""
 
     recipe: FileRecipe
-    tensors: tuple[TensorEntry, ...]  # SEG_TENSOR segments of `recipe` index into this tuple
+    tensors: tuple[TensorEntry, ...]  # TensorRef segments of `recipe` index into this tuple
 
 
 @dataclass(slots=True)
@@ -135,20 +136,20 @@ class Snapshotter:
     def _recipe(self, scanned: ScannedFile, spans: list[_Span], file_hash: bytes,
                 tensors: list[TensorEntry]) -> FileRecipe:
         chunked = {id(sp.span): sp for sp in spans}
-        segments: list[tuple] = []
+        segments: list[Segment] = []
         for span in scanned.spans:
             sp = chunked.get(id(span))
             if span.tensor is not None:
                 info = span.tensor
-                segments.append((SEG_TENSOR, len(tensors)))
+                segments.append(TensorRef(len(tensors)))
                 tensors.append(TensorEntry(info.name, scanned.path, info.dtype, info.shape, span.offset, span.nbytes,
                                            chunk_bytes_for(sp.width, self.settings.chunk_size), tuple(sp.ids),
                                            self._stats(scanned.path, sp)))
             elif sp is None:
-                segments.append((SEG_INLINE, bytes(span.data)))
+                segments.append(Inline(bytes(span.data)))
                 self.progress(span.nbytes)
             else:
-                segments.append((SEG_CHUNKS, span.nbytes, self.settings.chunk_size, tuple(sp.ids)))
+                segments.append(ChunkRun(span.nbytes, self.settings.chunk_size, tuple(sp.ids)))
         return FileRecipe(scanned.path, scanned.size, file_hash, tuple(_merge_inline(segments)))
 
     def _snapshot(self, scanned: list[ScannedFile]) -> list[tuple[list[_Span], bytes]]:
@@ -287,16 +288,16 @@ class _Pages:
 
 
 def _reindex(recipe: FileRecipe, shift: int) -> FileRecipe:
-    segs = tuple((SEG_TENSOR, s[1] + shift) if s[0] == SEG_TENSOR else s for s in recipe.segments)
+    segs = tuple(TensorRef(s.index + shift) if isinstance(s, TensorRef) else s for s in recipe.segments)
     return FileRecipe(recipe.path, recipe.size, recipe.hash, segs)
 
 
-def _merge_inline(segments: list[tuple]) -> list[tuple]:
+def _merge_inline(segments: list[Segment]) -> list[Segment]:
     """Adjacent inline runs become one (fewer, larger segments in the manifest)."""
     out: list[tuple] = []
     for seg in segments:
-        if seg[0] == SEG_INLINE and out and out[-1][0] == SEG_INLINE:
-            out[-1] = (SEG_INLINE, out[-1][1] + seg[1])
+        if isinstance(seg, Inline) and out and isinstance(out[-1], Inline):
+            out[-1] = Inline(out[-1].data + seg.data)
         else:
             out.append(seg)
     return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Union
 
 import blake3
 import msgpack
@@ -114,8 +114,60 @@ class TensorEntry:
                    d["chunk_bytes"], tuple(d["chunks"]), d.get("stats", {}))
 
 
-# Segment kinds of a file recipe.
+# A file recipe is a sequence of typed segments; on disk each is a list headed by its kind.
 SEG_INLINE, SEG_CHUNKS, SEG_TENSOR = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """Bytes kept in the manifest itself (headers, small files)."""
+
+    data: bytes
+
+    def encode(self) -> list:
+        """The segment as stored: [0, data]."""
+        return [SEG_INLINE, self.data]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRun:
+    """`nbytes` of opaque file content cut into chunks of `chunk_size` (the last may be shorter)."""
+
+    nbytes: int
+    chunk_size: int
+    chunks: tuple[bytes, ...]
+
+    def encode(self) -> list:
+        """The segment as stored: [1, nbytes, chunk_size, [chunk ids]]."""
+        return [SEG_CHUNKS, self.nbytes, self.chunk_size, list(self.chunks)]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    """The bytes of the manifest's tensor number `index`."""
+
+    index: int
+
+    def encode(self) -> list:
+        """The segment as stored: [2, index]."""
+        return [SEG_TENSOR, self.index]
+
+
+Segment = Union[Inline, ChunkRun, TensorRef]
+
+
+def decode_segment(s: Any, n_tensors: int) -> Segment:
+    """A stored segment list, checked against the schema."""
+    _need(isinstance(s, list) and s and s[0] in (SEG_INLINE, SEG_CHUNKS, SEG_TENSOR), "segment kind")
+    if s[0] == SEG_INLINE:
+        _need(len(s) == 2 and isinstance(s[1], bytes), "inline segment")
+        return Inline(s[1])
+    if s[0] == SEG_CHUNKS:
+        _need(len(s) == 4 and _is_int(s[1]) and _is_int(s[2]) and s[2] > 0 and isinstance(s[3], list)
+              and all(_is_id(c) for c in s[3]) and len(s[3]) == -(-s[1] // s[2]), "chunk segment")
+        return ChunkRun(s[1], s[2], tuple(s[3]))
+    _need(len(s) == 2 and _is_int(s[1]) and 0 <= s[1] < n_tensors, "tensor segment")
+    return TensorRef(s[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,30 +177,21 @@ class FileRecipe:
     path: str
     size: int
     hash: bytes
-    segments: tuple[tuple, ...]
+    segments: tuple[Segment, ...]
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "size": self.size, "hash": self.hash, "segments": [list(s) for s in self.segments]}
+        """The stored form."""
+        return {"path": self.path, "size": self.size, "hash": self.hash,
+                "segments": [seg.encode() for seg in self.segments]}
 
     @classmethod
     def from_dict(cls, d: dict, n_tensors: int) -> FileRecipe:
+        """A recipe from its stored form, checked against the schema."""
         _need(isinstance(d.get("path"), str), "file.path")
         _need(_is_int(d.get("size")) and d["size"] >= 0, "file.size")
         _need(_is_id(d.get("hash")), "file.hash")
         _need(isinstance(d.get("segments"), list), "file.segments")
-        segs = []
-        for s in d["segments"]:
-            _need(isinstance(s, list) and s and s[0] in (SEG_INLINE, SEG_CHUNKS, SEG_TENSOR), "segment kind")
-            if s[0] == SEG_INLINE:
-                _need(len(s) == 2 and isinstance(s[1], bytes), "inline segment")
-            elif s[0] == SEG_CHUNKS:
-                _need(len(s) == 4 and _is_int(s[1]) and _is_int(s[2]) and s[2] > 0 and isinstance(s[3], list)
-                      and all(_is_id(c) for c in s[3]) and len(s[3]) == -(-s[1] // s[2]), "chunk segment")
-                s = [s[0], s[1], s[2], tuple(s[3])]
-            else:
-                _need(len(s) == 2 and _is_int(s[1]) and 0 <= s[1] < n_tensors, "tensor segment")
-            segs.append(tuple(s))
-        return cls(d["path"], d["size"], d["hash"], tuple(segs))
+        return cls(d["path"], d["size"], d["hash"], tuple(decode_segment(s, n_tensors) for s in d["segments"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,27 +203,28 @@ class Manifest:
     def file(self, path: str) -> FileRecipe | None:
         return next((f for f in self.files if f.path == path), None)
 
-    def segment_length(self, seg: tuple) -> int:
-        if seg[0] == SEG_INLINE:
-            return len(seg[1])
-        if seg[0] == SEG_CHUNKS:
-            return seg[1]
-        return self.tensors[seg[1]].nbytes
+    def segment_length(self, seg: Segment) -> int:
+        """How many bytes of its file a segment holds."""
+        if isinstance(seg, Inline):
+            return len(seg.data)
+        if isinstance(seg, ChunkRun):
+            return seg.nbytes
+        return self.tensors[seg.index].nbytes
 
     def chunk_ids(self) -> set[bytes]:
         """Every chunk the manifest needs."""
         ids = {c for t in self.tensors for c in t.chunks}
-        ids.update(c for f in self.files for s in f.segments if s[0] == SEG_CHUNKS for c in s[3])
+        ids.update(c for f in self.files for s in f.segments if isinstance(s, ChunkRun) for c in s.chunks)
         return ids
 
     def file_chunks(self, files: Iterable[FileRecipe]) -> Iterator[bytes]:
         """The chunk ids `files` are made of, in file order (repeats included)."""
         for f in files:
             for seg in f.segments:
-                if seg[0] == SEG_CHUNKS:
-                    yield from seg[3]
-                elif seg[0] == SEG_TENSOR:
-                    yield from self.tensors[seg[1]].chunks
+                if isinstance(seg, ChunkRun):
+                    yield from seg.chunks
+                elif isinstance(seg, TensorRef):
+                    yield from self.tensors[seg.index].chunks
 
     def logical_bytes(self) -> int:
         return sum(f.size for f in self.files)

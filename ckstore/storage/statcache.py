@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..model.objects import FileRecipe, TensorEntry, pack_canonical, unpack_limited
+from ..model.objects import ChunkRun, FileRecipe, TensorEntry, pack_canonical, unpack_limited
 from .index import ChunkIndex
 
 RACY_SECONDS = 1.0  # a file modified this recently may change again within the same mtime tick: never cache it
@@ -37,7 +37,7 @@ class StatCache:
         except (ValueError, TypeError, KeyError):
             return None  # a damaged cache entry is a miss, never an error
         needed = {c for t in entries for c in t.chunks}
-        needed.update(c for s in recipe.segments if s[0] == 1 for c in s[3])
+        needed.update(c for s in recipe.segments if isinstance(s, ChunkRun) for c in s.chunks)
         if len(self.index.get_many(list(needed))) != len(needed):
             return None
         return recipe, entries

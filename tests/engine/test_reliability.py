@@ -25,7 +25,7 @@ import zstandard
 from ckstore import Repo
 from ckstore.model import codec
 from ckstore.errors import CkstoreError, DamagedRef, IntegrityError, UnsafePath
-from ckstore.model.objects import SEG_INLINE, Commit, FileRecipe, Manifest, hash_bytes
+from ckstore.model.objects import Commit, Inline, FileRecipe, Manifest, hash_bytes
 from ckstore.storage.packs import ENTRY, FOOTER, pack_path, parse_idx
 
 HERE = Path(__file__).resolve().parents[1]  # tests/
@@ -683,7 +683,7 @@ def plant(repo: Repo, paths: list[str]) -> str:
     recipes = []
     for i, p in enumerate(paths):
         data = f"evil {i}\n".encode()
-        recipes.append(FileRecipe(p, len(data), hash_bytes(data), ((SEG_INLINE, data),)))
+        recipes.append(FileRecipe(p, len(data), hash_bytes(data), (Inline(data),)))
     mid = repo.engine.store.put_object(Manifest(tuple(recipes), ()))
     head = repo.engine.refs.read(MAIN)
     cid = repo.engine.store.put_object(Commit(mid, (head,), "mallory", time.time(), "evil"))

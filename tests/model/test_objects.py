@@ -4,7 +4,7 @@ import msgpack
 import pytest
 
 from ckstore.errors import CorruptObject
-from ckstore.model.objects import (SEG_INLINE, SEG_TENSOR, Commit, FileRecipe, Manifest, Tag, TensorEntry, decode_object,
+from ckstore.model.objects import (Commit, Inline, TensorRef, FileRecipe, Manifest, Tag, TensorEntry, decode_object,
                              encode_object, object_id)
 
 ID = b"\x01" * 32
@@ -12,7 +12,7 @@ ID = b"\x01" * 32
 
 def _manifest():
     t = TensorEntry("w", "m.safetensors", "F32", (2, 2), 8, 16, 8, (ID, b"\x02" * 32))
-    f = FileRecipe("m.safetensors", 24, ID, ((SEG_INLINE, b"8 bytes!"), (SEG_TENSOR, 0)))
+    f = FileRecipe("m.safetensors", 24, ID, (Inline(b"8 bytes!"), TensorRef(0)))
     return Manifest((f,), (t,))
 
 
