@@ -1,19 +1,34 @@
-"""ckstore: Git-style, content-addressed version control for ML model checkpoints."""
+"""ckstore: Git-style, content-addressed version control for ML model checkpoints.
+
+    import ckstore
+    with ckstore.Repo.open() as repo:
+        info = repo.commit("out/checkpoint-500", message="warmup", metrics={"val_loss": 0.41})
+
+`Repo` (ckstore.api) is the whole API; its verbs return the typed values of ckstore.results; every error is a
+ckstore.errors.CkstoreError.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CommitInfo", "Repo", "ShowInfo", "clone", "errors"]
+__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FsckReport", "Repo", "ResetResult",
+           "ShowInfo", "SyncResult", "TagInfo", "clone", "errors"]
 __version__ = "0.1.0"
+
+_API = {"Repo", "clone"}
+_RESULTS = set(__all__) - _API - {"errors"}
 
 
 def __getattr__(name: str) -> Any:
     # The library pulls in numpy and LMDB; import it on first use so `ckstore --help` stays fast.
-    if name in ("Repo", "CommitInfo", "ShowInfo", "clone"):
+    if name in _API:
         from . import api
         return getattr(api, name)
+    if name in _RESULTS:
+        from . import results
+        return getattr(results, name)
     if name == "errors":
         from . import errors
         return errors
-    raise AttributeError(name)
+    raise AttributeError(f"module 'ckstore' has no attribute {name!r}")

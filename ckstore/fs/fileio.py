@@ -32,6 +32,7 @@ def write_atomic(path: Path, data: bytes | memoryview, tmp_dir: Path, *, exclusi
     if exclusive and path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir.mkdir(parents=True, exist_ok=True)  # a removed tmp/ is recreated, not an error
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -12,6 +12,7 @@ from ..fs.fileio import write_atomic
 FORMAT, VERSION, HASH = "ckstore", 1, "blake3-256"
 DEFAULT_CHUNK = 1 << 20
 DEFAULT_PACK = 256 << 20
+MAX_DELTA_DEPTH = 64  # the longest delta chain a reader follows
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class Config:
         codec = raw.get("codec") or {}
         level, depth = codec.get("zstd_level", 1), codec.get("max_delta_depth", 4)
         if not all(isinstance(v, int) and v > 0 for v in (chunk, pack, level)) or chunk < 4096 or \
-                not isinstance(depth, int) or depth < 0:
+                not isinstance(depth, int) or not 0 <= depth <= MAX_DELTA_DEPTH:
             raise UnsupportedFormat(f"{path}: chunk_size, pack_size and codec.zstd_level must be positive integers "
-                                    "(chunk_size at least 4096), codec.max_delta_depth a non-negative integer")
+                                    f"(chunk_size at least 4096), codec.max_delta_depth an integer from 0 to "
+                                    f"{MAX_DELTA_DEPTH} (readers refuse longer delta chains)")
         return cls(chunk, pack, level, depth, raw.get("schema") or {})

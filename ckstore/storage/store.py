@@ -23,11 +23,11 @@ from ..model.objects import (
     is_hex,
     object_id,
 )
+from .config import MAX_DELTA_DEPTH
 from .index import ChunkIndex, Location
 from .packs import Entry, PackFormatError, PackWriter, pack_path, parse_idx
 
 MAX_OBJECT = 256 * 1024 * 1024  # decompressed size cap for one object
-MAX_DELTA_DEPTH = 64
 
 
 class Store:
