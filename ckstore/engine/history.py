@@ -76,7 +76,7 @@ def snapshot(repo: Repository, src: str | os.PathLike | dict, progress: Progress
             sources.append(CachedFile(*hit) if hit else scan_path(path, rel))
             stats[rel] = (str(path), st)
     cfg = repo.config
-    writer = repo.store.writer(cfg.pack_size)
+    writer = repo.store.sink(cfg.pack_size)
     progress.begin("commit", sum(f.recipe.size if isinstance(f, CachedFile) else f.size for f in sources))
     try:
         snap = Snapshotter(repo.store, writer, repo.pool, SnapshotSettings(cfg.chunk_size, cfg.zstd_level,

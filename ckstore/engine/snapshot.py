@@ -16,7 +16,7 @@ from ..model import codec, stats
 from ..model.chunking import INLINE_MAX, chunk_bytes_for, split
 from ..model.objects import (ChunkRun, FileRecipe, Inline, Manifest, Segment, TensorEntry, TensorRef,
                              hash_bytes)
-from ..storage.store import ChunkWriter, Store
+from ..storage.store import PackSink, Store
 from .parallel import ordered_map
 
 Progress = Callable[[int], None]
@@ -62,7 +62,7 @@ class Snapshotter:
     """Every chunk of a commit goes through one ordered stream on the pool (hash, statistics, encode), so the
     workers stay busy across tensor and file boundaries; whole-file hashes run beside it on their own thread."""
 
-    def __init__(self, store: Store, writer: ChunkWriter, pool: Executor, settings: SnapshotSettings,
+    def __init__(self, store: Store, writer: PackSink, pool: Executor, settings: SnapshotSettings,
                  progress: Progress | None = None, parent: Manifest | None = None) -> None:
         self.store, self.writer, self.pool, self.settings = store, writer, pool, settings
         self.progress = progress or (lambda n: None)

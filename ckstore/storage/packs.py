@@ -69,6 +69,7 @@ class PackWriter:
 
     def __init__(self, packs_dir: Path, tmp_dir: Path) -> None:
         self.packs_dir, self.tmp_dir = packs_dir, tmp_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, self.tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=".pack")
         self.file = os.fdopen(fd, "wb", buffering=0)
         self.hasher, self.check = blake3.blake3(), xxhash.xxh3_64()

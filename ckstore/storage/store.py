@@ -239,8 +239,9 @@ class Store:
     def delta_depth(self, chunk: bytes, limit: int) -> int:
         return self.delta_chain(chunk, limit)[0]
 
-    def writer(self, pack_size: int) -> ChunkWriter:
-        return ChunkWriter(self, pack_size)
+    def sink(self, pack_size: int, *, index_each_pack: bool = False, keep_raw: int = 0) -> PackSink:
+        """A PackSink writing new frames into this store's packs."""
+        return PackSink(self, pack_size, index_each_pack=index_each_pack, keep_raw=keep_raw)
 
 
 class RecentChunks:
@@ -270,42 +271,79 @@ class RecentChunks:
                 self.size -= len(old)
 
 
-class ChunkWriter:
-    """Collects new frames into packs; `finish` seals them and records them in one index transaction."""
+class PackSink:
+    """New frames into packs in tmp/, sealed at `pack_size`: the one pack writer of commits and fetches.
 
-    def __init__(self, store: Store, pack_size: int) -> None:
+    A commit indexes its packs in one transaction at `finish` (no chunk is visible before the manifest that needs
+    it can be written); a fetch indexes each pack as it is sealed (`index_each_pack`), so an interrupted fetch
+    keeps what it completed. With `keep_raw`, the verified raw bytes of the unsealed pack's chunks (up to that
+    many bytes) are kept, so delta frames naming them decode before the pack is sealed.
+    """
+
+    def __init__(self, store: Store, pack_size: int, *, index_each_pack: bool = False, keep_raw: int = 0) -> None:
         self.store, self.pack_size = store, pack_size
+        self.index_each_pack, self.keep_raw = index_each_pack, keep_raw
         self.current: PackWriter | None = None
         self.sealed: list[tuple[bytes, list[Entry]]] = []
         self.pending: set[bytes] = set()
-        self.bytes_written = 0
+        self.raw: dict[bytes, memoryview] = {}
+        self.raw_bytes = 0
+        self.bytes_written = 0  # frame bytes added: what this sink stored anew
+        self.packs = 0
 
     def __contains__(self, chunk: bytes) -> bool:
         return chunk in self.pending
 
-    def add(self, chunk: bytes, frame: bytes, raw_length: int) -> None:
-        if chunk in self.pending:
-            return
+    def has(self, chunk: bytes) -> bool:
+        """In this sink or already in the store."""
+        return chunk in self.pending or self.store.has_chunk(chunk)
+
+    def chunk(self, chunk: bytes) -> memoryview:
+        """A verified chunk: kept from the unsealed pack, or read from the store."""
+        raw = self.raw.get(chunk)
+        return raw if raw is not None else self.store.get_chunk(chunk)
+
+    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview | None = None) -> bool:
+        """Add a verified chunk's frame; False if the sink or the store has it already."""
+        if self.has(chunk):
+            return False
         if self.current is None:
-            self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
             self.current = PackWriter(self.store.packs_dir, self.store.tmp_dir)
         self.current.add(chunk, frame, raw_length)
         self.pending.add(chunk)
         self.bytes_written += len(frame)
-        if self.current.size >= self.pack_size:
-            self._seal()
+        if raw is not None and self.keep_raw:
+            self.raw[chunk] = raw
+            self.raw_bytes += len(raw)
+        if self.current.size >= self.pack_size or (self.keep_raw and self.raw_bytes >= self.keep_raw):
+            self.seal()
+        return True
 
-    def _seal(self) -> None:
-        if self.current is not None:
-            self.sealed.append(self.current.seal())
-            self.current = None
+    def seal(self) -> None:
+        """Close the current pack (indexed now with `index_each_pack`, else at finish)."""
+        if self.current is None:
+            return
+        sealed = self.current.seal()
+        self.current = None
+        self.packs += 1
+        if self.index_each_pack:
+            self.store.index.add_packs([sealed])
+            self.pending.difference_update(e.chunk for e in sealed[1])
+        else:
+            self.sealed.append(sealed)
+        self.raw.clear()
+        self.raw_bytes = 0
 
     def finish(self) -> list[tuple[bytes, list[Entry]]]:
-        self._seal()
+        """Seal the last pack and index every pack not indexed yet, in one transaction."""
+        self.seal()
         self.store.index.add_packs(self.sealed)
         return self.sealed
 
     def abort(self) -> None:
+        """Drop the unsealed pack (sealed packs stay: unindexed ones are garbage, indexed ones are valid)."""
         if self.current is not None:
             self.current.abort()
             self.current = None
+        self.raw.clear()
+        self.raw_bytes = 0

@@ -22,10 +22,9 @@ from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, TAGS, remote_ref
 from ..results import SyncResult
 from ..storage import remotes
-from ..storage.packs import Entry, PackWriter
+from ..storage.packs import Entry
 from ..storage.refs import ANY
 from ..storage.remotes import RemoteSpec
-from ..storage.store import Store
 from ..transport.base import Transport
 from . import session
 from .select import manifest_chunks, topo_order
@@ -45,6 +44,9 @@ from .session import (
 
 MAX_RUN = 8 << 20               # one range GET covers at most this many bytes of frames...
 RUN_GAP = 16 << 10              # ...and skips over gaps up to this size between wanted frames
+
+
+RAW_LIMIT = 256 << 20  # verified raw chunks kept from the unsealed pack, for delta frames that name them
 
 
 @dataclass
@@ -199,57 +201,6 @@ def _coalesce(locs: dict[bytes, tuple[bytes, Entry]]) -> list[_Run]:
     return runs
 
 
-class _PackSink:
-    """Verified frames into a pack in tmp/, sealed (and indexed) at PACK_LIMIT. The verified raw bytes of the
-    unsealed pack's chunks are kept (bounded) so that delta frames naming them decode before the pack is sealed."""
-
-    RAW_LIMIT = 256 << 20
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.current: PackWriter | None = None
-        self.pending: dict[bytes, memoryview] = {}
-        self.raw_bytes = 0
-        self.packs = 0
-
-    def chunk(self, chunk: bytes) -> memoryview:
-        """A verified chunk: from the unsealed pack, or the store."""
-        raw = self.pending.get(chunk)
-        return raw if raw is not None else self.store.get_chunk(chunk)
-
-    def has(self, chunk: bytes) -> bool:
-        return chunk in self.pending or self.store.has_chunk(chunk)
-
-    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview) -> bool:
-        if self.has(chunk):
-            return False
-        if self.current is None:
-            self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
-            self.current = PackWriter(self.store.packs_dir, self.store.tmp_dir)
-        self.current.add(chunk, bytes(frame), raw_length)
-        self.pending[chunk] = raw
-        self.raw_bytes += len(raw)
-        if self.current.size >= session.PACK_LIMIT or self.raw_bytes >= self.RAW_LIMIT:
-            self.seal()
-        return True
-
-    def seal(self) -> None:
-        if self.current is not None:
-            pack_id, entries = self.current.seal()
-            self.current = None
-            self.store.index.add_packs([(pack_id, entries)])
-            self.pending.clear()
-            self.raw_bytes = 0
-            self.packs += 1
-
-    def abort(self) -> None:
-        if self.current is not None:
-            self.current.abort()
-            self.current = None
-            self.pending.clear()
-            self.raw_bytes = 0
-
-
 def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, wanted: list[bytes], result: SyncResult,
                   progress: Progress) -> None:
     """Fetch the `wanted` chunks the local index lacks, and the delta bases they need; all verified."""
@@ -259,7 +210,7 @@ def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, want
     if not todo:
         return
     ridx = load_index(repo, remote, io, result.warnings)
-    sink = _PackSink(store)
+    sink = store.sink(session.PACK_LIMIT, index_each_pack=True, keep_raw=RAW_LIMIT)
     requested: set[bytes] = set()
     deferred: list[tuple[bytes, bytes, int, bytes]] = []     # delta frames waiting for their base
     url = remote.url
@@ -300,7 +251,7 @@ def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, want
         got = hash_bytes(raw)
         if got != c:
             raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {url}")
-        result.chunks += sink.add(c, frame, raw_length, raw)
+        result.chunks += sink.add(c, bytes(frame), raw_length, raw)
         return True
 
     try:
@@ -321,7 +272,7 @@ def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, want
                 for frames in ordered_map(io, fetch_run, runs, window=2 * session.IO_WORKERS):
                     for c, e, frame, base, raw in frames:
                         if base is None:
-                            result.chunks += sink.add(c, frame, e.raw_length, raw)
+                            result.chunks += sink.add(c, bytes(frame), e.raw_length, raw)
                         elif not add_delta(c, frame, e.raw_length, base):
                             deferred.append((c, frame, e.raw_length, base))
                             if base not in requested and base not in locs:
