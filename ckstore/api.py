@@ -331,7 +331,7 @@ class Repo:
 
     def audit(self) -> list[AuditEntry]:
         """The audit log of ref changes, oldest first."""
-        return [AuditEntry(**e.body(), hash=e.hash) for e in self.engine.refs.audit.entries()]
+        return self.engine.refs.audit.entries()
 
     # -- remotes --------------------------------------------------------------------------------------------------
 

@@ -120,9 +120,9 @@ class ResetResult:
         return {"branch": self.branch, "old": self.old, "new": self.new}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One ref change: who moved which ref from what to what, when and why, chained by hash."""
+    """One ref change in the audit log: who moved which ref from what to what, when and why, chained by hash."""
 
     seq: int
     time: float
@@ -136,12 +136,14 @@ class AuditEntry:
     message: str
     prev: str
     hash: str
-    extra: dict = field(default_factory=dict)
+
+    def body(self) -> dict:
+        """The entry without its own hash: what the hash covers."""
+        return {k: getattr(self, k) for k in self.__slots__ if k != "hash"}
 
     def to_dict(self) -> dict:
         """JSON-ready data."""
-        return {k: getattr(self, k) for k in ("seq", "time", "user", "host", "pid", "action", "ref", "old", "new",
-                                              "message", "prev", "hash")}
+        return {k: getattr(self, k) for k in self.__slots__}
 
     def __getitem__(self, key: str) -> Any:  # entries were dicts before; keep `e["action"]` working
         return self.to_dict()[key]

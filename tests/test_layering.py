@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "formats": {"errors", "model"},
     "fs": {"errors"},
     "results": {"errors", "model"},
-    "storage": {"errors", "model", "fs"},
+    "storage": {"errors", "model", "fs", "results"},
     "transport": {"errors", "fs", "model"},
     "engine": {"errors", "model", "formats", "fs", "storage", "results"},
     "sync": {"errors", "model", "formats", "fs", "storage", "results", "engine", "transport"},

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import blake3
@@ -15,6 +14,7 @@ import blake3
 from ..errors import DamagedRef
 from ..fs.fileio import io_step
 from ..fs.locks import file_lock
+from ..results import AuditEntry
 
 GENESIS = "0" * 64
 
@@ -29,28 +29,6 @@ def whoami() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    seq: int
-    time: float
-    user: str
-    host: str
-    pid: int
-    action: str
-    ref: str
-    old: str | None
-    new: str | None
-    message: str
-    prev: str
-    hash: str
-
-    def body(self) -> dict:
-        """The entry without its own hash: what the hash covers."""
-        d = {k: getattr(self, k) for k in self.__slots__}
-        del d["hash"]
-        return d
 
 
 def entry_hash(body: dict) -> str:
