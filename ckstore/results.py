@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .model.diff import Diff
+from .model.metadata import META_SECTIONS
 from .model.objects import Commit, Manifest
 from .model.progress import human_bytes
 
@@ -35,7 +36,7 @@ class CommitInfo:
         c = self.commit
         d = {"id": self.id, "parents": self.parents, "manifest": c.manifest.hex(), "message": c.message,
              "author": c.author, "time": c.time, "step": c.step, "metrics": c.metrics, "params": c.params,
-             "meta": {"data": c.data, "seeds": c.seeds, "env": c.env, "extra": c.extra}, "refs": list(self.refs)}
+             "meta": {k: getattr(c, k) for k in META_SECTIONS}, "refs": list(self.refs)}
         if c.reverted_from:
             d["reverted_from"] = c.reverted_from.hex()
         return d

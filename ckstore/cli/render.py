@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..model.metadata import SECTIONS
 from ..model.progress import human_bytes
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None
 def render_show(info: ShowInfo) -> None:
     c = info.commit
     render_log([c], oneline=False, graph=False)
-    for section in ("params", "data", "seeds", "extra"):
+    for section in (s for s in SECTIONS if s != "metrics"):  # metrics are shown in the log lines
         value = getattr(c.commit, section)
         if value:
             out.print(escape(f"{section}: {value}"))

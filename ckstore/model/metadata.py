@@ -9,7 +9,10 @@ from typing import Any
 
 from ..errors import InvalidMetadata, UsageError
 
-SECTIONS = ("metrics", "params", "data", "seeds", "extra")
+# The metadata sections of a commit, defined once: every commit object holds each as a mapping.
+ALL_SECTIONS = ("metrics", "params", "data", "seeds", "env", "extra")
+SECTIONS = tuple(s for s in ALL_SECTIONS if s != "env")      # what users set (env is captured)
+META_SECTIONS = ("data", "seeds", "env", "extra")              # grouped under "meta" in JSON output
 TOP_LEVEL = ("step", "message", "author") + SECTIONS
 SCHEMA_TYPES = ("number", "integer", "string", "boolean", "object", "array", "any")
 

@@ -9,6 +9,7 @@ import blake3
 import msgpack
 
 from ..errors import CorruptObject
+from .metadata import ALL_SECTIONS
 
 ID_BYTES = 32
 FORMAT_VERSION = 1
@@ -244,7 +245,6 @@ class Manifest:
         return m
 
 
-METADATA_SECTIONS = ("metrics", "params", "data", "seeds", "env", "extra")
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +278,11 @@ class Commit:
         _need(isinstance(d.get("author"), str) and isinstance(d.get("message"), str), "commit author/message")
         _need(isinstance(d.get("time"), (int, float)), "commit.time")
         _need(d.get("step") is None or _is_int(d["step"]), "commit.step")
-        for key in METADATA_SECTIONS:
+        for key in ALL_SECTIONS:
             _need(isinstance(d.get(key, {}), dict), f"commit.{key}")
         _need(d.get("reverted_from") is None or _is_id(d["reverted_from"]), "commit.reverted_from")
         return cls(d["manifest"], tuple(d["parents"]), d["author"], float(d["time"]), d["message"], d.get("step"),
-                   *(d.get(k, {}) for k in METADATA_SECTIONS), d.get("reverted_from"))
+                   *(d.get(k, {}) for k in ALL_SECTIONS), d.get("reverted_from"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +324,7 @@ def decode_trusted_commit(encoded: bytes) -> Commit:
     per-field checks (history walks decode thousands)."""
     _, _, d = msgpack.unpackb(encoded, raw=False)
     return Commit(d["manifest"], tuple(d["parents"]), d["author"], d["time"], d["message"], d.get("step"),
-                  *(d.get(k, {}) for k in METADATA_SECTIONS), d.get("reverted_from"))
+                  *(d.get(k, {}) for k in ALL_SECTIONS), d.get("reverted_from"))
 
 
 def decode_object(encoded: bytes, expected_id: bytes | None = None) -> Object:

@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 from typing import Any, Callable, NamedTuple, NoReturn, Union
 
 from ..errors import QuerySyntaxError
+from .metadata import META_SECTIONS
 
 MAX_QUERY = 10_000  # characters in one query
 MAX_DEPTH = 64  # nested '(' and 'not'
 MAX_PATTERN = 200  # characters in one '~' pattern
 MAX_REPEATS = 3  # quantifiers (* + ? {m,n}) in one '~' pattern
 SUBJECT_CAP = (10_000, 4_000, 400, 100)  # '~' searches only this many leading characters, by quantifier count
-META_KEYS = ("data", "seeds", "env", "extra")
 KEYWORDS = frozenset({"and", "or", "not", "in", "exists", "true", "false", "null"})
 OPS = ("==", "!=", "<=", ">=", "<", ">", "~")
 Scalar = Union[int, float, str, bool, None]
@@ -185,7 +185,7 @@ def resolve(record: Any, path: tuple[str, ...]) -> Any:
     if not isinstance(record, dict):
         return _MISSING
     head, cur = path[0], record.get(path[0], _MISSING)
-    if cur is _MISSING and head in META_KEYS and isinstance(record.get("meta"), dict):
+    if cur is _MISSING and head in META_SECTIONS and isinstance(record.get("meta"), dict):
         cur = record["meta"].get(head, _MISSING)
     for seg in path[1:]:
         if isinstance(cur, dict):
@@ -470,7 +470,7 @@ def record_paths(record: dict, limit: int = 10_000) -> set[tuple[str, ...]]:
     while stack and len(out) < limit:
         path, value = stack.pop()
         out.add(path)
-        if path[0] == "meta" and len(path) >= 2 and path[1] in META_KEYS:
+        if path[0] == "meta" and len(path) >= 2 and path[1] in META_SECTIONS:
             out.add(path[1:])
         if isinstance(value, dict):
             stack.extend((path + (k,), v) for k, v in value.items() if isinstance(k, str))
