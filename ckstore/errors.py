@@ -9,7 +9,7 @@
     │   ├── NotARepository          no .ckstore found
     │   ├── UnsupportedFormat       config names a format/version/hash this build does not read
     │   ├── AlreadyExists           init over an existing repository, checkout over files
-    │   └── LockTimeout             a ref or lease held by a live process for too long
+    │   └── LockTimeout             a lock (ref, audit log, remotes) held by a live process for too long
     ├── RevisionError
     │   ├── UnknownRevision         nothing by that name
     │   └── AmbiguousRevision       an id prefix matching several objects
@@ -69,35 +69,43 @@ class RepositoryError(CkstoreError):
 
 
 class NotARepository(RepositoryError):
+    """Raised when no .ckstore directory is found here, in a parent, or at CKSTORE_DIR."""
+
     hint = "run `ckstore init` first, or point at one with -C DIR or CKSTORE_DIR"
 
 
 class UnsupportedFormat(RepositoryError):
+    """Raised when a config (local or remote) names a format, version or hash this build does not read."""
+
     hint = "upgrade ckstore to read this repository"
 
 
 class AlreadyExists(RepositoryError):
-    pass
+    """Raised by init over a repository, checkout into a non-empty directory, or a taken branch, tag or remote name."""
 
 
 class LockTimeout(RepositoryError):
-    pass
+    """Raised when a lock (a ref, the audit log, remotes.json) stays held by a live process past CKSTORE_LOCK_WAIT."""
 
 
 class RevisionError(CkstoreError):
-    pass
+    """Base class of errors about naming a revision."""
 
 
 class UnknownRevision(RevisionError):
+    """Raised when a revision names nothing: no such branch, tag or id, or a ~N/^N beyond the history."""
+
     hint = "see `ckstore log`, `ckstore branch` and `ckstore tag` for valid revisions"
 
 
 class AmbiguousRevision(RevisionError):
+    """Raised when an id prefix matches several objects."""
+
     hint = "give more hex digits of the id"
 
 
 class RefError(CkstoreError):
-    pass
+    """Base class of errors about moving refs."""
 
 
 class RefConflict(RefError):
@@ -109,14 +117,18 @@ class RefConflict(RefError):
 
 
 class ProtectedRef(RefError):
-    pass
+    """Raised for deleting the current branch or unmerged work, moving a tag, or a reset that drops commits."""
 
 
 class NonFastForward(RefError):
+    """Raised when a push or pull would drop the other side's commits."""
+
     hint = "fetch (or pull) first and build on the remote's commits, or pass --force to overwrite them"
 
 
 class RemoteRefMoved(RefError):
+    """Raised when the remote's ref moved during a push: fetch and retry."""
+
     hint = "fetch and retry"
 
 
@@ -129,10 +141,14 @@ class MalformedCheckpoint(CkstoreError):
 
 
 class IntegrityError(CkstoreError):
+    """Base class of damage found in the repository's stored data."""
+
     hint = "run `ckstore fsck --read-data` to list every damaged object"
 
 
 class CorruptObject(IntegrityError):
+    """Raised when stored bytes do not hash to their id or do not decode (.what, .expected, .got)."""
+
     def __init__(self, what: str, expected: str, got: str, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
         super().__init__(f"corrupt {what} {expected}: content hashes to {got}{extra}")
@@ -140,6 +156,8 @@ class CorruptObject(IntegrityError):
 
 
 class MissingObject(IntegrityError):
+    """Raised when an object, chunk, manifest or pack that should be there is not (.what, .oid)."""
+
     def __init__(self, what: str, oid: str) -> None:
         super().__init__(f"missing {what} {oid}")
         self.what, self.oid = what, oid
@@ -177,10 +195,14 @@ class RemoteUnavailable(RemoteError):
 
 
 class RemoteAccessDenied(RemoteError):
+    """Raised when the remote's credentials are missing or wrong, or do not permit the operation."""
+
     hint = "check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE) and their permissions"
 
 
 class RemoteBucketMissing(RemoteError):
+    """Raised when the remote's bucket (or root directory) does not exist."""
+
     hint = "create the bucket (or directory) first, or fix the remote's URL"
 
 

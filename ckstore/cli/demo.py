@@ -63,6 +63,7 @@ def _save(model: dict, out: Path) -> None:
 
 
 def run(echo: Callable[[str], None] = print) -> None:
+    """Run the demo in a fresh temporary directory, printing through `echo`; the directory is removed afterwards."""
     work = Path(tempfile.mkdtemp(prefix="ckstore-demo-"))
     try:
         _run(work, echo)

@@ -17,9 +17,11 @@ class DelayedProgress:
         self.done = 0
 
     def begin(self, description: str, total: int) -> None:
+        """Start a task of `total` units (bytes, or packs for fsck); no bar is drawn yet."""
         self.description, self.total, self.done, self.start = description, total, 0, time.monotonic()
 
     def advance(self, n: int) -> None:
+        """Count `n` more units done; draws the bar once the task has run longer than DELAY seconds on a terminal."""
         self.done += n
         if self.bar is None:
             if time.monotonic() - self.start < self.DELAY:
@@ -52,6 +54,7 @@ class DelayedProgress:
         self.task = self.bar.add_task(self.description, total=self.total, completed=self.done)
 
     def end(self) -> None:
+        """Stop and remove the bar, if one was drawn."""
         if self.bar is not None:
             self.bar.stop()
             self.bar = None

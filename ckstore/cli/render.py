@@ -1,4 +1,4 @@
-"""Human output for the CLI: log, show, audit tables and a progress bar that appears only for long work."""
+"""Human output for the CLI: log, show, diff, lineage and audit tables (the progress bar is in cli.progress)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ err = _Console(stderr=True)
 
 
 def when(ts: float) -> str:
+    """A Unix timestamp (seconds) as local time, "YYYY-MM-DD HH:MM:SS +zzzz"."""
     return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
 
 
@@ -63,6 +64,7 @@ def _print_table(table: Table) -> None:
 
 
 def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None:
+    """Print commits as `ckstore log` does: full entries or one line each, optionally with a graph of lanes."""
     prefixes = graph_prefixes(entries) if graph else [""] * len(entries)
     for prefix, e in zip(prefixes, entries):
         lead = f"{prefix} " if graph else ""
@@ -83,6 +85,7 @@ def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None
 
 
 def render_show(info: ShowInfo) -> None:
+    """Print a commit's log entry, metadata, files, first 200 tensors, and logical/stored/new byte counts."""
     c = info.commit
     render_log([c], oneline=False, graph=False)
     for section in (s for s in SECTIONS if s != "metrics"):  # metrics are shown in the log lines
@@ -116,6 +119,7 @@ def _num(v: Any) -> str:
 
 
 def render_diff(d: Any, *, stat: bool) -> None:
+    """Print a diff: files and tensors added or removed, change statistics per tensor (unless `stat`), metadata."""
     s, t, f = d.summary, d.tensors, d.files
     out.print(f"diff {d.old[:12] or '(nothing)'} → {d.new[:12]}")
     for kind in ("added", "removed", "changed"):
@@ -155,6 +159,7 @@ def render_diff(d: Any, *, stat: bool) -> None:
 
 
 def render_audit(entries: list[dict[str, Any]]) -> None:
+    """Print audit-log entries as a table: sequence number, time, user, action, ref, old and new ids, message."""
     table = Table("#", "when", "who", "action", "ref", "old", "new", "message", box=None, pad_edge=False)
     for e in entries:
         table.add_row(str(e["seq"]), when(e["time"]), e["user"], e["action"], e["ref"], (e["old"] or "-")[:12],

@@ -47,6 +47,7 @@ def stored_bytes_added(store: Store, old: Manifest | None, new: Manifest) -> int
 def diff_commits(store: Store, pool: Executor, old_id: bytes | None, old: Commit | None, old_m: Manifest | None,
                  new_id: bytes, new: Commit, new_m: Manifest, *, tensors: list[str] | None = None,
                  atol: float = 0.0, rtol: float = 0.0) -> Diff:
+    """Compare `new` with `old` (None: all added): files, tensors within atol/rtol, metadata and a summary."""
     empty = Manifest((), ())
     base_m = old_m or empty
     added, removed, pairs, same = compare_tensors(base_m, new_m, tensors)

@@ -118,6 +118,7 @@ def _check_graph(repo: Repository, objects: dict, chunks: set[bytes], report: Fs
 
 
 def check(repo: Repository, *, read_data: bool, progress: Progress) -> FsckReport:
+    """Verify packs (each frame with `read_data`), objects, reachability, refs and audit chain; report, not raise."""
     report = FsckReport()
     packs = sorted(repo.store.pack_ids() | repo.store.index.known_packs())
     progress.begin("fsck", len(packs))

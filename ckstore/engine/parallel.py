@@ -13,6 +13,7 @@ WINDOW = 2 * (os.cpu_count() or 2) + 2
 
 
 def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int = WINDOW) -> Iterator[R]:
+    """`fn` over `items` on `pool`, yielded in input order with at most `window` in flight; cancels the rest on exit."""
     pending: deque[Future] = deque()
     try:
         for item in items:

@@ -43,6 +43,7 @@ def file_pieces(store: Store, manifest: Manifest, recipe: FileRecipe, pool: Exec
 
 
 def read_tensor(store: Store, entry: TensorEntry, pool: Executor) -> np.ndarray:
+    """A stored tensor read back whole from its chunks, as an array of its dtype and shape."""
     out = np.empty(entry.nbytes, dtype=np.uint8)
     for (_, start, end), piece in zip(entry.chunk_ranges(), ordered_map(pool, store.get_chunk, entry.chunks)):
         out[start:end] = np.frombuffer(piece, dtype=np.uint8)
@@ -50,6 +51,7 @@ def read_tensor(store: Store, entry: TensorEntry, pool: Executor) -> np.ndarray:
 
 
 def select(manifest: Manifest, include: list[str] | None) -> list[FileRecipe]:
+    """The manifest's files whose paths match one of the `include` globs (case-sensitive); all files when none."""
     if not include:
         return list(manifest.files)
     return [f for f in manifest.files if any(fnmatch.fnmatchcase(f.path, g) for g in include)]

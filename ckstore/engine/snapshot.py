@@ -25,6 +25,8 @@ HASH_BLOCK = 4 << 20  # the whole-file hash maps in and drops this much at a tim
 
 @dataclass(frozen=True, slots=True)
 class SnapshotSettings:
+    """How a snapshot encodes chunks: chunk size (bytes), zstd level and the longest delta chain allowed."""
+
     chunk_size: int
     zstd_level: int
     max_delta_depth: int = 4  # a full frame at least every few versions: reads decode at most this many deltas

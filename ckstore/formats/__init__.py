@@ -34,6 +34,7 @@ def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
 
 
 def scan_path(path: str | os.PathLike, rel: str) -> ScannedFile:
+    """Map the file at `path` and scan it as `rel` (see scan_buffer); MalformedCheckpoint if it cannot be read."""
     try:
         return scan_buffer(rel, map_file(path))
     except OSError as exc:

@@ -65,11 +65,14 @@ def dtype_name(dt: np.dtype) -> str:
 
 
 def itemsize(dtype: str) -> int:
+    """Bytes per element of a dtype named as in DTYPES."""
     return DTYPES[dtype].itemsize
 
 
 @dataclass(frozen=True, slots=True)
 class TensorInfo:
+    """A tensor's name, dtype (a key of DTYPES) and shape, as its checkpoint file declares them."""
+
     name: str
     dtype: str  # a key of DTYPES
     shape: tuple[int, ...]
@@ -85,6 +88,7 @@ class Span:
 
     @property
     def nbytes(self) -> int:
+        """Length of the span in bytes."""
         return len(self.data)
 
 
@@ -97,6 +101,7 @@ class ScannedFile:
     spans: tuple[Span, ...]
 
     def tensors(self) -> list[Span]:
+        """The spans that hold tensors, in file order."""
         return [s for s in self.spans if s.tensor is not None]
 
 
@@ -153,10 +158,12 @@ def spans_from_tensors(rel: str, buf: memoryview, tensors: list[tuple[int, int, 
 
 
 def opaque(rel: str, buf: memoryview) -> ScannedFile:
+    """A file scanned as one opaque span of all its bytes (no spans if it is empty)."""
     return ScannedFile(rel, len(buf), (Span(0, buf),) if len(buf) else ())
 
 
 def check_shape(rel: str, name: str, dtype: str, shape: list, nbytes: int) -> tuple[int, ...]:
+    """The shape as a tuple once dtype and shape are valid and need exactly `nbytes`; else MalformedCheckpoint."""
     if not isinstance(dtype, str) or dtype not in DTYPES:  # a JSON list/dict dtype is unhashable
         raise MalformedCheckpoint(rel, f"tensor {name!r} has unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):

@@ -60,6 +60,7 @@ def _npy_tensor(rel: str, name: str, buf: memoryview, base: int, end: int) -> tu
 
 
 def scan_npy(rel: str, buf: memoryview) -> ScannedFile:
+    """Scan a .npy file: one tensor named after the file, or opaque unless its data is plain little-endian C order."""
     name = rel.rsplit("/", 1)[-1].removesuffix(".npy")
     tensor = _npy_tensor(rel, name, buf, 0, len(buf))
     return spans_from_tensors(rel, buf, [tensor] if tensor else [])

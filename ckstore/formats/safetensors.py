@@ -37,6 +37,7 @@ def parse_header(rel: str, buf: memoryview) -> tuple[int, dict]:
 
 
 def scan(rel: str, buf: memoryview) -> ScannedFile:
+    """Scan a .safetensors file: its header's tensors by byte range; raises MalformedCheckpoint on a bad header."""
     start, header = parse_header(rel, buf)
     data_len = len(buf) - start
     tensors = []

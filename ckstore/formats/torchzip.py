@@ -285,6 +285,7 @@ def _readable(info: zipfile.ZipInfo) -> bool:
 
 
 def scan(rel: str, buf: memoryview) -> ScannedFile:
+    """Scan a torch.save zip, reading its pickle without running it; what it cannot label (legacy pickles) is opaque."""
     if bytes(buf[:4]) != MAGIC:
         return opaque(rel, buf)  # legacy (pre-1.6) pickle checkpoints: never unpickled, stored as they are
     try:

@@ -19,6 +19,7 @@ def io_step() -> None:
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
+    """Fsync a directory, so the renames and new entries in it survive a crash (counts as an I/O step)."""
     io_step()
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -19,11 +19,14 @@ class TensorPair:
 
     @property
     def comparable(self) -> bool:
+        """True when both versions have the same dtype and shape, so element statistics apply."""
         return self.old.dtype == self.new.dtype and self.old.shape == self.new.shape
 
 
 @dataclass
 class Diff:
+    """The comparison of two commits: old and new ids (old "" for none), file, tensor and metadata changes, summary."""
+
     old: str
     new: str
     files: dict = field(default_factory=dict)
@@ -33,10 +36,12 @@ class Diff:
 
     @property
     def differs(self) -> bool:
+        """True when any file or tensor was added, removed or changed (metadata alone does not count)."""
         t, f = self.tensors, self.files
         return bool(t["added"] or t["removed"] or t["changed"] or f["added"] or f["removed"] or f["changed"])
 
     def to_dict(self) -> dict:
+        """The diff as a JSON-ready dict, metrics also at the top level."""
         return {"old": self.old, "new": self.new, "files": self.files, "tensors": self.tensors,
                 "metrics": self.metadata.get("metrics", {}), "metadata": self.metadata, "summary": self.summary}
 
@@ -50,6 +55,7 @@ def _keyed(manifest: Manifest) -> dict[str, TensorEntry]:
 
 
 def compare_files(old: Manifest, new: Manifest) -> dict:
+    """Paths added, removed and changed (by content hash) from `old` to `new`, and the number unchanged."""
     a = {f.path: f for f in old.files}
     b = {f.path: f for f in new.files}
     changed = sorted(p for p in a.keys() & b.keys() if a[p].hash != b[p].hash)
@@ -76,6 +82,7 @@ def _changed_keys(a: dict, b: dict) -> dict:
 
 
 def compare_metadata(old: Commit, new: Commit) -> dict:
+    """Old/new/delta per metric; changed keys of params, seeds, data, extra and env packages; python, platform, step."""
     metrics = {}
     for k in sorted(old.metrics.keys() | new.metrics.keys()):
         x, y = old.metrics.get(k), new.metrics.get(k)

@@ -46,6 +46,7 @@ def parse_scalar(text: str) -> Any:
 
 
 def set_dotted(target: dict, key: str, value: Any) -> None:
+    """Set target[a][b]... = value for the key "a.b..."; InvalidMetadata on an empty part or a non-dict on the way."""
     parts = key.split(".")
     if not all(parts):
         raise InvalidMetadata(f"bad metadata key {key!r}", hint="use dotted names like params.lr or data.version")
@@ -59,6 +60,7 @@ def set_dotted(target: dict, key: str, value: Any) -> None:
 
 
 def parse_assignments(items: list[str], what: str = "--meta") -> dict:
+    """Nested metadata from KEY=VALUE (typed by parse_scalar) and KEY:=JSON items; InvalidMetadata on bad ones."""
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -116,6 +118,7 @@ def _toml() -> Any:
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
+    """A copy of `base` with `extra` merged in, nested dicts merged key by key, other values from `extra` winning."""
     out = dict(base)
     for k, v in extra.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
@@ -165,6 +168,7 @@ def _check_encodable(value: Any, path: str = "") -> None:
 
 
 def lookup(record: dict, key: str) -> tuple[bool, Any]:
+    """(found, value) for a dotted key in a nested dict; (False, None) when any part is missing."""
     node: Any = record
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:

@@ -22,10 +22,12 @@ def hash_bytes(data: Any) -> bytes:
 
 
 def hex_id(oid: bytes) -> str:
+    """An object id as lowercase hex."""
     return oid.hex()
 
 
 def is_hex(text: str) -> bool:
+    """True when `text` is non-empty and all lowercase hex digits (an id or id prefix)."""
     return bool(text) and all(c in "0123456789abcdef" for c in text)
 
 
@@ -95,12 +97,14 @@ class TensorEntry:
         return [(c, k * self.chunk_bytes, min((k + 1) * self.chunk_bytes, self.nbytes)) for k, c in enumerate(self.chunks)]
 
     def to_dict(self) -> dict:
+        """The entry as the plain dict stored in a manifest."""
         return {"name": self.name, "file": self.file, "dtype": self.dtype, "shape": list(self.shape),
                 "offset": self.offset, "nbytes": self.nbytes, "chunk_bytes": self.chunk_bytes,
                 "chunks": list(self.chunks), "stats": self.stats}
 
     @classmethod
     def from_dict(cls, d: dict) -> TensorEntry:
+        """An entry from its stored dict, schema-checked: chunks must cover nbytes; raises ValueError if not."""
         for key in ("name", "file", "dtype"):
             _need(isinstance(d.get(key), str), f"tensor.{key} must be a string")
         _need(isinstance(d.get("shape"), list) and all(_is_int(x) and x >= 0 for x in d["shape"]), "tensor.shape")
@@ -197,11 +201,14 @@ class FileRecipe:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
+    """A commit's content: file recipes, the tensors they reference, and the nesting tree of a committed state dict."""
+
     files: tuple[FileRecipe, ...]
     tensors: tuple[TensorEntry, ...]
     tree: Any = None
 
     def file(self, path: str) -> FileRecipe | None:
+        """The recipe of the file at `path`, or None."""
         return next((f for f in self.files if f.path == path), None)
 
     def segment_length(self, seg: Segment) -> int:
@@ -228,14 +235,17 @@ class Manifest:
                     yield from self.tensors[seg.index].chunks
 
     def logical_bytes(self) -> int:
+        """Total size of the files in bytes, before deduplication and compression."""
         return sum(f.size for f in self.files)
 
     def to_dict(self) -> dict:
+        """The manifest as the plain dict that is encoded."""
         return {"files": [f.to_dict() for f in self.files], "tensors": [t.to_dict() for t in self.tensors],
                 "tree": self.tree}
 
     @classmethod
     def from_dict(cls, d: dict) -> Manifest:
+        """A manifest from its stored dict, schema-checked: every file's segments must add up to its size."""
         _need(isinstance(d.get("files"), list) and isinstance(d.get("tensors"), list), "manifest fields")
         tensors = tuple(TensorEntry.from_dict(t) for t in d["tensors"])
         files = tuple(FileRecipe.from_dict(f, len(tensors)) for f in d["files"])
@@ -249,6 +259,8 @@ class Manifest:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
+    """A commit: its manifest id, parent ids, author, time (Unix seconds), message, step and metadata sections."""
+
     manifest: bytes
     parents: tuple[bytes, ...]
     author: str
@@ -264,6 +276,7 @@ class Commit:
     reverted_from: bytes | None = None
 
     def to_dict(self) -> dict:
+        """The commit as the plain dict that is encoded (reverted_from only when set)."""
         d = {"manifest": self.manifest, "parents": list(self.parents), "author": self.author, "time": float(self.time),
              "message": self.message, "step": self.step, "metrics": self.metrics, "params": self.params,
              "data": self.data, "seeds": self.seeds, "env": self.env, "extra": self.extra}
@@ -273,6 +286,7 @@ class Commit:
 
     @classmethod
     def from_dict(cls, d: dict) -> Commit:
+        """A commit from its stored dict, schema-checked field by field; raises ValueError on a bad field."""
         _need(_is_id(d.get("manifest")), "commit.manifest")
         _need(isinstance(d.get("parents"), list) and all(_is_id(p) for p in d["parents"]), "commit.parents")
         _need(isinstance(d.get("author"), str) and isinstance(d.get("message"), str), "commit author/message")
@@ -287,6 +301,8 @@ class Commit:
 
 @dataclass(frozen=True, slots=True)
 class Tag:
+    """An annotated tag: the commit it names, its name, tagger, time (Unix seconds) and message."""
+
     target: bytes
     name: str
     tagger: str
@@ -294,11 +310,13 @@ class Tag:
     message: str
 
     def to_dict(self) -> dict:
+        """The tag as the plain dict that is encoded."""
         return {"target": self.target, "name": self.name, "tagger": self.tagger, "time": float(self.time),
                 "message": self.message}
 
     @classmethod
     def from_dict(cls, d: dict) -> Tag:
+        """A tag from its stored dict, schema-checked; raises ValueError on a bad field."""
         _need(_is_id(d.get("target")), "tag.target")
         _need(all(isinstance(d.get(k), str) for k in ("name", "tagger", "message")), "tag fields")
         _need(isinstance(d.get("time"), (int, float)), "tag.time")
@@ -316,6 +334,7 @@ def encode_object(obj: Object) -> bytes:
 
 
 def object_id(encoded: bytes) -> bytes:
+    """The id of an encoded object: the BLAKE3-256 of its bytes."""
     return hash_bytes(encoded)
 
 

@@ -6,27 +6,36 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    """begin(what, total bytes), advance(bytes done) any number of times, end()."""
+    """begin(what, total units: bytes, or packs for fsck), advance(units done) any number of times, end()."""
 
-    def begin(self, description: str, total: int) -> None: ...
+    def begin(self, description: str, total: int) -> None:
+        """Start a task of `total` units (bytes; packs for fsck)."""
 
-    def advance(self, n: int) -> None: ...
+    def advance(self, n: int) -> None:
+        """Report `n` more units done."""
 
-    def end(self) -> None: ...
+    def end(self) -> None:
+        """Finish the current task."""
 
 
 class NoProgress:
+    """A Progress that reports nothing: the default for library callers."""
+
     def begin(self, description: str, total: int) -> None:
+        """Ignore the start of a task."""
         pass
 
     def advance(self, n: int) -> None:
+        """Ignore progress."""
         pass
 
     def end(self) -> None:
+        """Ignore the end of a task."""
         pass
 
 
 def human_bytes(n: float) -> str:
+    """A byte count in binary units: "512 B", "1.5 KiB", ... up to TiB."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -29,6 +29,7 @@ _LITERALS = {"true": True, "false": False, "null": None}
 
 
 class Tok(NamedTuple):
+    """One token: kind (op, punct, kw, path, num, str or eof), parsed value, 1-based column, source text."""
     kind: str  # op punct kw path num str eof
     value: Any
     col: int  # 1-based character offset into the whole query
@@ -213,70 +214,85 @@ class Expr:
     """A parsed query; `matches(record)` says whether a CommitInfo.to_dict()-shaped record satisfies it."""
 
     def matches(self, record: dict) -> bool:
+        """Whether `record` satisfies the query; each subclass implements it."""
         raise NotImplementedError
 
 
 @dataclass(frozen=True)
 class Compare(Expr):
+    """`path OP value` (== != < <= > >=): a missing path, or a value of another kind (null aside), never matches."""
     path: tuple[str, ...]
     op: str
     value: Scalar
 
     def matches(self, record: dict) -> bool:
+        """True when the value at `path` compares as asked; order comparisons need two numbers or two strings."""
         return _compare(resolve(record, self.path), self.op, self.value)
 
 
 @dataclass(frozen=True)
 class Regex(Expr):
+    """`path ~ "pattern"`: a regex search over the first `cap` characters of a string value."""
     path: tuple[str, ...]
     pattern: str
     regex: re.Pattern = field(compare=False, repr=False)
     cap: int = field(default=SUBJECT_CAP[0], compare=False, repr=False)
 
     def matches(self, record: dict) -> bool:
+        """True when the value at `path` is a string whose first `cap` characters contain a match."""
         v = resolve(record, self.path)
         return isinstance(v, str) and self.regex.search(v[:self.cap]) is not None
 
 
 @dataclass(frozen=True)
 class In(Expr):
+    """`path in (v1, v2, ...)`: the value equals one of the listed scalars."""
     path: tuple[str, ...]
     values: tuple[Scalar, ...]
 
     def matches(self, record: dict) -> bool:
+        """True when the value at `path` equals (as `==` does) any of `values`."""
         v = resolve(record, self.path)
         return any(_compare(v, "==", x) for x in self.values)
 
 
 @dataclass(frozen=True)
 class Exists(Expr):
+    """`exists path`: the record has a value at `path` (null included)."""
     path: tuple[str, ...]
 
     def matches(self, record: dict) -> bool:
+        """True when `path` resolves to a value, null included."""
         return resolve(record, self.path) is not _MISSING
 
 
 @dataclass(frozen=True)
 class Not(Expr):
+    """`not expr`."""
     expr: Expr
 
     def matches(self, record: dict) -> bool:
+        """True when `expr` does not match."""
         return not self.expr.matches(record)
 
 
 @dataclass(frozen=True)
 class And(Expr):
+    """`a and b and ...`."""
     items: tuple[Expr, ...]
 
     def matches(self, record: dict) -> bool:
+        """True when every item matches."""
         return all(e.matches(record) for e in self.items)
 
 
 @dataclass(frozen=True)
 class Or(Expr):
+    """`a or b or ...`."""
     items: tuple[Expr, ...]
 
     def matches(self, record: dict) -> bool:
+        """True when any item matches."""
         return any(e.matches(record) for e in self.items)
 
 

@@ -67,6 +67,7 @@ class AuditLog:
         return seq, h
 
     def append(self, action: str, ref: str, old: bytes | None, new: bytes | None, message: str) -> AuditEntry:
+        """Append an entry chained to the last one (under the log's lock, fsynced) and return it."""
         with file_lock(self.path.with_suffix(".lock")):
             seq, prev = self._last()
             body = {"seq": seq + 1, "time": time.time(), "user": whoami(), "host": socket.gethostname(),

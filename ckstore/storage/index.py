@@ -20,6 +20,8 @@ MAP_SIZE = 1 << 36  # address space only; the file grows as needed
 
 @dataclass(frozen=True, slots=True)
 class Location:
+    """Where a chunk's frame lives: pack id, byte offset and stored length, and the chunk's decoded length."""
+
     pack: bytes
     offset: int
     length: int
@@ -32,6 +34,8 @@ _SHARED_LOCK = threading.Lock()
 
 
 class ChunkIndex:
+    """The LMDB cache of chunk locations, indexed packs, stat-cache entries and verified commit encodings."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._open()
@@ -80,6 +84,7 @@ class ChunkIndex:
         return self.env
 
     def close(self) -> None:
+        """Release this user's share of the LMDB environment; the last user closes it."""
         with _SHARED_LOCK:
             shared = _SHARED.get(self.key)
             if shared is None or shared[0] is not self.env:
@@ -90,11 +95,13 @@ class ChunkIndex:
                 self.env.close()
 
     def get(self, chunk: bytes) -> Location | None:
+        """The location of a chunk, or None when no indexed pack holds it."""
         with self._env().begin(db=self.chunks, buffers=False) as txn:
             value = txn.get(chunk)
         return Location(*LOCATION.unpack(value)) if value else None
 
     def get_many(self, chunks: list[bytes]) -> dict[bytes, Location]:
+        """The locations of those of `chunks` that are indexed (missing ones are left out), in one read transaction."""
         out = {}
         with self._env().begin(db=self.chunks) as txn:
             for c in chunks:
@@ -104,6 +111,7 @@ class ChunkIndex:
         return out
 
     def known_packs(self) -> set[bytes]:
+        """Ids of the packs the index has recorded."""
         with self._env().begin(db=self.packs) as txn:
             return {bytes(k) for k in txn.cursor().iternext(keys=True, values=False)}
 
@@ -131,25 +139,30 @@ class ChunkIndex:
                 txn.delete(p, db=self.packs)
 
     def get_stat(self, key: bytes) -> bytes | None:
+        """The raw stat-cache entry stored under `key`, or None."""
         with self._env().begin(db=self.stat) as txn:
             return txn.get(key)
 
     def put_stats(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Store stat-cache entries (key, value) in one write transaction; nothing happens for an empty list."""
         if items:
             with self._env().begin(write=True, db=self.stat) as txn:
                 for key, value in items:
                     txn.put(key, value)
 
     def get_commit(self, oid: bytes) -> bytes | None:
+        """The cached encoding of commit `oid`, or None (callers check that it hashes to the id)."""
         with self._env().begin(db=self.commits) as txn:
             return txn.get(oid)
 
     def put_commits(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Cache commit encodings (id, encoded) in one write transaction."""
         with self._env().begin(write=True, db=self.commits) as txn:
             for oid, encoded in items:
                 txn.put(oid, encoded)
 
     def clear(self) -> None:
+        """Empty every table (chunks, packs, stat cache, commits), keeping the environment open."""
         with self._env().begin(write=True) as txn:
             txn.drop(self.chunks, delete=False)
             txn.drop(self.packs, delete=False)
@@ -157,5 +170,6 @@ class ChunkIndex:
             txn.drop(self.commits, delete=False)
 
     def count(self) -> int:
+        """How many chunks are indexed."""
         with self._env().begin(db=self.chunks) as txn:
             return txn.stat(self.chunks)["entries"]

@@ -20,11 +20,13 @@ FOOTER = struct.Struct("<IQ")  # entry count, xxh3_64 of everything before
 
 
 class PackFormatError(ValueError):
-    pass
+    """A pack or .idx file whose bytes do not follow the pack format."""
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
+    """One frame in a pack: chunk id, byte offset, stored length and the chunk's decoded length."""
+
     chunk: bytes
     offset: int
     length: int
@@ -32,6 +34,7 @@ class Entry:
 
 
 def pack_path(root: Path, pack_id: bytes, suffix: str = ".pack") -> Path:
+    """Where a pack (or, with suffix ".idx", its index file) lives: root/ab/abcd....pack by hex id."""
     h = pack_id.hex()
     return root / h[:2] / f"{h}{suffix}"
 
@@ -119,6 +122,7 @@ class PackWriter:
             self._flusher = None
 
     def add(self, chunk: bytes, frame: bytes, raw_length: int) -> None:
+        """Append an encoded frame for `chunk` (`raw_length`: its decoded size in bytes) to the pack."""
         self.entries.append(Entry(chunk, self.size, len(frame), raw_length))
         self._write(frame)
 
@@ -144,6 +148,7 @@ class PackWriter:
         return pack_id, self.entries
 
     def abort(self) -> None:
+        """Close and delete the unsealed temporary pack; nothing is published."""
         self._join_flusher()
         self.file.close()
         try:
@@ -160,11 +165,13 @@ def _writeback(fd: int) -> None:
 
 
 def idx_bytes(pack_id: bytes, entries: list[Entry]) -> bytes:
+    """The .idx file of a pack: magic, version, pack id, the entries as in the trailer, count and xxh3 checksum."""
     body = IDX_MAGIC + struct.pack("<I", VERSION) + pack_id + _trailer(entries) + struct.pack("<I", len(entries))
     return body + struct.pack("<Q", xxhash.xxh3_64_intdigest(body))
 
 
 def parse_idx(data: bytes) -> tuple[bytes, list[Entry]]:
+    """(pack id, entries) from the bytes of an .idx file; raises PackFormatError if they are damaged or unsupported."""
     if data[:4] != IDX_MAGIC or len(data) < 40 + FOOTER.size:
         raise PackFormatError("not an index file")
     (version,) = struct.unpack_from("<I", data, 4)

@@ -28,6 +28,8 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 @dataclass(frozen=True)
 class RemoteSpec:
+    """A remote as remotes.json records it: name, URL, S3 endpoint and region, and the partial-clone globs."""
+
     name: str
     url: str
     endpoint_url: str | None = None
@@ -35,13 +37,16 @@ class RemoteSpec:
     partial: dict | None = None
 
     def to_dict(self) -> dict:
+        """All fields as a dict."""
         return asdict(self)
 
     def transport_options(self) -> dict[str, Any]:
+        """The endpoint_url and region keyword arguments for opening its transport, those set only."""
         return {k: v for k, v in (("endpoint_url", self.endpoint_url), ("region", self.region)) if v}
 
 
 def check_remote_name(name: str) -> str:
+    """The name if it is a valid ref name without "/"; raises UsageError otherwise."""
     if not isinstance(name, str) or "/" in name:
         raise UsageError(f"invalid remote name {name!r}", hint="use letters, digits, '-', '_' and '.'")
     return check_ref_name(name)
@@ -58,6 +63,7 @@ def normalize_url(url: str) -> str:
 
 
 def check_partial(partial: Any) -> dict | None:
+    """The partial setting normalised to None or {"tensors": [globs]}; raises UsageError for anything else."""
     if partial is None:
         return None
     if not isinstance(partial, dict) or not isinstance(partial.get("tensors"), list) \
@@ -71,6 +77,7 @@ def _path(repo_dir: Path) -> Path:
 
 
 def load(repo_dir: Path) -> dict[str, RemoteSpec]:
+    """Every remote in remotes.json by name ({} when there is no file); raises UsageError if the file is bad."""
     path = _path(repo_dir)
     try:
         raw = json.loads(path.read_text())
@@ -101,6 +108,7 @@ def _lock(repo_dir: Path):
 
 def add(repo_dir: Path, name: str, url: str, *, endpoint_url: str | None = None, region: str | None = None,
         partial: dict | None = None) -> RemoteSpec:
+    """Record a new remote (a plain path is made absolute) and return it; AlreadyExists if the name is taken."""
     spec = RemoteSpec(check_remote_name(name), normalize_url(url), endpoint_url or None, region or None,
                       check_partial(partial))
     with _lock(repo_dir):
@@ -114,6 +122,7 @@ def add(repo_dir: Path, name: str, url: str, *, endpoint_url: str | None = None,
 
 
 def set_partial(repo_dir: Path, name: str, partial: dict | None) -> None:
+    """Replace a known remote's partial-clone setting; UsageError if there is no such remote."""
     with _lock(repo_dir):
         remotes = load(repo_dir)
         r = get_from(remotes, name)
@@ -133,6 +142,7 @@ def remove(repo_dir: Path, name: str) -> RemoteSpec:
 
 
 def get_from(remotes: dict[str, RemoteSpec], name: str) -> RemoteSpec:
+    """The remote called `name` in `remotes`; raises UsageError naming the known ones if there is none."""
     if name not in remotes:
         known = ", ".join(sorted(remotes)) or "none"
         raise UsageError(f"no remote named {name!r} (known: {known})",
@@ -152,6 +162,7 @@ def get(repo_dir: Path, name: str | None) -> RemoteSpec:
 
 
 def cache_dir(repo_dir: Path, name: str) -> Path:
+    """The directory under the repository that caches a remote's index data."""
     return repo_dir / "cache" / "remotes" / check_remote_name(name)
 
 

@@ -21,10 +21,13 @@ def _stamp(st: os.stat_result) -> list[int]:
 
 
 class StatCache:
+    """Stat-cache lookups and stores over the LMDB index, keyed by absolute path and chunk size."""
+
     def __init__(self, index: ChunkIndex) -> None:
         self.index = index
 
     def get(self, path: str, rel: str, st: os.stat_result, chunk_size: int) -> tuple[FileRecipe, tuple] | None:
+        """A file's cached (recipe, tensors) if its stat is unchanged and every chunk is still indexed; else None."""
         raw = self.index.get_stat(_key(path, chunk_size))
         if raw is None:
             return None
@@ -43,6 +46,7 @@ class StatCache:
         return recipe, entries
 
     def put(self, items: list[tuple[str, os.stat_result, int, FileRecipe, tuple[TensorEntry, ...]]]) -> None:
+        """Cache recipes of scanned files, skipping any modified less than RACY_SECONDS ago."""
         now = time.time()
         rows = []
         for path, st, chunk_size, recipe, tensors in items:

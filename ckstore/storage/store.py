@@ -31,6 +31,8 @@ MAX_OBJECT = 256 * 1024 * 1024  # decompressed size cap for one object
 
 
 class Store:
+    """A repository's objects (zstd loose files), chunk packs and their LMDB index; reads are verified."""
+
     def __init__(self, root: Path, index_path: Path | None = None) -> None:
         self.root = root
         self.objects_dir, self.packs_dir, self.tmp_dir = root / "objects", root / "packs", root / "tmp"
@@ -42,6 +44,7 @@ class Store:
         self.sync_index()
 
     def close(self) -> None:
+        """Flush the commit cache, close open pack files and release the index."""
         self.flush_commit_cache()
         for fd in self._fds.values():
             os.close(fd)
@@ -51,10 +54,12 @@ class Store:
     # -- objects ------------------------------------------------------------------------------------------------
 
     def object_path(self, oid: bytes) -> Path:
+        """The file of a loose object: objects/ab/cdef... by hex id."""
         h = oid.hex()
         return self.objects_dir / h[:2] / h[2:]
 
     def put_object(self, obj: Object) -> bytes:
+        """Encode, compress and write an object (an existing file for its id is kept); returns its id."""
         encoded = encode_object(obj)
         oid = object_id(encoded)
         write_atomic(self.object_path(oid), zstandard.ZstdCompressor(level=3).compress(encoded), self.tmp_dir,
@@ -77,11 +82,13 @@ class Store:
         return obj
 
     def flush_commit_cache(self) -> None:
+        """Write the commits verified since the last flush into the LMDB commit cache."""
         if self._commit_cache:
             self.index.put_commits(list(self._commit_cache.items()))
             self._commit_cache.clear()
 
     def get_object(self, oid: bytes) -> Object:
+        """The object with id `oid`, verified and decoded; MissingObject if absent, CorruptObject if damaged."""
         try:
             data = self.object_path(oid).read_bytes()
         except FileNotFoundError:
@@ -90,6 +97,7 @@ class Store:
 
     @staticmethod
     def decompress_object(oid: bytes, data: bytes) -> bytes:
+        """The encoded object from a loose file's zstd bytes (at most MAX_OBJECT); CorruptObject if undecodable."""
         try:
             size = zstandard.frame_content_size(data)
             if not 0 <= size <= MAX_OBJECT:
@@ -99,6 +107,7 @@ class Store:
             raise CorruptObject("object", oid.hex(), "?", detail=f"undecodable: {exc}") from None
 
     def has_object(self, oid: bytes) -> bool:
+        """True when the loose object file exists (its content is not checked)."""
         return self.object_path(oid).is_file()
 
     def ids_with_prefix(self, prefix: str) -> list[bytes]:
@@ -112,6 +121,7 @@ class Store:
         return [bytes.fromhex(h) for h in full if len(h) == 64 and h.startswith(prefix) and is_hex(h)]
 
     def object_ids(self) -> Iterator[bytes]:
+        """Ids of every loose object, in hex order."""
         if not self.objects_dir.is_dir():
             return
         for sub in sorted(self.objects_dir.iterdir()):
@@ -123,6 +133,7 @@ class Store:
     # -- packs and index ----------------------------------------------------------------------------------------
 
     def pack_ids(self) -> set[bytes]:
+        """Ids of the packs on disk that have an .idx file."""
         out = set()
         if self.packs_dir.is_dir():
             for sub in self.packs_dir.iterdir():
@@ -145,11 +156,13 @@ class Store:
         self.index.drop_packs(known - on_disk)
 
     def reindex(self) -> int:
+        """Rebuild the index from the packs' .idx files; returns the number of chunks indexed."""
         self.index.clear()
         self.sync_index()
         return self.index.count()
 
     def has_chunk(self, chunk: bytes) -> bool:
+        """True when an indexed pack holds the chunk."""
         return self.index.get(chunk) is not None
 
     def _fd(self, pack: bytes) -> int:
@@ -237,6 +250,7 @@ class Store:
         return depth, None
 
     def delta_depth(self, chunk: bytes, limit: int) -> int:
+        """How many delta frames must be decoded to read `chunk`, counting up to `limit`."""
         return self.delta_chain(chunk, limit)[0]
 
     def sink(self, pack_size: int, *, index_each_pack: bool = False, keep_raw: int = 0) -> PackSink:
@@ -254,6 +268,7 @@ class RecentChunks:
         self.lock = threading.Lock()
 
     def get(self, chunk: bytes) -> memoryview | None:
+        """The cached bytes of a chunk (now most recently used), or None."""
         with self.lock:
             raw = self.items.get(chunk)
             if raw is not None:
@@ -261,6 +276,7 @@ class RecentChunks:
             return raw
 
     def put(self, chunk: bytes, raw: memoryview) -> None:
+        """Cache a chunk's verified bytes, unless over a quarter of the budget; evicts the least recently used."""
         with self.lock:
             if chunk in self.items or len(raw) > self.budget // 4:
                 return

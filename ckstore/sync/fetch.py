@@ -70,6 +70,7 @@ def fetch(repo: Repository, remote_name: str | None = None, *, progress: Progres
 
 def fetch_with(repo: Repository, spec: RemoteSpec, remote: Session, progress: Progress,
                 action: str = "fetch") -> tuple[SyncResult, _Fetched]:
+    """Fetch over an open session, moving remote-tracking refs and adding new tags; returns the result and refs seen."""
     result = SyncResult(action, spec.name, remote.url)
     io = io_pool()
     try:

@@ -42,11 +42,13 @@ _PACK_KEY = re.compile(r"^packs/([0-9a-f]{2})/([0-9a-f]{64})\.(pack|idx)$")
 
 # ------------------------------------------------------------------------------------------------- the remote
 def obj_key(oid: bytes) -> str:
+    """The remote key of a loose object: objects/ab/cdef... by hex id."""
     h = oid.hex()
     return f"objects/{h[:2]}/{h[2:]}"
 
 
 def pack_key(pack_id: bytes, suffix: str = ".pack") -> str:
+    """The remote key of a pack (or, with suffix ".idx", its index): packs/ab/abcd....pack."""
     h = pack_id.hex()
     return f"packs/{h[:2]}/{h}{suffix}"
 
@@ -66,17 +68,20 @@ class Session:
             self.received += received
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The bytes of `key` (or [start:end]), with retries; RemoteNotFound if absent. Counts the bytes received."""
         data = self.r.get(key, start, end)
         self._count(received=len(data))
         return data
 
     def get_opt(self, key: str) -> bytes | None:
+        """The bytes of `key`, or None if it is absent."""
         try:
             return self.get(key)
         except RemoteNotFound:
             return None
 
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """(bytes, etag) of `key`, or None if it is absent."""
         try:
             data, etag = self.r.get_with_etag(key)
         except RemoteNotFound:
@@ -85,9 +90,11 @@ class Session:
         return data, etag
 
     def exists(self, key: str) -> bool:
+        """True when `key` exists on the remote."""
         return self.r.exists(key)
 
     def list(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, as a list."""
         return list(self.r.list(prefix))
 
     def put_new(self, key: str, data: bytes | memoryview) -> bool:
@@ -114,6 +121,7 @@ def io_pool() -> ThreadPoolExecutor:
 
 
 def open_spec(spec: RemoteSpec, *, create: bool) -> Transport:
+    """Open the transport for a remote: S3 with bounded retries; a local directory created first when `create`."""
     from ..transport import open_transport
     opts: dict[str, Any] = spec.transport_options()
     scheme = spec.url.split("://", 1)[0].lower() if "://" in spec.url else ""
@@ -154,6 +162,7 @@ def _parse_id(data: bytes) -> bytes | None:
 
 
 def read_ref(remote: Session, key: str) -> tuple[bytes | None, str | None]:
+    """(id, etag) of the remote ref at `key`, or (None, None) if absent; RemoteError if it is not a 64-digit id."""
     got = remote.get_with_etag(key)
     if got is None:
         return None, None
@@ -187,6 +196,7 @@ def remote_refs(remote: Session, io: ThreadPoolExecutor, prefix: str, warnings: 
 
 
 def remote_head(remote: Session) -> str | None:
+    """The branch the remote's HEAD names, or None when it is absent, detached or not a valid name."""
     data = remote.get_opt("HEAD")
     if not data:
         return None
@@ -244,12 +254,14 @@ def load_index(repo: Repository, remote: Session, io: ThreadPoolExecutor, warnin
 
 
 def cache_idx(repo: Repository, remote: Session, pack_id: bytes, data: bytes) -> None:
+    """Keep a copy of a remote pack's .idx bytes in this repository's cache for that remote."""
     cache = remotes.cache_dir(repo.dir, remote.name)
     cache.mkdir(parents=True, exist_ok=True)
     write_atomic(cache / f"{pack_id.hex()}.idx", data, repo.store.tmp_dir)
 
 
 def verified_object(oid: bytes, data: bytes, where: str) -> Any:
+    """Decompress, verify against `oid` and decode an object downloaded from `where`; CorruptObject if bad."""
     try:
         return decode_object(Store.decompress_object(oid, data), oid)
     except CorruptObject as exc:
@@ -257,6 +269,7 @@ def verified_object(oid: bytes, data: bytes, where: str) -> Any:
 
 
 def missing_on(what: str, oid: bytes, url: str) -> MissingObject:
+    """A MissingObject for an object or chunk the remote at `url` should have and does not, with a hint to retry."""
     exc = MissingObject(what, oid.hex())
     exc.hint = f"the remote {url} does not have it: it may be damaged, or a push to it is under way; retry later"
     return exc

@@ -39,6 +39,8 @@ MAX_KEY_BYTES = 1024          # the S3 limit
 
 
 class KeyStat(NamedTuple):
+    """A key's size in bytes and its etag."""
+
     size: int
     etag: str
 
@@ -68,18 +70,21 @@ def check_prefix(prefix: str) -> str:
 
 
 def check_range(start: int | None, end: int | None) -> None:
+    """Raise UsageError unless `start` and `end` are each None or a non-negative int."""
     for name, v in (("start", start), ("end", end)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
             raise UsageError(f"byte range {name} must be a non-negative int, not {v!r}")
 
 
 def slice_range(data: bytes, start: int | None, end: int | None) -> bytes:
+    """`data[start:end]`, a missing bound meaning that end of the data."""
     if start is None and end is None:
         return data
     return data[(start or 0):end]
 
 
 def under_prefix(key: str, prefix: str) -> bool:
+    """True when `key` is under `prefix` component-wise ("" matches every key)."""
     return not prefix or key.startswith(prefix + "/")
 
 
@@ -118,6 +123,7 @@ class Transport(ABC):
         """Remove `key`; no error if it is absent."""
 
     def exists(self, key: str) -> bool:
+        """True when `key` exists; the default asks `stat`."""
         return self.stat(key) is not None
 
     def close(self) -> None:

@@ -168,6 +168,7 @@ class DirectoryTransport(Transport):
 
     # ---------------------------------------------------------------- reads
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The file's bytes, or [start:end] clipped to its size; RemoteNotFound if there is no such file."""
         self._key(key)
         check_range(start, end)
         path = self._path(key)
@@ -200,10 +201,12 @@ class DirectoryTransport(Transport):
             os.close(fd)
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The file's bytes and their content etag (BLAKE3 hex)."""
         data = self.get(key)
         return data, content_etag(data)
 
     def stat(self, key: str) -> KeyStat | None:
+        """Size and content etag of the file (reads all of it to hash it), or None if absent."""
         self._key(key)
         try:
             fd = os.open(self._path(key), os.O_RDONLY)
@@ -222,10 +225,12 @@ class DirectoryTransport(Transport):
             os.close(fd)
 
     def exists(self, key: str) -> bool:
+        """True when the key's file exists; cheaper than stat, which hashes the content."""
         self._key(key)
         return os.path.isfile(self._path(key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key under `prefix`, sorted; lock files, tmp/ and names no key can have are skipped."""
         prefix = check_prefix(prefix)
         top = self._path(prefix) if prefix else str(self.root)
         keys: list[str] = []
@@ -254,6 +259,7 @@ class DirectoryTransport(Transport):
 
     # ---------------------------------------------------------------- writes
     def put(self, key: str, data: Data, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        """Write `data` durably: a temp file, then an atomic rename or link (module docstring); returns its etag."""
         self._check_put_args(key, if_absent, if_match)
         self._key(key)
         etag = content_etag(data)
@@ -313,6 +319,7 @@ class DirectoryTransport(Transport):
         self._fsync_dir(os.path.dirname(final))
 
     def delete(self, key: str) -> None:
+        """Remove the key's file under its lock and fsync the directory; absent keys are ignored."""
         self._key(key)
         final = self._path(key)
         if not os.path.lexists(final):

@@ -20,6 +20,8 @@ from .base import (
 
 
 class MemoryTransport(Transport):
+    """A transport over a dict in this process (memory://NAME), with content etags and conditional puts."""
+
     persistent = False
 
     def __init__(self, name: str = "") -> None:
@@ -28,6 +30,7 @@ class MemoryTransport(Transport):
         self._lock = threading.Lock()
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The stored bytes, or [start:end] of them; RemoteNotFound if absent."""
         check_key(key)
         check_range(start, end)
         with self._lock:
@@ -37,6 +40,7 @@ class MemoryTransport(Transport):
         return slice_range(item[0], start, end)
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The stored bytes and their content etag; RemoteNotFound if absent."""
         check_key(key)
         with self._lock:
             item = self._data.get(key)
@@ -45,12 +49,14 @@ class MemoryTransport(Transport):
         return item
 
     def stat(self, key: str) -> KeyStat | None:
+        """Size and etag of the key, or None if absent."""
         check_key(key)
         with self._lock:
             item = self._data.get(key)
         return None if item is None else KeyStat(len(item[0]), item[1])
 
     def put(self, key: str, data: Data, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        """Store a copy of `data` and return its etag; RemotePreconditionFailed if if_absent/if_match fails."""
         self._check_put_args(key, if_absent, if_match)
         value = bytes(data)
         etag = content_etag(value)
@@ -66,12 +72,14 @@ class MemoryTransport(Transport):
         return etag
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key under `prefix`, sorted."""
         prefix = check_prefix(prefix)
         with self._lock:
             keys = sorted(k for k in self._data if under_prefix(k, prefix))
         return iter(keys)
 
     def delete(self, key: str) -> None:
+        """Remove the key if present."""
         check_key(key)
         with self._lock:
             self._data.pop(key, None)

@@ -103,6 +103,8 @@ def _seconds(v: float | timedelta) -> timedelta:
 
 
 class S3Transport(Transport):
+    """An S3 or S3-compatible bucket and prefix via obstore; credentials from arguments, environment or profile."""
+
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
                  profile: str | None = None, access_key_id: str | None = None,
                  secret_access_key: str | None = None, session_token: str | None = None,
@@ -181,6 +183,7 @@ class S3Transport(Transport):
 
     # ---------------------------------------------------------------- reads
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        """The object's bytes, or a range GET for [start:end] (empty when it starts at or past the end)."""
         check_key(key)
         check_range(start, end)
         options: dict[str, Any] = {}
@@ -203,6 +206,7 @@ class S3Transport(Transport):
         return b""
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the server's ETag; RemoteError if the server sends none."""
         check_key(key)
         try:
             result = obstore.get(self._store, key)
@@ -228,6 +232,7 @@ class S3Transport(Transport):
         return KeyStat(int(meta["size"]), meta.get("e_tag") or "")
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        """Every key under `prefix`, streamed page by page; listed names that are not valid keys are skipped."""
         return self._list(check_prefix(prefix))
 
     def _list(self, prefix: str) -> Iterator[str]:
@@ -246,6 +251,7 @@ class S3Transport(Transport):
 
     # ---------------------------------------------------------------- writes
     def put(self, key: str, data: Data, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        """PUT `data`, create-only or If-Match when asked; returns the new ETag. RemotePreconditionFailed on a miss."""
         self._check_put_args(key, if_absent, if_match)
         mode: Any = "create" if if_absent else ({"e_tag": if_match} if if_match is not None else "overwrite")
         try:
@@ -263,6 +269,7 @@ class S3Transport(Transport):
         return etag
 
     def delete(self, key: str) -> None:
+        """DELETE the key; a missing key is not an error."""
         check_key(key)
         try:
             obstore.delete(self._store, key)
