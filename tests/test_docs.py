@@ -64,7 +64,8 @@ def test_every_cli_command_has_help() -> None:
     ('"""Doc."""\nclass C:\n    pass\n', ["C:2"]),
     ('"""Doc."""\ndef f():\n    """"""\n', ["f:2"]),  # an empty docstring is none
     ('"""Doc."""\nasync def f():\n    pass\n', ["f:2"]),
-    ('"""Doc."""\nclass C:\n    """Doc."""\n    class D:\n        def m(self):\n            pass\n', ["C.D:4", "C.D.m:5"]),
+    ('"""Doc."""\nclass C:\n    """Doc."""\n    class D:\n        def m(self):\n            pass\n',
+     ["C.D:4", "C.D.m:5"]),
 ])
 def test_checker_catches_a_planted_omission(source: str, expected: list[str]) -> None:
     assert missing_docstrings(source) == expected
@@ -73,7 +74,8 @@ def test_checker_catches_a_planted_omission(source: str, expected: list[str]) ->
 @pytest.mark.parametrize("source", [
     '"""Doc."""\ndef _private():\n    pass\n',
     '"""Doc."""\ndef f():\n    """Doc."""\n    def nested():\n        pass\n',
-    '"""Doc."""\nclass C:\n    """Doc."""\n    def __init__(self):\n        pass\n    def _helper(self):\n        pass\n',
+    '"""Doc."""\nclass C:\n    """Doc."""\n    def __init__(self):\n        pass\n'
+    '    def _helper(self):\n        pass\n',
     '"""Doc."""\nclass _Private:\n    def method(self):\n        pass\n',
 ])
 def test_checker_skips_what_the_rule_excludes(source: str) -> None:
