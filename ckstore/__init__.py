@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FsckReport", "Repo", "ResetResult",
-           "ShowInfo", "SyncResult", "TagInfo", "clone", "errors"]
+__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FileInfo", "FsckReport", "Repo",
+           "ResetResult", "ShowInfo", "SyncResult", "TagInfo", "clone", "errors"]
 __version__ = "0.1.0"
 
 _API = {"Repo", "clone"}

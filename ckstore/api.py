@@ -31,6 +31,7 @@ from .results import (
     BranchInfo,
     CommitInfo,
     CommitResult,
+    FileInfo,
     FsckReport,
     ResetResult,
     ShowInfo,
@@ -223,9 +224,9 @@ class Repo:
         new = sum(loc.length for c, loc in locs.items() if c not in parent_chunks)
         return ShowInfo(info, manifest, manifest.logical_bytes(), stored, new)
 
-    def ls(self, rev: str = "HEAD") -> list[dict]:
+    def ls(self, rev: str = "HEAD") -> list[FileInfo]:
         """The files of `rev`: path, size and BLAKE3 hash."""
-        return [{"path": f.path, "size": f.size, "hash": f.hash.hex()} for f in self.manifest(rev).files]
+        return [FileInfo(f.path, f.size, f.hash.hex()) for f in self.manifest(rev).files]
 
     def cat(self, rev: str, path: str) -> Iterator[memoryview]:
         """The bytes of one committed file, in verified pieces."""

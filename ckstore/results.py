@@ -11,7 +11,7 @@ from .model.metadata import META_SECTIONS
 from .model.objects import Commit, Manifest
 from .model.progress import human_bytes
 
-__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FsckReport", "Problem",
+__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FileInfo", "FsckReport", "Problem",
            "ResetResult", "ShowInfo", "SyncResult", "TagInfo", "json_safe"]
 
 
@@ -80,6 +80,22 @@ class ShowInfo:
                 "tensors": [{"name": t.name, "file": t.file, "dtype": t.dtype, "shape": list(t.shape),
                              "nbytes": t.nbytes, "chunks": len(t.chunks), "stats": t.stats}
                             for t in self.manifest.tensors]}
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A committed file: its path, size in bytes and BLAKE3 hash (hex)."""
+
+    path: str
+    size: int
+    hash: str
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"path": self.path, "size": self.size, "hash": self.hash}
+
+    def __getitem__(self, key: str) -> Any:  # listings were dicts before; keep `f["path"]` working
+        return self.to_dict()[key]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def ls(rev: str = typer.Argument("HEAD", help="The revision to list (default HEA
     if as_json:
         return emit(files)
     for f in files:
-        typer.echo(f"{f['size']:>14}  {f['path']}")
+        typer.echo(f"{f.size:>14}  {f.path}")
 
 
 @app.command()

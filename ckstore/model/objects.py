@@ -94,7 +94,8 @@ class TensorEntry:
 
     def chunk_ranges(self) -> list[tuple[bytes, int, int]]:
         """(chunk id, start, end) of each chunk within the tensor's bytes."""
-        return [(c, k * self.chunk_bytes, min((k + 1) * self.chunk_bytes, self.nbytes)) for k, c in enumerate(self.chunks)]
+        step = self.chunk_bytes
+        return [(c, k * step, min((k + 1) * step, self.nbytes)) for k, c in enumerate(self.chunks)]
 
     def to_dict(self) -> dict:
         """The entry as the plain dict stored in a manifest."""

@@ -28,7 +28,8 @@ class Config:
     def to_json(self) -> str:
         """The config file's text."""
         return json.dumps({"format": FORMAT, "version": VERSION, "hash": HASH, "chunk_size": self.chunk_size,
-                           "pack_size": self.pack_size, "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
+                           "pack_size": self.pack_size,
+                           "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
                            "schema": self.schema}, indent=2) + "\n"
 
     def save(self, path: Path, tmp_dir: Path) -> None:

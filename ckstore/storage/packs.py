@@ -44,7 +44,8 @@ def _trailer(entries: list[Entry]) -> bytes:
 
 
 def parse_entries(body: bytes | memoryview, what: str) -> tuple[list[Entry], int]:
-    """(entries, where they start) of a body ending in entries + footer; checks the xxh3 over all but its last 8 bytes."""
+    """(entries, where they start) of a body ending in entries + footer; checks the xxh3 over all but its last 8
+    bytes."""
     if len(body) < FOOTER.size:
         raise PackFormatError(f"{what} is too short")
     count, checksum = FOOTER.unpack_from(body, len(body) - FOOTER.size)

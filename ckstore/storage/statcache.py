@@ -1,5 +1,6 @@
-"""The stat cache: (path, size, mtime, inode, ctime) -> the file's recipe and tensors, so unchanged files are not
-re-read. Lives in the LMDB cache; a hit is used only while every chunk it names is still in the store."""
+"""The stat cache: (absolute path, chunk size) -> the file's stat stamp (device, inode, size, mtime, ctime), its
+recipe and tensors, so unchanged files are not re-read. Lives in the LMDB cache; a hit is used only while the
+stamp matches and every chunk it names is still in the store."""
 
 from __future__ import annotations
 

@@ -121,13 +121,16 @@ class Store:
         return [bytes.fromhex(h) for h in full if len(h) == 64 and h.startswith(prefix) and is_hex(h)]
 
     def object_ids(self) -> Iterator[bytes]:
-        """Ids of every loose object, in hex order."""
+        """Ids of every loose object, in hex order (stray files and directories that name no object are passed
+        over: fsck reports objects, not litter)."""
         if not self.objects_dir.is_dir():
             return
         for sub in sorted(self.objects_dir.iterdir()):
+            if not sub.is_dir() or len(sub.name) != 2:
+                continue
             for f in sorted(sub.iterdir()):
                 name = sub.name + f.name
-                if len(name) == 64:
+                if len(name) == 64 and is_hex(name):
                     yield bytes.fromhex(name)
 
     # -- packs and index ----------------------------------------------------------------------------------------

@@ -112,7 +112,8 @@ class Transport(ABC):
 
     @abstractmethod
     def put(self, key: str, data: Data, *, if_absent: bool = False, if_match: str | None = None) -> str:
-        """Store `data` under `key` atomically and return its new etag (RemotePreconditionFailed if a condition fails)."""
+        """Store `data` under `key` atomically and return its new etag (RemotePreconditionFailed if a condition
+        fails)."""
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[str]:
