@@ -38,6 +38,7 @@ def commit(repo: Repository, src: str | os.PathLike | dict, message: str, record
     """Snapshot a file, a directory or an in-memory state dict as a new commit on `branch` (default HEAD's);
     `record` is the metadata split into sections (model.metadata.split_sections)."""
     author = author or whoami()
+    metadata.check_encodable({"message": message, "author": author}, "commit")
     metadata.validate_schema(repo.config.schema, {**record, "message": message, "author": author})
     ref = branch_ref(branch or repo.head_branch())
     new_tag = tag_ref(tag) if tag else None
@@ -48,7 +49,7 @@ def commit(repo: Repository, src: str | os.PathLike | dict, message: str, record
         env_job = side.submit(capture_env) if env else None
         tip = repo.refs.read(ref) or repo.refs.read(repo.refs.head())
         manifest, mid, written = snapshot(repo, src, progress or NoProgress(), repo.manifest_of(tip) if tip else None)
-        captured = env_job.result() if env_job else {}
+        captured = _storable(env_job.result()) if env_job else {}
     with repo.refs.locked(ref) as (current, set_ref):
         parent = current if current else repo.refs.read(repo.refs.head())
         new = Commit(mid, (parent,) if parent else (), author, time.time(), message, record.get("step"),
@@ -59,6 +60,18 @@ def commit(repo: Repository, src: str | os.PathLike | dict, message: str, record
     if new_tag:
         repo.refs.update(new_tag, oid, None, action="tag", message=message)
     return Committed(oid, new, manifest, ref.removeprefix(HEADS), written)
+
+
+def _storable(value: Any) -> Any:
+    """The captured environment with every string made valid UTF-8 (a non-UTF-8 argument in sys.argv arrives as
+    lone surrogates, which no object can store): such characters are written as backslash escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    return value
 
 
 def snapshot(repo: Repository, src: str | os.PathLike | dict, progress: Progress,

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from ..errors import MalformedCheckpoint, UsageError
-from .base import DTYPES, ScannedFile, Span, TensorInfo, dtype_name, itemsize, map_file, opaque
+from .base import (DTYPES, ScannedFile, Span, TensorInfo, check_file_name, dtype_name, itemsize, map_file, opaque,
+                   shown)
 
 __all__ = ["DTYPES", "ScannedFile", "Span", "TensorInfo", "dtype_name", "itemsize", "scan_buffer", "scan_path",
            "walk_source"]
@@ -16,8 +17,9 @@ SKIP_DIRS = {".ckstore", ".git"}
 
 
 def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
-    """Pick a reader by name and magic; anything unrecognised is opaque bytes."""
-    lower = rel.lower()
+    """Pick a reader by name and magic; anything unrecognised is opaque bytes. A name that is not valid UTF-8 is
+    refused (MalformedCheckpoint)."""
+    lower = check_file_name(rel).lower()
     if lower.endswith(".safetensors"):
         from . import safetensors
         return safetensors.scan(rel, buf)
@@ -43,17 +45,18 @@ def scan_path(path: str | os.PathLike, rel: str) -> ScannedFile:
 
 def walk_source(src: str | os.PathLike) -> list[tuple[Path, str]]:
     """(absolute path, relative name) of every file to commit: a file by its base name, a directory's contents
-    relative to it (sorted, skipping .ckstore/.git; symlinked files are read through, as in HF caches)."""
+    relative to it (sorted, skipping .ckstore/.git; symlinked files are read through, as in HF caches). A name
+    that is not valid UTF-8 is refused (MalformedCheckpoint) before anything is read."""
     root = Path(src)
     if root.is_file():
-        return [(root, root.name)]
+        return [(root, check_file_name(root.name))]
     if not root.is_dir():
-        raise UsageError(f"{src}: no such file or directory")
+        raise UsageError(f"{shown(os.fspath(src))}: no such file or directory")
     out = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
         for name in sorted(filenames):
             full = Path(dirpath) / name
             if full.is_file():
-                out.append((full, full.relative_to(root).as_posix()))
+                out.append((full, check_file_name(full.relative_to(root).as_posix())))
     return sorted(out, key=lambda item: item[1])

@@ -137,13 +137,38 @@ def drop_range(mm: mmap.mmap, lo: int, hi: int) -> int:
     return hi
 
 
+def is_utf8(text: str) -> bool:
+    """True when `text` encodes as UTF-8: no lone surrogates (os.fsdecode's stand-ins for undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(text: str) -> str:
+    """`text` as it can be printed: itself when it is valid UTF-8, else its ascii() form (surrogates escaped)."""
+    return text if is_utf8(text) else ascii(text)
+
+
+def check_file_name(rel: str) -> str:
+    """`rel` itself when it can be stored (a manifest path is UTF-8); MalformedCheckpoint naming it otherwise."""
+    if not isinstance(rel, str) or not is_utf8(rel):
+        raise MalformedCheckpoint(ascii(rel), "the file name is not valid UTF-8 (rename the file to commit it)")
+    return rel
+
+
 def spans_from_tensors(rel: str, buf: memoryview, tensors: list[tuple[int, int, TensorInfo]]) -> ScannedFile:
     """Cover `buf` with spans: the given tensor byte ranges (offset, nbytes, info) and opaque gaps between them.
 
-    Tensor ranges must be in bounds and must not overlap; zero-length tensors get an empty span in place.
+    Tensor ranges must be in bounds and must not overlap; zero-length tensors get an empty span in place. Every
+    tensor name must be valid UTF-8 (a JSON or pickle string can hold a lone surrogate no manifest can store).
     """
     spans: list[Span] = []
     pos = 0
+    for _, _, info in tensors:
+        if not isinstance(info.name, str) or not is_utf8(info.name):
+            raise MalformedCheckpoint(shown(rel), f"tensor name {ascii(info.name)} is not valid UTF-8")
     for off, n, info in sorted(tensors, key=lambda t: (t[0], t[1])):
         if off < pos or off + n > len(buf):
             raise MalformedCheckpoint(rel, f"tensor {info.name!r} bytes [{off}, {off + n}) overlap another or "

@@ -12,6 +12,8 @@ from . import safetensors
 from .base import DTYPES, ScannedFile, Span, TensorInfo, dtype_name
 
 STATE_FILE = "state.safetensors"
+MAX_DEPTH = 64  # containers nested deeper are refused: real state dicts nest a few levels
+MIN_INT, MAX_INT = -(1 << 63), (1 << 64) - 1  # what msgpack can store
 _TORCH_VIEW = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8", "float8_e8m0fnu": "uint8"}
 
 
@@ -38,17 +40,39 @@ def _as_array(value: Any) -> tuple[np.ndarray, str] | None:
     return None
 
 
+def _where(path: list[str]) -> str:
+    return ascii(".".join(path)) if path else "the top level"
+
+
+def _check_scalar(value: Any, path: list[str], what: str = "string") -> None:
+    """Refuse what no manifest can store: strings that are not valid UTF-8, integers beyond msgpack's range."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"state dict {what} {ascii(value)} at {_where(path)} is not valid UTF-8 "
+                             "(a lone surrogate)") from None
+    elif isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
+        raise UsageError(f"state dict integer {what if what != 'string' else 'value'} at {_where(path)} is out of "
+                         "range: it must lie within -2**63 .. 2**64-1", hint="store it as a string or a float")
+
+
 def flatten(state: dict) -> tuple[list[tuple[str, np.ndarray]], Any]:
-    """(tensors named by dotted key path, tree) for a nested dict of tensors, containers and plain scalars."""
+    """(tensors named by dotted key path, tree) for a nested dict of tensors, containers and plain scalars.
+    UsageError for what cannot be stored: containers nested over MAX_DEPTH, keys or strings that are not valid
+    UTF-8, integers outside -2**63 .. 2**64-1 — all found before anything is written."""
     tensors: list[tuple[str, np.ndarray]] = []
     names: set[str] = set()
 
     def enc(value: Any, path: list[str]) -> Any:
+        if len(path) > MAX_DEPTH:
+            raise UsageError(f"state dict nests deeper than {MAX_DEPTH} levels at {_where(path[:8])}...",
+                             hint="flatten the structure before committing it")
         arr = _as_array(value)
         if arr is not None:
             name = ".".join(path) or "tensor"
             if name in names:
-                raise UsageError(f"two tensors flatten to the same name {name!r}")
+                raise UsageError(f"two tensors flatten to the same name {ascii(name)}")
             names.add(name)
             data = arr[0] if arr[0].flags.c_contiguous else arr[0].copy()  # keeps 0-d shapes
             if data.dtype.byteorder == ">":
@@ -56,19 +80,21 @@ def flatten(state: dict) -> tuple[list[tuple[str, np.ndarray]], Any]:
             try:
                 dtype_name(data.dtype)
             except ValueError:
-                raise UsageError(f"tensor {name!r} has unsupported dtype {data.dtype}") from None
+                raise UsageError(f"tensor {ascii(name)} has unsupported dtype {data.dtype}") from None
             tensors.append((name, data))
             return {"x": name, "k": arr[1]}
         if isinstance(value, dict):
             for k in value:
                 if not isinstance(k, (str, int)) or isinstance(k, bool):
-                    raise UsageError(f"state dict key {k!r} at {'.'.join(path) or 'top'} must be a string or int")
+                    raise UsageError(f"state dict key {ascii(k)} at {_where(path)} must be a string or int")
+                _check_scalar(k, path, "key")
             return {"m": [[k, enc(v, path + [str(k)])] for k, v in value.items()]}
         if isinstance(value, (list, tuple)):
             return {"l" if isinstance(value, list) else "t": [enc(v, path + [str(i)]) for i, v in enumerate(value)]}
         if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            _check_scalar(value, path)
             return {"v": value}
-        raise UsageError(f"state dict value at {'.'.join(path)} has unsupported type {type(value).__name__}",
+        raise UsageError(f"state dict value at {_where(path)} has unsupported type {type(value).__name__}",
                          hint="commit tensors, numbers, strings, lists and dicts")
 
     if not isinstance(state, dict):

@@ -40,7 +40,7 @@ def parse_scalar(text: str) -> Any:
     if text[:1] in "[{":
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return text
 
@@ -70,8 +70,9 @@ def parse_assignments(items: list[str], what: str = "--meta") -> dict:
             key = key[:-1]
             try:
                 typed = json.loads(value)
-            except ValueError as exc:
-                raise InvalidMetadata(f"{what} {item!r}: the value after := is not JSON ({exc})") from None
+            except (ValueError, RecursionError) as exc:
+                raise InvalidMetadata(f"{what} {ascii(item[:200])}: the value after := is not JSON "
+                                      f"({type(exc).__name__ if isinstance(exc, RecursionError) else exc})") from None
         else:
             typed = parse_scalar(value)
             if what == "--metric" and isinstance(typed, str):
@@ -142,29 +143,52 @@ def split_sections(meta: dict) -> dict:
     for name, value in out["metrics"].items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise InvalidMetadata(f"metric {name!r} must be a number, got {value!r}")
-    _check_encodable(out)
+    check_encodable(out)
     return out
 
 
-def _check_encodable(value: Any, path: str = "") -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise InvalidMetadata(f"metadata key {path}{k!r} must be a string")
-            _check_encodable(k, path)
-            _check_encodable(v, f"{path}{k}.")
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _check_encodable(v, path)
-    elif isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidMetadata(f"metadata value at {path.rstrip('.') or 'top'} is not valid Unicode "
-                                  f"(a lone surrogate in {value!r})") from None
-    elif not (value is None or isinstance(value, (int, float, bool))):
-        raise InvalidMetadata(f"metadata value at {path.rstrip('.') or 'top'} has unsupported type "
-                              f"{type(value).__name__}", hint="use numbers, strings, booleans, lists and mappings")
+MAX_DEPTH = 64  # metadata nested deeper is refused (readers bound msgpack nesting; real metadata is shallow)
+MIN_INT, MAX_INT = -(1 << 63), (1 << 64) - 1  # the integers msgpack stores
+
+
+def check_encodable(value: Any, what: str = "metadata") -> None:
+    """Refuse (InvalidMetadata) what a commit object cannot store: strings or keys that are not valid UTF-8,
+    integers outside -2**63 .. 2**64-1, nesting deeper than MAX_DEPTH, types other than JSON's. Iterative, so
+    any depth of input is refused cleanly."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        where = ascii(path.rstrip(".")) if path else "the top level"
+        if depth > MAX_DEPTH:
+            raise InvalidMetadata(f"{what} nests deeper than {MAX_DEPTH} levels (at {ascii(path[:80])}...)")
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise InvalidMetadata(f"{what} key {ascii(k)} at {where} must be a string")
+                if not _utf8(k):
+                    raise InvalidMetadata(f"{what} key {ascii(k)} at {where} is not valid Unicode (a lone surrogate)")
+                stack.append((v, f"{path}{k}.", depth + 1))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, path, depth + 1) for v in item)
+        elif isinstance(item, str):
+            if not _utf8(item):
+                raise InvalidMetadata(f"{what} value at {where} is not valid Unicode (a lone surrogate in "
+                                      f"{ascii(item)})")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not MIN_INT <= item <= MAX_INT:
+                raise InvalidMetadata(f"{what} integer at {where} is out of range (it must lie within -2**63 .. "
+                                      "2**64-1)", hint="store it as a string or a float")
+        elif not (item is None or isinstance(item, (float, bool))):
+            raise InvalidMetadata(f"{what} value at {where} has unsupported type {type(item).__name__}",
+                                  hint="use numbers, strings, booleans, lists and mappings")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def lookup(record: dict, key: str) -> tuple[bool, Any]:
