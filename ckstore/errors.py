@@ -29,6 +29,8 @@
         ├── RemoteUnavailable       network down, timeout, 5xx, a key lock held too long: transient
         ├── RemoteAccessDenied      credentials missing or wrong, or not permitted
         └── RemoteBucketMissing     the bucket (or the remote's root directory) does not exist
+
+    CacheRebuilt (a UserWarning)    the LMDB cache was damaged and has been rebuilt from the packs
 """
 
 from __future__ import annotations
@@ -215,3 +217,7 @@ class QuerySyntaxError(UsageError):
     def __init__(self, message: str, *, column: int | None = None, hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.column = column
+
+
+class CacheRebuilt(UserWarning):
+    """Not an error: the LMDB cache was found damaged, set aside and rebuilt from the packs (a warning)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -79,6 +80,7 @@ def main() -> None:
     from ..allocator import tune
     from ..errors import CkstoreError
     tune()
+    warnings.showwarning = _one_line_warning
     exits, aborts, usage = _parser_exceptions()
     try:
         code = app(standalone_mode=False)
@@ -126,6 +128,12 @@ def main() -> None:
             sys.stdout.flush()
         except BrokenPipeError:
             _quiet_stdout()
+
+
+def _one_line_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
+                      line: str | None = None) -> None:
+    # Library warnings (a rebuilt cache, say) are one line on stderr, like errors, not Python's two-line format.
+    typer.echo(f"warning: {message}", err=True)
 
 
 def _quiet_stdout() -> None:

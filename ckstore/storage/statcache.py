@@ -1,13 +1,13 @@
 """The stat cache: (absolute path, chunk size) -> the file's stat stamp (device, inode, size, mtime, ctime), its
 recipe and tensors, so unchanged files are not re-read. Lives in the LMDB cache; a hit is used only while the
-stamp matches and every chunk it names is still in the store."""
+stamp matches, the entry hashes to the BLAKE3 stored before it, and every chunk it names is still in the store."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from ..model.objects import ChunkRun, FileRecipe, TensorEntry, pack_canonical, unpack_limited
+from ..model.objects import ChunkRun, FileRecipe, TensorEntry, hash_bytes, pack_canonical, unpack_limited
 from .index import ChunkIndex
 
 RACY_SECONDS = 1.0  # a file modified this recently may change again within the same mtime tick: never cache it
@@ -32,8 +32,11 @@ class StatCache:
         raw = self.index.get_stat(_key(path, chunk_size))
         if raw is None:
             return None
+        if len(raw) < 32 or hash_bytes(raw[32:]) != raw[:32]:
+            self.index.delete("stat", [_key(path, chunk_size)])  # damaged: a miss, and gone
+            return None
         try:
-            stamp, recipe, tensors = unpack_limited(raw)
+            stamp, recipe, tensors = unpack_limited(raw[32:])
             if stamp != _stamp(st):
                 return None
             recipe = FileRecipe.from_dict({**recipe, "path": rel}, len(tensors))
@@ -54,5 +57,5 @@ class StatCache:
             if now - st.st_mtime < RACY_SECONDS:
                 continue
             value = pack_canonical([_stamp(st), recipe.to_dict(), [t.to_dict() for t in tensors]])
-            rows.append((_key(path, chunk_size), value))
+            rows.append((_key(path, chunk_size), hash_bytes(value) + value))  # bound to its hash, checked on read
         self.index.put_stats(rows)

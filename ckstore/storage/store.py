@@ -10,7 +10,7 @@ from typing import Iterator
 
 import zstandard
 
-from ..errors import CorruptObject, MissingObject
+from ..errors import CkstoreError, CorruptObject, MissingObject
 from ..fs.fileio import write_atomic
 from ..model import codec
 from ..model.objects import (
@@ -37,6 +37,7 @@ class Store:
         self.root = root
         self.objects_dir, self.packs_dir, self.tmp_dir = root / "objects", root / "packs", root / "tmp"
         self.index = ChunkIndex(index_path or root / "cache" / "index.lmdb")
+        self.index.on_rebuild = self.sync_index
         self._fds: dict[bytes, int] = {}
         self._commit_cache: dict[bytes, bytes] = {}  # verified commits waiting to go into the LMDB cache
         self._recent = RecentChunks()
@@ -178,8 +179,13 @@ class Store:
             return self._fds[pack]
 
     def read_frame(self, loc: Location) -> bytes:
-        """The stored frame at `loc`, as bytes (not yet verified: decode and hash it before use)."""
-        return os.pread(self._fd(loc.pack), loc.length, loc.offset)
+        """The stored frame at `loc`, as bytes (not yet verified: decode and hash it before use). A location past
+        the end of its pack (a damaged index entry) is CorruptObject, never a huge read."""
+        fd = self._fd(loc.pack)
+        if loc.offset + loc.length > os.fstat(fd).st_size or loc.length > MAX_OBJECT:
+            raise CorruptObject("chunk location", loc.pack.hex(), "?",
+                                detail=f"{loc.length} bytes at {loc.offset} lie outside the pack")
+        return os.pread(fd, loc.length, loc.offset)
 
     def frame_base(self, loc: Location) -> bytes | None:
         """The delta base a stored frame names (None for a full frame), read from its header alone."""
@@ -191,13 +197,87 @@ class Store:
         cached = self._recent.get(chunk)
         if cached is not None:
             return cached
+        generation = self.index.generation
+        try:
+            raw = self._verified(chunk)
+        except (CorruptObject, MissingObject) as exc:
+            # The index is a cache: before calling data corrupt, check the locations it gave against the packs'
+            # .idx files; if it lied, rebuild it and try once more. If it told the truth, name the damaged frame.
+            if self.index.generation == generation and not self._index_was_wrong(chunk, generation):
+                raise self._root_cause(chunk, exc) from None
+            raw = self._verified(chunk)
+        if keep:
+            self._recent.put(chunk, raw)
+        return raw.toreadonly()
+
+    def _verified(self, chunk: bytes) -> memoryview:
         raw, pack = self._decode(chunk)
         got = hash_bytes(raw)
         if got != chunk:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {pack.hex()[:12]}")
-        if keep:
-            self._recent.put(chunk, raw)
-        return raw.toreadonly()
+        return raw
+
+    def _chain(self, chunk: bytes) -> list[tuple[bytes, Location | None]]:
+        """(chunk, indexed location) down a delta chain as the index describes it, as far as it can be followed."""
+        out: list[tuple[bytes, Location | None]] = []
+        cur: bytes | None = chunk
+        while cur is not None and len(out) <= MAX_DELTA_DEPTH:
+            loc = self.index.get(cur)
+            out.append((cur, loc))
+            if loc is None:
+                break
+            try:
+                cur = self.frame_base(loc)
+            except (codec.FrameError, OSError, MissingObject):
+                break
+        return out
+
+    def _index_was_wrong(self, chunk: bytes, generation: int) -> bool:
+        """Does the index disagree with the .idx files about `chunk` or its delta bases? If so it is rebuilt."""
+        truth: dict[bytes, dict[bytes, Entry]] = {}
+        for cid, loc in self._chain(chunk):
+            if loc is None:
+                wrong = any(cid in entries for entries in self._all_idx().values())
+            else:
+                if loc.pack not in truth:
+                    truth[loc.pack] = self._idx_entries(loc.pack) or {}
+                e = truth[loc.pack].get(cid)
+                wrong = e is None or (e.offset, e.length, e.raw_length) != (loc.offset, loc.length, loc.raw_length)
+            if wrong:
+                self.index.rebuild(f"chunk {cid.hex()[:12]} was indexed where its pack does not hold it", generation)
+                return True
+        return False
+
+    def _idx_entries(self, pack_id: bytes) -> dict[bytes, Entry] | None:
+        try:
+            pid, entries = parse_idx(pack_path(self.packs_dir, pack_id, ".idx").read_bytes())
+        except (OSError, PackFormatError):
+            return None
+        return {e.chunk: e for e in entries} if pid == pack_id else None
+
+    def _all_idx(self) -> dict[bytes, dict[bytes, Entry]]:
+        return {p: self._idx_entries(p) or {} for p in self.pack_ids()}
+
+    def _root_cause(self, chunk: bytes, exc: CkstoreError) -> CkstoreError:
+        """The error naming the first damaged frame of `chunk`'s delta chain (a damaged base, not its healthy
+        dependant), decoding the chain from its full frame upwards."""
+        chain = self._chain(chunk)
+        for i in range(len(chain) - 1, -1, -1):
+            cid, loc = chain[i]
+            if loc is None:
+                return MissingObject("chunk", cid.hex()) if cid != chunk else exc
+            try:
+                frame = self.read_frame(loc)
+                raw = codec.decode(frame, loc.raw_length, (lambda b: self._verified(b)) if i + 1 < len(chain) else None)
+                ok = hash_bytes(raw) == cid
+            except (codec.FrameError, CkstoreError, OSError):
+                ok = False
+            if not ok:
+                if cid == chunk:
+                    return exc
+                return CorruptObject("chunk", cid.hex(), "?", detail=f"in pack {loc.pack.hex()[:12]}, the delta base "
+                                     f"of {chunk.hex()[:12]} (which cannot be read without it)")
+        return exc
 
     def _decode(self, chunk: bytes) -> tuple[memoryview, bytes]:
         """Decode a chunk with its delta chain: frames are gathered down to a full frame, or to a base already in
