@@ -15,6 +15,7 @@ from .engine import history
 from .engine.capture import read_meta_file
 from .engine.compare import diff_commits
 from .engine.fsck import check
+from .engine.repair import repair
 from .engine.repository import Repository, find_root
 from .engine.restore import checkout as checkout_files
 from .engine.restore import file_pieces, read_tensor, select
@@ -33,6 +34,7 @@ from .results import (
     CommitResult,
     FileInfo,
     FsckReport,
+    RepairResult,
     ResetResult,
     ShowInfo,
     SyncResult,
@@ -380,6 +382,20 @@ class Repo:
         if reindex:
             self.engine.store.reindex()
         return check(self.engine, read_data=read_data, progress=progress or NoProgress())
+
+    def repair(self, *, source: str | None = None, progress: Progress | None = None) -> RepairResult:
+        """Repair the repository: rebuild its caches, move damaged packs and objects to `.ckstore/quarantine/`
+        after copying out every frame that still verifies, and re-fetch what is then missing from the remote
+        `source` (verified). The result holds the fsck reports before and after."""
+        progress = progress or NoProgress()
+        refetch = None
+        if source is not None:
+            from .sync.repair import refetch as from_remote
+            spec = remotes.get(self.dir, source)
+
+            def refetch(chunks: list[bytes], objects: list[bytes]) -> tuple[int, int]:
+                return from_remote(self.engine, spec, chunks, objects, progress)
+        return repair(self.engine, progress, refetch)
 
 
 def similar(key: str, known: set[str], n: int = 5) -> list[str]:

@@ -11,7 +11,7 @@ from .model.metadata import META_SECTIONS
 from .model.objects import Commit, Manifest
 from .model.progress import human_bytes
 
-__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FileInfo", "FsckReport", "Problem",
+__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FileInfo", "FsckReport", "Problem", "RepairResult",
            "ResetResult", "ShowInfo", "SyncResult", "TagInfo", "json_safe"]
 
 
@@ -210,7 +210,7 @@ class SyncResult:
 class Problem:
     """One damaged thing fsck found."""
 
-    kind: str  # pack, index, chunk, object, ref, audit
+    kind: str  # pack, index, chunk, object, ref, audit, config, cache
     id: str
     message: str
 
@@ -229,6 +229,7 @@ class FsckReport:
     commits: int = 0
     refs: int = 0
     not_fetched: int = 0  # chunks a partial clone has not fetched yet (not a problem)
+    affected: list[str] = field(default_factory=list)  # commits that cannot be read whole because of the damage
 
     @property
     def ok(self) -> bool:
@@ -238,8 +239,34 @@ class FsckReport:
     def to_dict(self) -> dict:
         """JSON-ready data."""
         return {"ok": self.ok, "packs": self.packs, "chunks": self.chunks, "objects": self.objects,
-                "commits": self.commits, "refs": self.refs, "not_fetched": self.not_fetched,
+                "commits": self.commits, "refs": self.refs, "not_fetched": self.not_fetched, "affected": self.affected,
                 "problems": [{"kind": p.kind, "id": p.id, "message": p.message} for p in self.problems]}
+
+
+@dataclass
+class RepairResult:
+    """What a repair did, and the fsck reports before and after it."""
+
+    before: FsckReport
+    after: FsckReport
+    quarantined: list[str] = field(default_factory=list)  # paths under .ckstore/quarantine/
+    salvaged_chunks: int = 0
+    fetched_chunks: int = 0
+    fetched_objects: int = 0
+    missing_chunks: int = 0  # still missing after the repair
+    missing_objects: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """The repository is sound after the repair."""
+        return self.after.ok
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"ok": self.ok, "quarantined": self.quarantined, "salvaged_chunks": self.salvaged_chunks,
+                "fetched_chunks": self.fetched_chunks, "fetched_objects": self.fetched_objects,
+                "missing_chunks": self.missing_chunks, "missing_objects": self.missing_objects,
+                "before": self.before.to_dict(), "after": self.after.to_dict()}
 
 
 def json_safe(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -48,19 +49,35 @@ def cat(rev: str = typer.Argument(..., help="The revision to read from."),
 
 
 @app.command()
-def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and hash every chunk."),
+def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and hash every chunk; check caches."),
          reindex: bool = typer.Option(False, "--reindex", help="Rebuild the LMDB index from the .idx files."),
+         repair: bool = typer.Option(False, "--repair", help="Rebuild caches, quarantine damage, re-fetch it."),
+         source: Optional[str] = typer.Option(None, "--from", metavar="REMOTE",
+                                              help="With --repair: fetch what is missing from REMOTE."),
          as_json: bool = JsonOpt) -> None:
-    """Verify the repository; exits 1 and names every damaged object."""
+    """Verify the repository; exits 1 and names every damaged object (--repair: and mends what it can)."""
+    from ..errors import UsageError
+    if source and not repair:
+        raise UsageError("--from needs --repair")
     with open_repo() as repo:
-        report = repo.fsck(read_data=read_data, reindex=reindex, progress=progress())
+        if repair:
+            done = repo.repair(source=source, progress=progress())
+            report = done.after
+        else:
+            report = repo.fsck(read_data=read_data, reindex=reindex, progress=progress())
     if as_json:
-        emit(report)
+        emit(done if repair else report)
     else:
+        if repair:
+            from .render import render_repair
+            render_repair(done)
         for p in report.problems:
             typer.echo(f"error: {p}", err=True)
         typer.echo(f"{report.packs} packs, {report.chunks} chunks, {report.objects} objects, {report.commits} "
                    f"commits, {report.refs} refs: {'ok' if report.ok else f'{len(report.problems)} problems'}")
+        if report.affected:
+            typer.echo(f"{len(report.affected)} commits cannot be read whole: {', '.join(report.affected[:8])}",
+                       err=True)
     if not report.ok:
         raise typer.Exit(1)
 

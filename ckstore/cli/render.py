@@ -174,3 +174,16 @@ def render_lineage(chain: list[CommitInfo], metric: str | None) -> None:
         shown = f"{metric}={value:.6g}  " if isinstance(value, (int, float)) else ""
         step = f"step {e.step:>7}  " if e.step is not None else ""
         out.print(escape(f"{e.id[:12]}  {step}{shown}{e.message}"))
+
+
+def render_repair(done: Any) -> None:
+    """What fsck --repair did: problems before, files quarantined, chunks salvaged and fetched, what is left."""
+    before = len(done.before.problems)
+    out.print(escape(f"repair: {before} problems found; {len(done.quarantined)} files moved to quarantine, "
+                     f"{done.salvaged_chunks} intact chunks salvaged from them, {done.fetched_chunks} chunks and "
+                     f"{done.fetched_objects} objects fetched"))
+    for path in done.quarantined:
+        out.print(escape(f"  quarantined {path}"))
+    if done.missing_chunks or done.missing_objects:
+        out.print(escape(f"not recovered: {done.missing_chunks} chunks, {done.missing_objects} objects "
+                         "(fetch them with --from REMOTE, from a remote that has them)"))

@@ -1,66 +1,164 @@
-"""Integrity check: packs, index files, objects, refs, reachability and the audit chain; names what is damaged."""
+"""Integrity check of everything a command reads: HEAD, refs, the config, packs and their index files, objects,
+reachability, the audit chain and (with --read-data) every frame and every cache entry. Each damage is named once,
+at its root (a damaged pack, not every commit that needs it), and a concurrent writer never causes a false alarm:
+refs are read first, then what they reach (written before them), and an object missing from a listing is looked
+up once more before it is reported."""
 
 from __future__ import annotations
 
-from ..errors import CkstoreError
+from ..errors import CkstoreError, DamagedRef, UnsupportedFormat
 from ..model import codec
-from ..model.objects import Commit, Manifest, Tag, hash_bytes
+from ..model.objects import Commit, Manifest, Tag, hash_bytes, object_id
 from ..model.progress import Progress
 from ..results import FsckReport, Problem
 from ..storage import remotes
-from ..storage.packs import PackFormatError, pack_path, parse_idx, read_pack_entries
+from ..storage.config import Config
+from ..storage.index import LOCATION, Location
+from ..storage.packs import Entry, PackFormatError, pack_path, parse_idx, read_pack_entries
 from .repository import Repository
 
 
-def _check_pack(repo: Repository, pack_id: bytes, read_data: bool, report: FsckReport) -> set[bytes]:
-    """Checksum, trailer and .idx agreement of one pack; with read_data every frame decoded and hashed.
+class _Packs:
+    """What the pack pass learnt: chunks held intact, and the chunks of each damaged pack."""
 
-    Returns the chunks the pack holds intact: with read_data, a damaged pack still vouches for the frames that
-    decode to their ids (located through the trailer, or the separately checksummed .idx when the trailer is bad).
-    """
+    def __init__(self) -> None:
+        self.intact: set[bytes] = set()
+        self.damaged: dict[bytes, Problem] = {}  # chunk -> the problem of the pack (or frame) that holds it
+        self.entries: dict[bytes, list[Entry]] = {}  # pack id -> its .idx entries, when readable
+
+
+def check(repo: Repository, *, read_data: bool, progress: Progress) -> FsckReport:
+    """Verify everything (see the module docstring); report, never raise."""
+    report = FsckReport()
+    refs = _check_refs(repo, report)          # first: everything they reach was written before them
+    _check_config(repo, report)
+    packs = _check_packs(repo, read_data, report, progress)
+    objects = _check_objects(repo, report)
+    partial = any(spec.partial is not None for spec in remotes.load(repo.dir).values())
+    _check_graph(repo, refs, objects, packs, report, partial)
+    for message in repo.refs.audit.verify():
+        report.problems.append(Problem("audit", "", message))
+    _check_refs_audited(repo, refs, report)
+    if read_data:
+        _check_caches(repo, packs, report)
+    return report
+
+
+# -- refs and config --------------------------------------------------------------------------------------------
+
+def _check_refs(repo: Repository, report: FsckReport) -> dict[str, bytes]:
+    try:
+        repo.refs.head()
+    except DamagedRef as exc:
+        report.problems.append(Problem("ref", "HEAD", exc.detail))
+    damaged: list[tuple[str, str]] = []
+    refs = repo.refs.list(errors=damaged)
+    for name, message in damaged:
+        report.problems.append(Problem("ref", name, message))
+    report.refs = len(refs)
+    return refs
+
+
+def _check_config(repo: Repository, report: FsckReport) -> None:
+    try:
+        Config.load(repo.dir / "config")
+        problem = Config.checksum_problem(repo.dir / "config")
+    except UnsupportedFormat as exc:
+        problem = str(exc)
+    if problem:
+        report.problems.append(Problem("config", "", problem))
+
+
+# -- packs --------------------------------------------------------------------------------------------------------
+
+def _check_packs(repo: Repository, read_data: bool, report: FsckReport, progress: Progress) -> _Packs:
+    packs = _Packs()
+    ids = sorted(repo.store.pack_ids() | repo.store.index.known_packs())
+    progress.begin("fsck", len(ids))
+    for pack_id in ids:
+        report.packs += 1
+        _check_pack(repo, pack_id, read_data, report, packs)
+        progress.advance(1)
+    progress.end()
+    return packs
+
+
+def _check_pack(repo: Repository, pack_id: bytes, read_data: bool, report: FsckReport, packs: _Packs) -> None:
+    """Checksum, trailer and .idx agreement of one pack; with read_data every frame decoded and hashed. The
+    chunks of a damaged pack are recorded as such (the pack is the root cause); with read_data, the frames that
+    still decode to their ids count as intact (found through the trailer, or the separately checksummed .idx)."""
     path = pack_path(repo.store.packs_dir, pack_id)
     label = pack_id.hex()
+    idx_entries = _idx(repo, pack_id, report)
+    if idx_entries is not None:
+        packs.entries[pack_id] = idx_entries
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        report.problems.append(Problem("pack", label, "index file present but pack missing"))
-        return set()
-    try:
-        idx_id, idx_entries = parse_idx(pack_path(repo.store.packs_dir, pack_id, ".idx").read_bytes())
-        if idx_id != pack_id:
-            raise PackFormatError("names another pack")
-    except (OSError, PackFormatError) as exc:
-        report.problems.append(Problem("index", label, f".idx unreadable: {exc}"))
-        idx_entries = None
+        _damaged(packs, idx_entries or [], report, Problem("pack", label, "index file present but pack missing"))
+        return
+    problem = None
     try:
         entries = read_pack_entries(data)
         if idx_entries is not None and idx_entries != entries:
             report.problems.append(Problem("index", label, ".idx does not match the pack trailer"))
     except PackFormatError as exc:
-        report.problems.append(Problem("pack", label, str(exc)))
-        entries = idx_entries if read_data and idx_entries is not None else None
-        if entries is None:
-            return set()
-    if hash_bytes(data) != pack_id:
-        report.problems.append(Problem("pack", label, "content does not hash to its name"))
+        problem = Problem("pack", label, str(exc))
+        entries = idx_entries
+    if problem is None and hash_bytes(data) != pack_id:
+        problem = Problem("pack", label, "content does not hash to its name")
+    if entries is None:
+        _damaged(packs, [], report, problem or Problem("pack", label, "no readable list of its chunks"))
+        return
     report.chunks += len(entries)
     if not read_data:
-        return {e.chunk for e in entries}
-    intact = set()
-    for e in entries:
-        frame = data[e.offset:e.offset + e.length]
-        try:
-            base = codec.frame_base(frame)
-            raw = codec.decode(frame, e.raw_length, (lambda b: repo.store.get_chunk(b)) if base else None)
-            ok, detail = hash_bytes(raw) == e.chunk, "content does not hash to its id"
-        except (codec.FrameError, CkstoreError) as exc:
-            ok, detail = False, f"undecodable: {exc}"
-        if ok:
-            intact.add(e.chunk)
+        if problem is None:
+            packs.intact.update(e.chunk for e in entries)
         else:
-            report.problems.append(Problem("chunk", e.chunk.hex(), f"in pack {label[:12]}: {detail}"))
-    return intact
+            _damaged(packs, entries, report, problem)
+        return
+    if problem is not None:
+        report.problems.append(problem)
+    for e in entries:
+        ok, detail = _frame_ok(repo, data, e)
+        if ok:
+            packs.intact.add(e.chunk)
+        else:
+            frame_problem = Problem("chunk", e.chunk.hex(), f"in pack {label[:12]}: {detail}")
+            report.problems.append(frame_problem)
+            packs.damaged[e.chunk] = frame_problem
 
+
+def _idx(repo: Repository, pack_id: bytes, report: FsckReport) -> list[Entry] | None:
+    try:
+        idx_id, entries = parse_idx(pack_path(repo.store.packs_dir, pack_id, ".idx").read_bytes())
+        if idx_id != pack_id:
+            raise PackFormatError("names another pack")
+        return entries
+    except (OSError, PackFormatError) as exc:
+        report.problems.append(Problem("index", pack_id.hex(), f".idx unreadable: {exc}"))
+        return None
+
+
+def _frame_ok(repo: Repository, data: bytes, e: Entry) -> tuple[bool, str]:
+    frame = data[e.offset:e.offset + e.length]
+    try:
+        base = codec.frame_base(frame)
+        raw = codec.decode(frame, e.raw_length, (lambda b: repo.store.get_chunk(b)) if base else None)
+    except codec.FrameError as exc:
+        return False, f"undecodable: {exc}"
+    except CkstoreError as exc:
+        return False, f"its delta base cannot be read ({exc})"
+    return (True, "") if hash_bytes(raw) == e.chunk else (False, "content does not hash to its id")
+
+
+def _damaged(packs: _Packs, entries: list[Entry], report: FsckReport, problem: Problem) -> None:
+    report.problems.append(problem)
+    for e in entries:
+        packs.damaged[e.chunk] = problem
+
+
+# -- objects and history ------------------------------------------------------------------------------------------
 
 def _check_objects(repo: Repository, report: FsckReport) -> dict[bytes, object]:
     objects = {}
@@ -70,81 +168,119 @@ def _check_objects(repo: Repository, report: FsckReport) -> dict[bytes, object]:
             objects[oid] = repo.store.get_object(oid)
         except CkstoreError as exc:
             report.problems.append(Problem("object", oid.hex(), str(exc)))
+            objects[oid] = None
     return objects
 
 
-def _check_graph(repo: Repository, objects: dict, chunks: set[bytes], report: FsckReport, partial: bool) -> None:
-    """Every ref leads to commits whose manifests, parents and chunks all exist."""
+def _lookup(repo: Repository, objects: dict, oid: bytes) -> object:
+    """An object from the listing, or (written since the listing, or listed while being renamed) read once more."""
+    if oid not in objects:
+        try:
+            objects[oid] = repo.store.get_object(oid)
+        except CkstoreError:
+            return None
+    return objects[oid]
+
+
+def _check_graph(repo: Repository, refs: dict[str, bytes], objects: dict, packs: _Packs, report: FsckReport,
+                 partial: bool) -> None:
+    """Every ref leads to commits whose manifests, parents and chunks all exist; commits that need a damaged
+    pack are counted on that pack's problem instead of listed chunk by chunk."""
     stack = []
-    damaged: list[tuple[str, str]] = []
-    refs = repo.refs.list(errors=damaged)
-    for name, message in damaged:
-        report.problems.append(Problem("ref", name, message))
     for name, oid in refs.items():
-        report.refs += 1
-        if oid not in objects:
-            report.problems.append(Problem("ref", name, f"points to missing or damaged object {oid.hex()}"))
-            continue
-        obj = objects[oid]
+        obj = _lookup(repo, objects, oid)
         while isinstance(obj, Tag):
-            oid, obj = obj.target, objects.get(obj.target)
-        if not isinstance(obj, Commit):
+            oid, obj = obj.target, _lookup(repo, objects, obj.target)
+        if obj is None:
+            if oid.hex() not in {p.id for p in report.problems}:
+                report.problems.append(Problem("ref", name, f"points to missing object {oid.hex()}"))
+        elif not isinstance(obj, Commit):
             report.problems.append(Problem("ref", name, f"does not lead to a commit ({oid.hex()})"))
-            continue
-        stack.append(oid)
+        else:
+            stack.append(oid)
     seen: set[bytes] = set()
+    lost: set[bytes] = set()  # commits that need something missing or damaged
+    affected: dict[int, tuple[Problem, set[bytes]]] = {}
+    reported = {p.id for p in report.problems}
     while stack:
         oid = stack.pop()
         if oid in seen:
             continue
         seen.add(oid)
-        commit = objects.get(oid)
+        commit = _lookup(repo, objects, oid)
         if not isinstance(commit, Commit):
-            report.problems.append(Problem("object", oid.hex(), "commit referenced by history is missing"))
+            if oid.hex() not in reported:
+                report.problems.append(Problem("object", oid.hex(), "commit referenced by history is missing"))
             continue
         report.commits += 1
         stack.extend(commit.parents)
-        manifest = objects.get(commit.manifest)
+        manifest = _lookup(repo, objects, commit.manifest)
         if not isinstance(manifest, Manifest):
-            report.problems.append(Problem("object", commit.manifest.hex(),
-                                           f"manifest of commit {oid.hex()[:12]} is missing or damaged"))
+            lost.add(oid)
+            if commit.manifest.hex() not in reported:
+                report.problems.append(Problem("object", commit.manifest.hex(),
+                                               f"manifest of commit {oid.hex()[:12]} is missing"))
             continue
-        missing = manifest.chunk_ids() - chunks
+        missing = manifest.chunk_ids() - packs.intact
+        for c in missing:
+            if c in packs.damaged:
+                p = packs.damaged[c]
+                affected.setdefault(id(p), (p, set()))[1].add(oid)
+        missing = {c for c in missing if c not in packs.damaged}
         if partial:  # a partial clone fetches chunks on demand: absent ones are expected, damaged ones are not
             report.not_fetched += len(missing)
             continue
-        for c in sorted(missing)[:20]:
-            report.problems.append(Problem("chunk", c.hex(), f"needed by commit {oid.hex()[:12]} but not stored"))
+        if missing:
+            lost.add(oid)
+            first = min(missing)
+            report.problems.append(Problem("chunk", first.hex(), f"needed by commit {oid.hex()[:12]} but not "
+                                           f"stored ({len(missing)} chunks of that commit are missing)"))
+    for problem, commits in affected.values():
+        names = ", ".join(sorted(c.hex()[:12] for c in commits)[:5])
+        problem.message += f" (needed by {len(commits)} commit{'s' * (len(commits) != 1)}: {names})"
+        lost |= commits
+    report.affected = sorted(c.hex() for c in lost)
 
 
-def check(repo: Repository, *, read_data: bool, progress: Progress) -> FsckReport:
-    """Verify packs (each frame with `read_data`), objects, reachability, refs and audit chain; report, not raise."""
-    report = FsckReport()
-    packs = sorted(repo.store.pack_ids() | repo.store.index.known_packs())
-    progress.begin("fsck", len(packs))
-    chunks: set[bytes] = set()
-    for pack_id in packs:
-        report.packs += 1
-        chunks |= _check_pack(repo, pack_id, read_data, report)
-        progress.advance(1)
-    progress.end()
-    objects = _check_objects(repo, report)
-    partial = any(spec.partial is not None for spec in remotes.load(repo.dir).values())
-    _check_graph(repo, objects, chunks, report, partial)
-    for message in repo.refs.audit.verify():
-        report.problems.append(Problem("audit", "", message))
-    _check_refs_audited(repo, report)
-    return report
-
-
-def _check_refs_audited(repo: Repository, report: FsckReport) -> None:
+def _check_refs_audited(repo: Repository, refs: dict[str, bytes], report: FsckReport) -> None:
     """Each ref must hold what its last audit entry moved it to (or, after a crash between the two, still what
-    that entry moved it from): anything else is a change the log does not account for, or a cut-off log."""
+    that entry moved it from). The log is read after the refs: an entry is written before its ref moves, so a
+    concurrent change is always already in it."""
     last: dict[str, tuple[str | None, str | None]] = {}
+    history: dict[str, set[str | None]] = {}
     for e in repo.refs.audit.entries():
         last[e.ref] = (e.old, e.new)
-    for name, oid in repo.refs.list(errors=[]).items():
+        history.setdefault(e.ref, set()).update((e.old, e.new))
+    for name, oid in refs.items():
         old, new = last.get(name, (None, None))
-        if oid.hex() not in (new, old):
+        # a ref read before a concurrent move holds a value the log had at some point
+        if oid.hex() not in (new, old) and oid.hex() not in history.get(name, set()):
             report.problems.append(Problem("audit", name, f"ref holds {oid.hex()[:12]}, which no audit entry "
                                                           "records (changed outside ckstore, or log entries lost)"))
+
+
+# -- caches -------------------------------------------------------------------------------------------------------
+
+def _check_caches(repo: Repository, packs: _Packs, report: FsckReport) -> None:
+    """Every cache entry against the truth: chunk locations against the .idx files, commit encodings against
+    their ids, stat-cache entries against their hashes. A wrong entry is no data loss (`fsck --repair` or
+    `--reindex` rebuilds the cache) but it is named."""
+    index = repo.store.index
+    truth = {e.chunk: Location(pid, e.offset, e.length, e.raw_length)
+             for pid, entries in packs.entries.items() for e in entries}
+    wrong = 0
+    for key, value in index.items("chunks"):
+        if len(value) != LOCATION.size or truth.get(key) != Location(*LOCATION.unpack(value)):
+            wrong += 1
+    unindexed = len(set(truth) - {k for k, _ in index.items("chunks")})
+    if wrong or unindexed:
+        report.problems.append(Problem("cache", "chunks", f"{wrong} chunk locations disagree with the packs' .idx "
+                                       f"files, {unindexed} indexed chunks are missing"))
+    bad_commits = [k for k, v in index.items("commits") if object_id(v) != k]
+    if bad_commits:
+        report.problems.append(Problem("cache", "commits", f"{len(bad_commits)} cached commits do not hash to "
+                                       f"their ids (first {bad_commits[0].hex()[:12]})"))
+    bad_stats = [k for k, v in index.items("stat") if len(v) < 32 or hash_bytes(v[32:]) != v[:32]]
+    if bad_stats:
+        report.problems.append(Problem("cache", "stat", f"{len(bad_stats)} stat-cache entries do not match "
+                                       "their hashes"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import blake3
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,10 @@ FORMAT, VERSION, HASH = "ckstore", 1, "blake3-256"
 DEFAULT_CHUNK = 1 << 20
 DEFAULT_PACK = 256 << 20
 MAX_DELTA_DEPTH = 64  # the longest delta chain a reader follows
+
+
+def _checksum(body: dict) -> str:
+    return blake3.blake3(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -26,11 +32,24 @@ class Config:
     schema: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
-        """The config file's text."""
-        return json.dumps({"format": FORMAT, "version": VERSION, "hash": HASH, "chunk_size": self.chunk_size,
-                           "pack_size": self.pack_size,
-                           "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
-                           "schema": self.schema}, indent=2) + "\n"
+        """The config file's text, with a checksum over its values (fsck reports a config changed behind it)."""
+        body = {"format": FORMAT, "version": VERSION, "hash": HASH, "chunk_size": self.chunk_size,
+                "pack_size": self.pack_size,
+                "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
+                "schema": self.schema}
+        return json.dumps({**body, "check": _checksum(body)}, indent=2) + "\n"
+
+    @staticmethod
+    def checksum_problem(path: Path) -> str | None:
+        """Why the config's checksum does not vouch for its values (edited by hand, or damaged), or None (also
+        for a config written before checksums were)."""
+        raw = json.loads(path.read_text())
+        check = raw.pop("check", None)
+        if check is None or check == _checksum(raw):
+            return None
+        return ("its values do not match its checksum (edited by hand, or damaged): chunk_size "
+                f"{raw.get('chunk_size')}, pack_size {raw.get('pack_size')}, codec {raw.get('codec')}; "
+                "if the values are meant, `ckstore fsck --repair` records them")
 
     def save(self, path: Path, tmp_dir: Path) -> None:
         """Write the config atomically (temp file, fsync, rename)."""

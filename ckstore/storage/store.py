@@ -402,9 +402,11 @@ class PackSink:
         raw = self.raw.get(chunk)
         return raw if raw is not None else self.store.get_chunk(chunk)
 
-    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview | None = None) -> bool:
-        """Add a verified chunk's frame; False if the sink or the store has it already."""
-        if self.has(chunk):
+    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview | None = None, *,
+            again: bool = False) -> bool:
+        """Add a verified chunk's frame; False if the sink or the store has it already. `again` writes a chunk the
+        store indexes anyway (a repair copying the intact frames out of a damaged pack)."""
+        if chunk in self.pending or (not again and self.store.has_chunk(chunk)):
             return False
         if self.current is None:
             self.current = PackWriter(self.store.packs_dir, self.store.tmp_dir)
