@@ -376,9 +376,13 @@ class Repo:
 
     # -- integrity ------------------------------------------------------------------------------------------------
 
-    def fsck(self, *, read_data: bool = False, reindex: bool = False, progress: Progress | None = None) -> FsckReport:
-        """Verify the repository (`read_data`: decode and hash every chunk); `reindex` rebuilds the LMDB index
-        from the packs' index files first."""
+    def fsck(self, *, read_data: bool = False, reindex: bool = False, remote: str | None = None,
+             progress: Progress | None = None) -> FsckReport:
+        """Verify the repository (`read_data`: decode and hash every chunk, check every cache entry); `reindex`
+        rebuilds the LMDB index from the packs' index files first. With `remote`, check that remote instead."""
+        if remote is not None:
+            from .sync.check import check_remote
+            return check_remote(self.engine, remote, read_data=read_data, progress=progress or NoProgress())
         if reindex:
             self.engine.store.reindex()
         return check(self.engine, read_data=read_data, progress=progress or NoProgress())

@@ -54,17 +54,20 @@ def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and h
          repair: bool = typer.Option(False, "--repair", help="Rebuild caches, quarantine damage, re-fetch it."),
          source: Optional[str] = typer.Option(None, "--from", metavar="REMOTE",
                                               help="With --repair: fetch what is missing from REMOTE."),
+         remote: Optional[str] = typer.Option(None, "--remote", metavar="NAME", help="Check a remote instead."),
          as_json: bool = JsonOpt) -> None:
     """Verify the repository; exits 1 and names every damaged object (--repair: and mends what it can)."""
     from ..errors import UsageError
     if source and not repair:
         raise UsageError("--from needs --repair")
+    if remote and (repair or reindex):
+        raise UsageError("--remote checks a remote; --repair and --reindex work on this repository")
     with open_repo() as repo:
         if repair:
             done = repo.repair(source=source, progress=progress())
             report = done.after
         else:
-            report = repo.fsck(read_data=read_data, reindex=reindex, progress=progress())
+            report = repo.fsck(read_data=read_data, reindex=reindex, remote=remote, progress=progress())
     if as_json:
         emit(done if repair else report)
     else:

@@ -164,3 +164,23 @@ def test_repair_leaves_a_clean_repository_untouched(pushed) -> None:
     assert not (repo / ".ckstore" / "quarantine").exists()
     shutil.rmtree(repo / ".ckstore" / "cache")
     assert ck(repo, "fsck", "--read-data").returncode == 0
+
+
+def test_fsck_of_a_remote_names_its_damage(pushed, tmp_path: Path) -> None:
+    repo, ids, _ = pushed
+    assert ck(repo, "fsck", "--remote", "origin", "--read-data").returncode == 0
+    remote = tmp_path / "remote"
+    pack = max((remote / "packs").rglob("*.pack"), key=lambda p: p.stat().st_size)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 3] ^= 0x04
+    pack.write_bytes(bytes(data))
+    assert ck(repo, "fsck", "--remote", "origin").returncode == 0  # without --read-data only indexes are read
+    r = ck(repo, "fsck", "--remote", "origin", "--read-data", "--json")
+    problems = json.loads(r.stdout)["problems"]
+    assert r.returncode == 1 and ("pack", pack.stem) in {(p["kind"], p["id"]) for p in problems}
+    obj = next((remote / "objects").rglob("*"), None)
+    while obj is not None and obj.is_dir():
+        obj = next(obj.iterdir())
+    obj.write_bytes(obj.read_bytes()[:-3])
+    r = ck(repo, "fsck", "--remote", "origin", "--json")
+    assert r.returncode == 1 and any(p["kind"] in ("object", "ref") for p in json.loads(r.stdout)["problems"])
