@@ -89,12 +89,15 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
     tags = remote_refs(remote, io, TAGS, result.warnings)
     head = remote_head(remote)
 
-    def get_object(oid: bytes) -> tuple[bytes, Any]:
-        try:
-            data = remote.get(obj_key(oid))
-        except RemoteNotFound:
-            raise missing_on("object", oid, remote.url) from None
-        return data, verified_object(oid, data, remote.url)
+    def get_object(oid: bytes, limit: int = session.MAX_COMMIT) -> tuple[bytes, Any]:
+        # a stored object is zstd: never larger than its bound on the decoded bytes (plus zstd's own overhead)
+        data = remote.get_small(obj_key(oid), limit + limit // 128 + 4096)
+        if data is None:
+            raise missing_on("object", oid, remote.url)
+        return data, verified_object(oid, data, remote.url, limit)
+
+    def get_manifest(oid: bytes) -> tuple[bytes, Any]:
+        return get_object(oid, session.MAX_MANIFEST)
 
     # walk from every remote tip, getting the commits and tag objects this repository lacks
     fetched: dict[bytes, tuple[bytes, Any]] = {}
@@ -119,7 +122,7 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
     commits = {o for o, (_, obj) in fetched.items() if isinstance(obj, Commit)}
     mids = list(dict.fromkeys(fetched[c][1].manifest for c in topo_order(commits, lambda o: fetched[o][1].parents)))
     new_mids = [m for m in mids if not store.has_object(m)]
-    manifests: dict[bytes, tuple[bytes, Any]] = dict(zip(new_mids, io.map(get_object, new_mids)))
+    manifests: dict[bytes, tuple[bytes, Any]] = dict(zip(new_mids, io.map(get_manifest, new_mids)))
     for mid, (_, obj) in manifests.items():
         if not isinstance(obj, Manifest):
             raise CorruptObject("object", mid.hex(), mid.hex(), detail=f"on {remote.url}: expected a manifest")
@@ -210,7 +213,12 @@ def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, want
     todo = [c for c in wanted if c not in have]
     if not todo:
         return
-    ridx = load_index(repo, remote, io, result.warnings)
+    cfg = remote.config if remote.config is not None else remote_config(remote)
+    # a frame may hold at most one chunk: the remote's chunk size (or this repository's, whose chunks it may
+    # have been pushed) plus the codec's headers; an index entry claiming more is not believed
+    limits = session.FrameLimits.for_chunks(cfg.get("chunk_size", 1 << 20), repo.config.chunk_size)
+    refused: dict[bytes, str] = {}
+    ridx = load_index(repo, remote, io, result.warnings, limits, refused)
     sink = store.sink(session.PACK_LIMIT, index_each_pack=True, keep_raw=RAW_LIMIT)
     requested: set[bytes] = set()
     deferred: list[tuple[bytes, bytes, int, bytes]] = []     # delta frames waiting for their base
@@ -262,6 +270,8 @@ def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, want
                 if c in requested or sink.has(c):
                     continue
                 hit = ridx.get(c)
+                if hit is None and c in refused:
+                    raise CorruptObject("chunk", c.hex(), "?", detail=f"on {url}: {refused[c]}")
                 if hit is None:
                     raise missing_on("chunk", c, url)
                 locs[c] = hit

@@ -10,7 +10,11 @@ import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
+
+import blake3
+import zstandard
 
 from ..engine.repository import Repository
 from ..errors import (
@@ -23,6 +27,8 @@ from ..errors import (
     UsageError,
 )
 from ..fs.fileio import write_atomic
+from ..model import codec
+from ..model.metadata import SCHEMA_TYPES
 from ..model.objects import decode_object
 from ..model.refnames import HEADS, check_ref_name
 from ..storage import remotes
@@ -35,7 +41,15 @@ from ..transport.retry import RetryingTransport
 
 IO_WORKERS = 4                  # requests in flight
 PACK_LIMIT = 64 << 20           # packs pushed, and packs written by a fetch, are sealed at this size
-MAX_FRAME = 1 << 28             # an index entry claiming a bigger frame is not believed
+MAX_FRAME = 1 << 28             # push: an index entry claiming a bigger frame is not believed
+MAX_CHUNK = 64 << 20            # the largest chunk_size a remote's config may declare
+MAX_CONFIG = 1 << 20            # bytes of a remote's config, HEAD or ref file read at most
+# Objects a fetch accepts: a commit or tag is metadata (KBs); a manifest holds ~34 bytes per chunk id plus a few
+# hundred per tensor, so 32 MiB covers about a million chunks (1 TiB of tensors at the default 1 MiB chunk size).
+MAX_COMMIT = 16 << 20
+MAX_MANIFEST = 32 << 20
+STREAM_CHECK = 1 << 20          # an object declaring more is hashed while streaming before it is held whole
+_stream_lock = threading.Lock()  # ...one at a time, so requests in flight do not each hold a large object
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PACK_KEY = re.compile(r"^packs/([0-9a-f]{2})/([0-9a-f]{64})\.(pack|idx)$")
 
@@ -60,6 +74,7 @@ class Session:
         self.t, self.name, self.url = transport, name, transport.url
         self.r = transport if isinstance(transport, RetryingTransport) else RetryingTransport(transport)
         self.sent = self.received = 0
+        self.config: dict | None = None  # set by remote_config()
         self._lock = threading.Lock()
 
     def _count(self, sent: int = 0, received: int = 0) -> None:
@@ -79,6 +94,18 @@ class Session:
             return self.get(key)
         except RemoteNotFound:
             return None
+
+    def get_small(self, key: str, limit: int = MAX_CONFIG) -> bytes | None:
+        """The bytes of `key` (None if absent) when it holds at most `limit` bytes; RemoteError if it holds more
+        (only limit + 1 bytes are read: a huge file on a hostile remote costs nothing)."""
+        try:
+            data = self.get(key, 0, limit + 1)
+        except RemoteNotFound:
+            return None
+        if len(data) > limit:
+            raise RemoteError(f"{self.url}: {key} is larger than the {limit} bytes it may hold", url=self.url,
+                              key=key, hint="the remote is damaged: repair or delete that key")
+        return data
 
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
         """(bytes, etag) of `key`, or None if it is absent."""
@@ -133,12 +160,68 @@ def open_spec(spec: RemoteSpec, *, create: bool) -> Transport:
     return open_transport(spec.url, **opts)
 
 
+def frame_bound(chunk_size: int) -> int:
+    """The most bytes a stored frame of a chunk of at most `chunk_size` raw bytes can take: the frame header, a
+    delta's base id and a header per plane (at most MAX_WIDTH + 1 planes), plus the payload — raw planes are
+    exactly the raw bytes; a zstd payload expands incompressible data by at most 1/256 plus a few hundred bytes
+    (ZSTD_compressBound), bounded here by 1/128 + 4 KiB."""
+    headers = codec.HEADER.size + 32 + (codec.MAX_WIDTH + 1) * codec.PLANE.size
+    return chunk_size + chunk_size // 128 + headers + 4096
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    """What a fetch believes of a remote's pack index: a chunk of at most `raw` bytes, a frame of at most `stored`."""
+
+    raw: int
+    stored: int
+
+    @classmethod
+    def for_chunks(cls, *chunk_sizes: int) -> FrameLimits:
+        """Limits for chunks of the largest of `chunk_sizes` (the remote's config, and this repository's)."""
+        raw = max(chunk_sizes)
+        return cls(raw, frame_bound(raw))
+
+
+def check_remote_config(raw: dict, url: str) -> dict:
+    """`raw` when its settings have the types a config's must (docs/design.md, "config"); UnsupportedFormat
+    naming the first that does not. Checked like an object: nothing from a remote is used unchecked."""
+    def bad(what: str) -> UnsupportedFormat:
+        return UnsupportedFormat(f"remote {url}: its config is damaged: {what}",
+                                 hint="repair the remote's config (or push to a new remote)")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    chunk = raw.get("chunk_size", 1 << 20)
+    if not is_int(chunk) or not 4096 <= chunk <= MAX_CHUNK:
+        raise bad(f"chunk_size {ascii(chunk)[:80]} is not an integer from 4096 to {MAX_CHUNK}")
+    pack = raw.get("pack_size", 1)
+    if not is_int(pack) or pack <= 0:
+        raise bad(f"pack_size {ascii(pack)[:80]} is not a positive integer")
+    cdc = raw.get("codec", {})
+    if not isinstance(cdc, dict) or not all(is_int(cdc.get(k, 0)) for k in ("zstd_level", "max_delta_depth")):
+        raise bad("codec must map zstd_level and max_delta_depth to integers")
+    schema = raw.get("schema") or {}
+    if not isinstance(schema, dict):
+        raise bad(f"schema must be a mapping, not {type(schema).__name__}")
+    required = schema.get("required") or {}
+    if not isinstance(required, dict):
+        raise bad(f"schema.required must map metadata keys to types, not be a {type(required).__name__}")
+    for key, kind in required.items():
+        if not isinstance(key, str) or not key or not isinstance(kind, str) or kind not in SCHEMA_TYPES:
+            raise bad(f"schema.required entry {ascii(key)[:80]}: {ascii(kind)[:80]} is not a key and one of "
+                      f"{', '.join(SCHEMA_TYPES)}")
+    return raw
+
+
 def remote_config(remote: Session, create_from: bytes | None = None) -> dict:
-    """The remote's config (created if-absent from `create_from` on an empty remote); other formats refused."""
-    data = remote.get_opt("config")
+    """The remote's config (created if-absent from `create_from` on an empty remote), schema-checked; other
+    formats refused. Kept as `remote.config` for the rest of the session."""
+    data = remote.get_small("config")
     if data is None and create_from is not None:
         remote.put_new("config", create_from)
-        data = remote.get_opt("config")
+        data = remote.get_small("config")
     if data is None:
         raise RemoteNotFound(f"{remote.url} is not a ckstore remote: it has no config", url=remote.url, key="config",
                              hint="check the URL, or push to it first")
@@ -153,6 +236,7 @@ def remote_config(remote: Session, create_from: bytes | None = None) -> dict:
                                 f"(this ckstore reads version {VERSION})")
     if raw.get("hash") != HASH:
         raise UnsupportedFormat(f"remote {remote.url} uses hash {raw.get('hash')!r} (this ckstore uses {HASH})")
+    remote.config = check_remote_config(raw, remote.url)
     return raw
 
 
@@ -185,7 +269,7 @@ def remote_refs(remote: Session, io: ThreadPoolExecutor, prefix: str, warnings: 
             continue
         names.append(name)
     out = {}
-    for name, data in zip(names, io.map(lambda n: remote.get_opt(prefix + n), names)):
+    for name, data in zip(names, io.map(lambda n: remote.get_small(prefix + n, 4096), names)):
         value = _parse_id(data) if data is not None else None
         if value is None:
             if data is not None:
@@ -197,7 +281,7 @@ def remote_refs(remote: Session, io: ThreadPoolExecutor, prefix: str, warnings: 
 
 def remote_head(remote: Session) -> str | None:
     """The branch the remote's HEAD names, or None when it is absent, detached or not a valid name."""
-    data = remote.get_opt("HEAD")
+    data = remote.get_small("HEAD", 4096)
     if not data:
         return None
     text = data.decode("utf-8", "replace").strip()
@@ -209,9 +293,13 @@ def remote_head(remote: Session) -> str | None:
     return None
 
 
-def load_index(repo: Repository, remote: Session, io: ThreadPoolExecutor, warnings: list[str]
-                ) -> dict[bytes, tuple[bytes, Entry]]:
-    """chunk id -> (pack id, entry) over the remote's `.idx` files; each is cached locally after its download."""
+def load_index(repo: Repository, remote: Session, io: ThreadPoolExecutor, warnings: list[str],
+               limits: FrameLimits | None = None, refused: dict[bytes, str] | None = None
+               ) -> dict[bytes, tuple[bytes, Entry]]:
+    """chunk id -> (pack id, entry) over the remote's `.idx` files; each is cached locally after its download.
+    Entries claiming more than `limits` (default: MAX_FRAME) are not believed: their chunks are not there (and
+    are named in `refused`, with why)."""
+    limits = limits or FrameLimits(MAX_FRAME, MAX_FRAME)
     packs, idxs = set(), []
     for key in remote.list("packs"):
         m = _PACK_KEY.match(key)
@@ -248,8 +336,12 @@ def load_index(repo: Repository, remote: Session, io: ThreadPoolExecutor, warnin
     wanted = [p for p in idxs if p in packs]
     for pack_id, entries in zip(wanted, io.map(load, wanted)):
         for e in entries or ():
-            if e.offset >= 8 and 0 < e.length <= MAX_FRAME and e.raw_length <= MAX_FRAME:
+            if e.offset >= 8 and 0 < e.length <= limits.stored and e.raw_length <= limits.raw:
                 out.setdefault(e.chunk, (pack_id, e))
+            elif refused is not None:
+                refused[e.chunk] = (f"packs/{pack_id.hex()}.idx declares a frame of {e.length} bytes for "
+                                    f"{e.raw_length} raw bytes at offset {e.offset}; at most {limits.stored} "
+                                    f"and {limits.raw} are possible")
     return out
 
 
@@ -260,12 +352,44 @@ def cache_idx(repo: Repository, remote: Session, pack_id: bytes, data: bytes) ->
     write_atomic(cache / f"{pack_id.hex()}.idx", data, repo.store.tmp_dir)
 
 
-def verified_object(oid: bytes, data: bytes, where: str) -> Any:
-    """Decompress, verify against `oid` and decode an object downloaded from `where`; CorruptObject if bad."""
+def verified_object(oid: bytes, data: bytes, where: str, limit: int | None = None) -> Any:
+    """Decompress, verify against `oid` and decode an object downloaded from `where`; CorruptObject if bad. With
+    `limit`, an object declaring more decoded bytes is refused before any is decompressed, and one declaring over
+    STREAM_CHECK is first hashed as it streams (one at a time), so a zstd bomb never sits in memory whole."""
+    if limit is not None:
+        _check_declared(oid, data, where, limit)
     try:
         return decode_object(Store.decompress_object(oid, data), oid)
     except CorruptObject as exc:
         raise CorruptObject("object", oid.hex(), exc.got, detail=f"from {where}") from None
+
+
+def _check_declared(oid: bytes, data: bytes, where: str, limit: int) -> None:
+    try:
+        size = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as exc:
+        raise CorruptObject("object", oid.hex(), "?", detail=f"from {where}: undecodable: {exc}") from None
+    if not 0 <= size <= limit:
+        raise CorruptObject("object", oid.hex(), "?", detail=f"from {where}: it declares "
+                            f"{size if size >= 0 else 'no'} decoded bytes, more than the {limit} an object of its "
+                            "kind may have")
+    if size <= STREAM_CHECK:
+        return
+    with _stream_lock:
+        h, n = blake3.blake3(), 0
+        try:
+            reader = zstandard.ZstdDecompressor().stream_reader(data)
+            while n <= size:
+                block = reader.read(1 << 20)
+                if not block:
+                    break
+                h.update(block)
+                n += len(block)
+        except zstandard.ZstdError as exc:
+            raise CorruptObject("object", oid.hex(), "?", detail=f"from {where}: undecodable: {exc}") from None
+    if n != size or h.digest() != oid:
+        raise CorruptObject("object", oid.hex(), h.hexdigest() if n == size else "?",
+                            detail=f"from {where}: {n} decoded bytes, {size} declared")
 
 
 def missing_on(what: str, oid: bytes, url: str) -> MissingObject:
