@@ -68,3 +68,17 @@ def test_removed_tmp_directory_is_recreated(tmp_path: Path) -> None:
         info = repo.commit({"w": np.arange(4, dtype=np.float32)}, "after tmp/ was removed", capture_env=False)
         np.testing.assert_array_equal(repo.load(info.id)["w"], np.arange(4, dtype=np.float32))
         assert repo.fsck(read_data=True).ok
+
+
+def test_non_utf8_bytes_in_the_audit_log_are_named_not_a_traceback(tmp_path: Path) -> None:
+    with Repo.init(tmp_path) as repo:
+        repo.commit({"w": np.ones(2, np.float32)}, "a", capture_env=False)
+        repo.branch("b")
+    log = tmp_path / ".ckstore" / "logs" / "audit"
+    lines = log.read_bytes().split(b"\n")
+    lines[0] = lines[0][:20] + b"\xff\xfe" + lines[0][22:]
+    log.write_bytes(b"\n".join(lines))
+    with Repo.open(tmp_path) as repo:
+        assert [e.action for e in repo.audit()] == ["branch"]  # the readable entries
+        problems = [p for p in repo.fsck().problems if p.kind == "audit"]
+        assert any("line 1" in p.message for p in problems), problems
