@@ -9,6 +9,7 @@
     │   ├── NotARepository          no .ckstore found
     │   ├── UnsupportedFormat       config names a format/version/hash this build does not read
     │   ├── AlreadyExists           init over an existing repository, checkout over files
+    │   ├── IncompleteClone         a clone that did not finish (.url): run the same clone again
     │   └── LockTimeout             a lock (ref, audit log, remotes) held by a live process for too long
     ├── RevisionError
     │   ├── UnknownRevision         nothing by that name
@@ -84,6 +85,15 @@ class UnsupportedFormat(RepositoryError):
 
 class AlreadyExists(RepositoryError):
     """Raised by init over a repository, checkout into a non-empty directory, or a taken branch, tag or remote name."""
+
+
+class IncompleteClone(RepositoryError):
+    """Raised when a repository is a clone that did not finish (killed, or lost its connection); `.url` is its
+    remote. The same `ckstore clone URL DIR` command finishes it."""
+
+    def __init__(self, message: str, url: str, *, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
 
 
 class LockTimeout(RepositoryError):

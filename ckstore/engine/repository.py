@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import AlreadyExists, AmbiguousRevision, MissingObject, NotARepository, UnknownRevision, UsageError
+from ..errors import (AlreadyExists, AmbiguousRevision, IncompleteClone, MissingObject, NotARepository,
+                      UnknownRevision, UsageError)
 from ..model import revisions
 from ..model.metadata import check_schema_spec
 from ..model.objects import Commit, FileRecipe, Manifest, Tag, TensorEntry, is_hex
@@ -22,6 +25,7 @@ from .restore import select
 DIRNAME = ".ckstore"
 LAYOUT = ("refs/heads", "refs/tags", "objects", "packs", "logs", "locks", "tmp", "cache")
 _MEMO_MAX = 1_000_000
+CLONING = "CLONING"  # .ckstore/CLONING: JSON of the clone under way ({"url", "dest", ...}); removed when it is done
 
 
 class ChunkSource(Protocol):
@@ -40,17 +44,47 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
             raise NotARepository(f"CKSTORE_DIR={start} is not a ckstore repository")
     here = Path(start or os.getcwd()).resolve()
     for d in (here, *here.parents):
-        if (d / DIRNAME / "config").is_file():
+        if (d / DIRNAME / "config").is_file() or (d / DIRNAME / CLONING).is_file():
             return d
     raise NotARepository(f"not a ckstore repository (or any parent up to /): {here}")
+
+
+def clone_marker(ckdir: Path) -> dict | None:
+    """What the CLONING marker of the repository directory `ckdir` records, or None when there is none (an
+    unreadable marker reads as {})."""
+    try:
+        text = (ckdir / CLONING).read_text("utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def check_complete(ckdir: Path) -> None:
+    """IncompleteClone, naming the command that finishes it, when `ckdir` holds a clone that did not finish."""
+    marker = clone_marker(ckdir)
+    if marker is None:
+        return
+    url = str(marker.get("url", "?"))
+    dest = str(marker.get("dest") or ckdir.parent)
+    raise IncompleteClone(f"{dest} is an incomplete clone of {url}", url,
+                          hint=f"run `ckstore clone {shlex.quote(url)} {shlex.quote(dest)}` again to finish it "
+                               f"(or remove {shlex.quote(dest)} to give it up)")
 
 
 class Repository:
     """An open repository. Everything above the storage layer (history rules, sync, the API) works through it."""
 
-    def __init__(self, root: Path, chunk_source: ChunkSource | None = None) -> None:
+    def __init__(self, root: Path, chunk_source: ChunkSource | None = None, *, incomplete_ok: bool = False) -> None:
         self.root = root
         self.dir = root / DIRNAME
+        if not incomplete_ok:
+            check_complete(self.dir)
         self.config = Config.load(self.dir / "config")
         self.refs = RefStore(self.dir)
         self.store = Store(self.dir)
@@ -62,10 +96,13 @@ class Repository:
 
     @classmethod
     def create(cls, path: str | os.PathLike, *, chunk_size: int | None = None,
-               required: dict[str, str] | None = None) -> Repository:
-        """Make an empty repository at `path` (the config is written last: without it, nothing is a repository)."""
+               required: dict[str, str] | None = None, incomplete_ok: bool = False) -> Repository:
+        """Make an empty repository at `path` (the config is written last: without it, nothing is a repository).
+        `incomplete_ok`: the caller is the clone that wrote `path`'s CLONING marker (else IncompleteClone)."""
         root = Path(path).resolve()
         d = root / DIRNAME
+        if not incomplete_ok:
+            check_complete(d)
         if (d / "config").exists():
             raise AlreadyExists(f"{d} already exists", hint="open it instead, or remove it to start over")
         if chunk_size is not None and chunk_size < 4096:
@@ -76,7 +113,7 @@ class Repository:
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "HEAD").write_text("ref: refs/heads/main\n")
         config.save(d / "config", d / "tmp")
-        return cls(root)
+        return cls(root, incomplete_ok=incomplete_ok)
 
     def close(self) -> None:
         """Flush caches and release files and threads."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
-from ..engine.repository import Repository
-from ..errors import NonFastForward, UnknownRevision
+from ..engine.repository import CLONING, DIRNAME, Repository, clone_marker
+from ..errors import AlreadyExists, NonFastForward, UnknownRevision
+from ..fs.fileio import fsync_dir, write_atomic
 from ..model import graph
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, REMOTES, check_ref_name, remote_ref
@@ -67,7 +69,9 @@ def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list
           metadata_only: bool = False, endpoint_url: str | None = None, region: str | None = None,
           name: str = "origin", progress: Progress | None = None,
           transport: Transport | None = None) -> tuple[Repository, SyncResult]:
-    """A new repository at `dest` holding the remote's history, and what moved. A failed clone leaves nothing."""
+    """A new repository at `dest` holding the remote's history, and what moved. A failed clone leaves nothing.
+    A killed one leaves `.ckstore/CLONING` (every other command then refuses, naming this one): the same clone
+    again finishes it, keeping the packs already sealed; a clone of another URL or filter into it is refused."""
     partial = parse_filter(filter, metadata_only)
     spec = RemoteSpec(remotes.check_remote_name(name), remotes.normalize_url(url), endpoint_url or None,
                       region or None, partial)
@@ -75,25 +79,46 @@ def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list
     try:
         cfg = remote_config(remote)                  # before anything is created: a bad URL leaves nothing behind
         target = Path(dest if dest is not None else default_clone_dir(spec.url)).resolve()
-        created = not target.exists()
-        chunk = cfg.get("chunk_size") if isinstance(cfg.get("chunk_size"), int) else DEFAULT_CHUNK
-        required = (cfg.get("schema") or {}).get("required") if isinstance(cfg.get("schema"), dict) else None
-        repo = Repository.create(target, chunk_size=max(chunk, 4096), required=required or None)
+        ckdir = target / DIRNAME
+        marker = clone_marker(ckdir)
+        if marker is None:
+            if (ckdir / "config").exists():
+                raise AlreadyExists(f"{ckdir} already exists", hint="clone into another directory")
+            marker = {"url": spec.url, "dest": str(target), "name": spec.name, "partial": partial,
+                      "created": not target.exists()}
+            (ckdir / "tmp").mkdir(parents=True, exist_ok=True)
+            write_atomic(ckdir / CLONING, json.dumps(marker).encode(), ckdir / "tmp")
+        elif (marker.get("url"), marker.get("partial"), marker.get("name")) != (spec.url, partial, spec.name):
+            raise AlreadyExists(f"{target} is an incomplete clone of {marker.get('url')} (remote "
+                                f"{marker.get('name')}, filter {marker.get('partial')}), not of {spec.url} "
+                                f"(remote {spec.name}, filter {partial})",
+                                hint=f"run that clone again to finish it, or remove {target} first")
+        chunk = cfg.get("chunk_size", DEFAULT_CHUNK)
+        required = (cfg.get("schema") or {}).get("required")
+        if (ckdir / "config").exists():
+            repo = Repository(target, incomplete_ok=True)
+        else:
+            repo = Repository.create(target, chunk_size=chunk, required=required or None, incomplete_ok=True)
         try:
-            remotes.add(repo.dir, name, spec.url, endpoint_url=spec.endpoint_url, region=spec.region,
-                        partial=partial)
+            if spec.name not in remotes.load(repo.dir):
+                remotes.add(repo.dir, name, spec.url, endpoint_url=spec.endpoint_url, region=spec.region,
+                            partial=partial)
             result, fetched = fetch_with(repo, spec, remote, progress or NoProgress(), action="clone")
             for branch, oid in sorted(fetched.heads.items()):
-                repo.refs.update(HEADS + branch, oid, None, action="clone", message=spec.url)
+                old = repo.refs.read(HEADS + branch)   # a resumed clone may have made it already
+                if old != oid:
+                    repo.refs.update(HEADS + branch, oid, old, action="clone", message=spec.url)
                 result.refs.append({"ref": HEADS + branch, "old": None, "new": oid.hex(), "status": "created",
                                     "forced": False})
             head = fetched.head if fetched.head in fetched.heads else (
                 "main" if "main" in fetched.heads else next(iter(sorted(fetched.heads)), None))
             if head:
                 repo.refs.set_head(HEADS + head)
+            os.unlink(ckdir / CLONING)               # the last step: now it is a repository like any other
+            fsync_dir(ckdir)
         except BaseException:
             repo.close()
-            shutil.rmtree(target if created else repo.dir, ignore_errors=True)
+            shutil.rmtree(target if marker.get("created") else ckdir, ignore_errors=True)
             raise
     finally:
         if transport is None:
