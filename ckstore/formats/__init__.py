@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from ..errors import MalformedCheckpoint, UsageError
-from .base import (DTYPES, ScannedFile, Span, TensorInfo, check_file_name, dtype_name, itemsize, map_file, opaque,
-                   shown)
+from ..model.text import shown
+from .base import DTYPES, ScannedFile, Span, TensorInfo, check_file_name, dtype_name, itemsize, map_file, opaque
 
 __all__ = ["DTYPES", "ScannedFile", "Span", "TensorInfo", "dtype_name", "itemsize", "scan_buffer", "scan_path",
            "walk_source"]

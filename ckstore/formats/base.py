@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MalformedCheckpoint
+from ..model.text import is_utf8, shown
 
 # What the zipfile module raises on a damaged or hostile archive; the last: header fields naming zip features it
 # does not read (e.g. a "version needed to extract" above 6.3).
@@ -135,20 +136,6 @@ def drop_range(mm: mmap.mmap, lo: int, hi: int) -> int:
     except (OSError, ValueError, AttributeError):
         pass  # only a memory hint
     return hi
-
-
-def is_utf8(text: str) -> bool:
-    """True when `text` encodes as UTF-8: no lone surrogates (os.fsdecode's stand-ins for undecodable bytes)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def shown(text: str) -> str:
-    """`text` as it can be printed: itself when it is valid UTF-8, else its ascii() form (surrogates escaped)."""
-    return text if is_utf8(text) else ascii(text)
 
 
 def check_file_name(rel: str) -> str:

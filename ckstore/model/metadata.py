@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from ..errors import InvalidMetadata, UsageError
+from .text import is_utf8
 
 # The metadata sections of a commit, defined once: every commit object holds each as a mapping.
 ALL_SECTIONS = ("metrics", "params", "data", "seeds", "env", "extra")
@@ -165,13 +166,13 @@ def check_encodable(value: Any, what: str = "metadata") -> None:
             for k, v in item.items():
                 if not isinstance(k, str):
                     raise InvalidMetadata(f"{what} key {ascii(k)} at {where} must be a string")
-                if not _utf8(k):
+                if not is_utf8(k):
                     raise InvalidMetadata(f"{what} key {ascii(k)} at {where} is not valid Unicode (a lone surrogate)")
                 stack.append((v, f"{path}{k}.", depth + 1))
         elif isinstance(item, (list, tuple)):
             stack.extend((v, path, depth + 1) for v in item)
         elif isinstance(item, str):
-            if not _utf8(item):
+            if not is_utf8(item):
                 raise InvalidMetadata(f"{what} value at {where} is not valid Unicode (a lone surrogate in "
                                       f"{ascii(item)})")
         elif isinstance(item, int) and not isinstance(item, bool):
@@ -181,14 +182,6 @@ def check_encodable(value: Any, what: str = "metadata") -> None:
         elif not (item is None or isinstance(item, (float, bool))):
             raise InvalidMetadata(f"{what} value at {where} has unsupported type {type(item).__name__}",
                                   hint="use numbers, strings, booleans, lists and mappings")
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def lookup(record: dict, key: str) -> tuple[bool, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import UsageError
+from .text import is_utf8
 
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
@@ -15,17 +16,9 @@ _BAD_REF = re.compile(r"(^|/)\.|\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|\.lock(/|$)|//
 
 def check_ref_name(name: str) -> str:
     """`name` if git would accept it as a ref name (and it cannot escape refs/), else UsageError."""
-    if _BAD_REF.search(name) or len(name) > 200 or not name.isprintable() or _has_surrogates(name):
+    if _BAD_REF.search(name) or len(name) > 200 or not name.isprintable() or not is_utf8(name):
         raise UsageError(f"invalid ref name {name!r}", hint="use letters, digits, '-', '_', '.', and '/' between parts")
     return name
-
-
-def _has_surrogates(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def branch_ref(name: str) -> str:
