@@ -9,6 +9,11 @@ from typing import Callable, Mapping
 import numpy as np
 import pytest
 
+# The soak tier (RELIABILITY.md): full counts, run with CKSTORE_SOAK=1 and `-m soak` (bench/soak.py runs it).
+SOAK = os.environ.get("CKSTORE_SOAK") == "1"
+soak = pytest.mark.soak
+skip_unless_soak = pytest.mark.skipif(not SOAK, reason="soak test: set CKSTORE_SOAK=1")
+
 
 def make_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
                      metadata: dict[str, str] | None = None) -> Path:

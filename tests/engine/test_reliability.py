@@ -33,9 +33,7 @@ PROJECT = HERE.parent
 WORKER = HERE / "crash_worker.py"
 from crash_worker import make_checkpoint, tree_bytes  # noqa: E402
 
-SOAK = os.environ.get("CKSTORE_SOAK") == "1"
-soak = pytest.mark.soak
-skip_unless_soak = pytest.mark.skipif(not SOAK, reason="soak test: set CKSTORE_SOAK=1")
+from conftest import SOAK, soak, skip_unless_soak  # noqa: E402,F401
 CHUNK = 65536
 MAIN = "refs/heads/main"
 

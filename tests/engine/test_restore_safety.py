@@ -23,9 +23,7 @@ from ckstore.engine import restore
 from ckstore.errors import CkstoreError, CorruptObject, UnsafePath
 from ckstore.model.objects import ChunkRun, Commit, Manifest, hash_bytes
 
-SOAK = os.environ.get("CKSTORE_SOAK") == "1"
-soak = pytest.mark.soak
-skip_unless_soak = pytest.mark.skipif(not SOAK, reason="soak test: set CKSTORE_SOAK=1")
+from conftest import SOAK, soak, skip_unless_soak  # noqa: F401
 MAIN = "refs/heads/main"
 CHUNK = 4096
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import warnings
 import zipfile
@@ -26,9 +25,7 @@ from ckstore.errors import MalformedCheckpoint, UsageError
 from ckstore.formats import DTYPES, ScannedFile, scan_buffer, scan_path, walk_source
 from ckstore.formats import safetensors as ck_st
 
-SOAK = os.environ.get("CKSTORE_SOAK") == "1"
-soak = pytest.mark.soak
-skip_unless_soak = pytest.mark.skipif(not SOAK, reason="soak test: set CKSTORE_SOAK=1")
+from conftest import SOAK, soak, skip_unless_soak  # noqa: E402,F401
 FAST = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SOAK_SETTINGS = settings(max_examples=100_000, deadline=None, database=None,
