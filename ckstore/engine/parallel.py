@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -13,7 +13,9 @@ WINDOW = 2 * (os.cpu_count() or 2) + 2
 
 
 def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window: int = WINDOW) -> Iterator[R]:
-    """`fn` over `items` on `pool`, yielded in input order with at most `window` in flight; cancels the rest on exit."""
+    """`fn` over `items` on `pool`, yielded in input order with at most `window` in flight. On an error or when the
+    generator is closed early, the jobs not started are cancelled and the running ones waited for: when it is done,
+    no job of it is still running (a job writing into a file descriptor the caller is about to close, say)."""
     pending: deque[Future] = deque()
     try:
         for item in items:
@@ -25,3 +27,4 @@ def ordered_map(pool: Executor, fn: Callable[[T], R], items: Iterable[T], window
     finally:
         for f in pending:  # an error or an abandoned generator: do not leave work running
             f.cancel()
+        wait(pending)

@@ -231,10 +231,14 @@ def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, tree: DestT
 
         hasher = blake3.blake3()
         written = 0
-        for data in ordered_map(pool, put, _placed_pieces(manifest, recipe)):
-            hasher.update(data)  # in file order; releases the GIL, so it runs beside the workers' decoding
-            written += len(data)
-            progress(len(data))
+        pieces = ordered_map(pool, put, _placed_pieces(manifest, recipe))
+        try:
+            for data in pieces:
+                hasher.update(data)  # in file order; releases the GIL, so it runs beside the workers' decoding
+                written += len(data)
+                progress(len(data))
+        finally:
+            pieces.close()  # every worker has stopped writing before `fd` is closed (its number is reused)
         if written != recipe.size:
             raise CorruptObject("file", recipe.hash.hex(), "?", detail=f"{recipe.path}: recipe covers {written} "
                                 f"of {recipe.size} bytes")

@@ -14,11 +14,11 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import lmdb
 
-from ..errors import CacheRebuilt
+from ..errors import CacheRebuilt, RepositoryError
 from ..fs.fileio import io_step
 from .packs import Entry
 
@@ -53,6 +53,14 @@ def truncated(path: Path) -> str | None:
     _, last_pg, psize = max(metas)
     need = (last_pg + 1) * psize
     return f"{size} bytes, its meta page names {need}" if size < need else None
+
+
+class _Handles(NamedTuple):
+    env: lmdb.Environment
+    chunks: Any
+    packs: Any
+    stat: Any
+    commits: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +110,11 @@ class ChunkIndex:
         self._set_aside(why)
         return self._open_env()
 
-    def _set_aside(self, why: str) -> None:
+    def _set_aside(self, why: str | None) -> None:
         # A damaged cache is only a cache: move it out of the way (never map it again) and start an empty one.
-        warnings.warn(CacheRebuilt(f"the LMDB cache {self.path} was damaged ({why}); rebuilt from the packs"),
-                      stacklevel=3)
+        if why is not None:
+            warnings.warn(CacheRebuilt(f"the LMDB cache {self.path} was damaged ({why}); rebuilt from the packs"),
+                          stacklevel=3)
         aside = self.path.with_name(f"{self.path.name}.damaged-{os.getpid()}")
         shutil.rmtree(aside, ignore_errors=True)
         os.replace(self.path, aside)
@@ -115,16 +124,21 @@ class ChunkIndex:
     def _guarded(self, op: Callable[[], Any]) -> Any:
         """Run a read or write of the environment; LMDB errors (a zeroed or garbled page) and values of the wrong
         shape make the cache be set aside, rebuilt, re-indexed and the operation tried once more."""
-        generation = self.generation
-        try:
-            return op()
-        except (lmdb.Error, struct.error) as exc:
-            self.rebuild(f"{type(exc).__name__}: {exc}", generation)
-            return op()
+        for attempt in range(3):
+            generation = self.generation
+            try:
+                return op()
+            except (lmdb.Error, struct.error) as exc:
+                if attempt == 2:
+                    raise RepositoryError(f"the LMDB cache {self.path} keeps failing after rebuilds: {exc}",
+                                          hint=f"remove {self.path} (it is only a cache) and retry") from None
+                self.rebuild(f"{type(exc).__name__}: {exc}", generation)
 
-    def rebuild(self, why: str, generation: int | None = None) -> None:
-        """Set the environment aside, open an empty one and let the store re-index its packs. With `generation`,
-        only if no other thread has rebuilt it since that generation was read (one rebuild per damage)."""
+    def rebuild(self, why: str | None, generation: int | None = None) -> None:
+        """Set the environment aside, open an empty one and let the store re-index its packs (`why`: the damage, for
+        the warning; None for a rebuild asked for). With `generation`, only if no other thread has rebuilt it since
+        that generation was read (one rebuild per damage). The old environment is never written to again: LMDB
+        may abort the process on writes into damaged pages, where it only returns errors on reads."""
         with _REBUILD_LOCK:
             if generation is not None and generation != self.generation:
                 return
@@ -151,17 +165,16 @@ class ChunkIndex:
         return env
 
     def _bind(self, env: lmdb.Environment) -> None:
-        self.chunks = env.open_db(b"chunks")
-        self.packs = env.open_db(b"packs")
-        self.stat = env.open_db(b"stat")
-        self.commits = env.open_db(b"commits")
+        # One tuple, swapped whole: a thread never pairs a new environment with an old one's table handles.
+        self.h = _Handles(env, env.open_db(b"chunks"), env.open_db(b"packs"), env.open_db(b"stat"),
+                          env.open_db(b"commits"))
         self.pid = os.getpid()
 
-    def _env(self) -> lmdb.Environment:
+    def _handles(self) -> _Handles:
         # An LMDB environment must not be used across fork: reopen in the child.
         if os.getpid() != self.pid:
             self._open()
-        return self.env
+        return self.h
 
     def close(self) -> None:
         """Release this user's share of the LMDB environment; the last user closes it."""
@@ -177,7 +190,8 @@ class ChunkIndex:
     def get(self, chunk: bytes) -> Location | None:
         """The location of a chunk, or None when no indexed pack holds it."""
         def op() -> Location | None:
-            with self._env().begin(db=self.chunks, buffers=False) as txn:
+            h = self._handles()
+            with h.env.begin(db=h.chunks, buffers=False) as txn:
                 value = txn.get(chunk)
             return Location(*LOCATION.unpack(value)) if value else None
         return self._guarded(op)
@@ -185,8 +199,9 @@ class ChunkIndex:
     def get_many(self, chunks: list[bytes]) -> dict[bytes, Location]:
         """The locations of those of `chunks` that are indexed (missing ones are left out), in one read transaction."""
         def op() -> dict[bytes, Location]:
+            h = self._handles()
             out = {}
-            with self._env().begin(db=self.chunks) as txn:
+            with h.env.begin(db=h.chunks) as txn:
                 for c in chunks:
                     value = txn.get(c)
                     if value:
@@ -197,7 +212,8 @@ class ChunkIndex:
     def known_packs(self) -> set[bytes]:
         """Ids of the packs the index has recorded."""
         def op() -> set[bytes]:
-            with self._env().begin(db=self.packs) as txn:
+            h = self._handles()
+            with h.env.begin(db=h.packs) as txn:
                 return {bytes(k) for k in txn.cursor().iternext(keys=True, values=False)}
         return self._guarded(op)
 
@@ -208,11 +224,13 @@ class ChunkIndex:
         io_step()
 
         def op() -> None:
-            with self._env().begin(write=True) as txn:
+
+            h = self._handles()
+            with h.env.begin(write=True) as txn:
                 for pack_id, entries in packs:
                     for e in entries:
-                        txn.put(e.chunk, LOCATION.pack(pack_id, e.offset, e.length, e.raw_length), db=self.chunks)
-                    txn.put(pack_id, struct.pack("<I", len(entries)), db=self.packs)
+                        txn.put(e.chunk, LOCATION.pack(pack_id, e.offset, e.length, e.raw_length), db=h.chunks)
+                    txn.put(pack_id, struct.pack("<I", len(entries)), db=h.packs)
         self._guarded(op)
 
     def drop_packs(self, pack_ids: set[bytes]) -> None:
@@ -221,20 +239,23 @@ class ChunkIndex:
             return
 
         def op() -> None:
-            with self._env().begin(write=True) as txn:
-                cur = txn.cursor(db=self.chunks)
+
+            h = self._handles()
+            with h.env.begin(write=True) as txn:
+                cur = txn.cursor(db=h.chunks)
                 for key, value in list(cur.iternext()):
                     if len(value) != LOCATION.size or LOCATION.unpack(value)[0] in pack_ids:
-                        txn.delete(key, db=self.chunks)
+                        txn.delete(key, db=h.chunks)
                 for p in pack_ids:
-                    txn.delete(p, db=self.packs)
+                    txn.delete(p, db=h.packs)
         self._guarded(op)
 
     def pack_locations(self, pack_id: bytes) -> dict[bytes, Location]:
         """Every chunk the index places in pack `pack_id` (fsck compares them with the pack's .idx)."""
         def op() -> dict[bytes, Location]:
+            h = self._handles()
             out = {}
-            with self._env().begin(db=self.chunks) as txn:
+            with h.env.begin(db=h.chunks) as txn:
                 for key, value in txn.cursor().iternext():
                     loc = Location(*LOCATION.unpack(value)) if len(value) == LOCATION.size else None
                     if loc is not None and loc.pack == pack_id:
@@ -245,7 +266,8 @@ class ChunkIndex:
     def get_stat(self, key: bytes) -> bytes | None:
         """The raw stat-cache entry stored under `key`, or None."""
         def op() -> bytes | None:
-            with self._env().begin(db=self.stat) as txn:
+            h = self._handles()
+            with h.env.begin(db=h.stat) as txn:
                 return txn.get(key)
         return self._guarded(op)
 
@@ -253,7 +275,8 @@ class ChunkIndex:
         """Store stat-cache entries (key, value) in one write transaction; nothing happens for an empty list."""
         if items:
             def op() -> None:
-                with self._env().begin(write=True, db=self.stat) as txn:
+                h = self._handles()
+                with h.env.begin(write=True, db=h.stat) as txn:
                     for key, value in items:
                         txn.put(key, value)
             self._guarded(op)
@@ -261,51 +284,42 @@ class ChunkIndex:
     def get_commit(self, oid: bytes) -> bytes | None:
         """The cached encoding of commit `oid`, or None (callers check that it hashes to the id)."""
         def op() -> bytes | None:
-            with self._env().begin(db=self.commits) as txn:
+            h = self._handles()
+            with h.env.begin(db=h.commits) as txn:
                 return txn.get(oid)
         return self._guarded(op)
 
     def put_commits(self, items: list[tuple[bytes, bytes]]) -> None:
         """Cache commit encodings (id, encoded) in one write transaction."""
         def op() -> None:
-            with self._env().begin(write=True, db=self.commits) as txn:
+            h = self._handles()
+            with h.env.begin(write=True, db=h.commits) as txn:
                 for oid, encoded in items:
                     txn.put(oid, encoded)
         self._guarded(op)
 
     def items(self, table: str) -> list[tuple[bytes, bytes]]:
         """Every (key, value) of one table ("chunks", "stat" or "commits"), for fsck's cache checks."""
-        db = {"chunks": self.chunks, "stat": self.stat, "commits": self.commits}[table]
-
         def op() -> list[tuple[bytes, bytes]]:
-            with self._env().begin(db=db) as txn:
+            h = self._handles()
+            with h.env.begin(db=getattr(h, table)) as txn:
                 return [(bytes(k), bytes(v)) for k, v in txn.cursor().iternext()]
         return self._guarded(op)
 
     def delete(self, table: str, keys: list[bytes]) -> None:
         """Remove entries of one table (a cache entry found wrong is dropped, to be rebuilt on demand)."""
-        db = {"chunks": self.chunks, "stat": self.stat, "commits": self.commits}[table]
-
         def op() -> None:
-            with self._env().begin(write=True, db=db) as txn:
+            h = self._handles()
+            with h.env.begin(write=True, db=getattr(h, table)) as txn:
                 for k in keys:
                     txn.delete(k)
         if keys:
             self._guarded(op)
 
-    def clear(self) -> None:
-        """Empty every table (chunks, packs, stat cache, commits), keeping the environment open."""
-        def op() -> None:
-            with self._env().begin(write=True) as txn:
-                txn.drop(self.chunks, delete=False)
-                txn.drop(self.packs, delete=False)
-                txn.drop(self.stat, delete=False)
-                txn.drop(self.commits, delete=False)
-        self._guarded(op)
-
     def count(self) -> int:
         """How many chunks are indexed."""
         def op() -> int:
-            with self._env().begin(db=self.chunks) as txn:
-                return txn.stat(self.chunks)["entries"]
+            h = self._handles()
+            with h.env.begin(db=h.chunks) as txn:
+                return txn.stat(h.chunks)["entries"]
         return self._guarded(op)

@@ -160,9 +160,9 @@ class Store:
         self.index.drop_packs(known - on_disk)
 
     def reindex(self) -> int:
-        """Rebuild the index from the packs' .idx files; returns the number of chunks indexed."""
-        self.index.clear()
-        self.sync_index()
+        """Rebuild the index from the packs' .idx files (a fresh environment: the old one may be damaged, and
+        LMDB aborts on some writes into damaged pages); returns the number of chunks indexed."""
+        self.index.rebuild(None)
         return self.index.count()
 
     def has_chunk(self, chunk: bytes) -> bool:
