@@ -143,7 +143,7 @@ def report(results: dict) -> str:
                 tip = r.get("partial", {}).get("*")
                 if tool == "ckstore" and tip:
                     od, how = on_demand(kind, tip)
-                    L.append(f"| ckstore, newest version only (`clone --filter tensors=*` + checkout) | ″ |"
+                    L.append("| ckstore, newest version only (`clone --filter tensors=*` + checkout) | ″ |"
                              + " ″ |" * n + f" ″ | {fmt_b(tip['reported_received'] + (od or 0))} (reported + {how}) "
                              f"| {fmt_s(tip['wall'])} s ({fmt_s(tip['clone_wall'])} + {fmt_s(tip['checkout_wall'])}) "
                              f"| {'✓' if tip['identical'] else '✗'} |")
