@@ -21,6 +21,7 @@ from ..errors import (
     RemoteRefMoved,
     RemoteUnavailable,
     UnknownRevision,
+    UnsupportedFormat,
     UsageError,
 )
 from ..model import codec, graph
@@ -32,8 +33,8 @@ from ..storage import remotes
 from ..storage.audit import whoami
 from ..storage.packs import ENTRY, idx_bytes, pack_bytes
 from ..storage.refs import ANY
-from ..transport.base import Transport
 from ..transport import retry
+from ..transport.base import Transport
 from . import session
 from .select import manifest_chunks, topo_order
 from .session import (
@@ -97,7 +98,14 @@ def _push_targets(repo: Repository, branches: list[str] | None, all_branches: bo
 def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: SyncResult, targets: dict[str, bytes],
           force: bool, progress: Progress) -> None:
     store = repo.store
-    remote_config(remote, create_from=(repo.dir / "config").read_bytes())
+    cfg = remote_config(remote, create_from=(repo.dir / "config").read_bytes())
+    theirs = cfg.get("chunk_size")
+    if isinstance(theirs, int) and repo.config.chunk_size > theirs:
+        # Fetches bound a remote's frames by its chunk size: bigger chunks pushed here would be refused by clones.
+        raise UnsupportedFormat(f"this repository's chunk size ({repo.config.chunk_size} bytes) is larger than the "
+                                f"remote {remote.url}'s ({theirs} bytes): its clones would refuse these frames",
+                                hint="push to a remote made by this repository (or one with an equal or larger "
+                                     "chunk size)")
 
     # 1. what the remote refs hold now; refuse non-fast-forwards before moving any data
     current = dict(zip(targets, io.map(lambda r: read_ref(remote, r), targets)))

@@ -162,3 +162,22 @@ def test_sound_remote_clone_rss(pushed: Path, tmp_path: Path) -> None:
     code, err, rss = measured("clone", pushed, tmp_path / "clone", cwd=tmp_path)
     assert code == 0, err
     assert rss < RSS_LIMIT_KB, f"peak RSS {rss // 1024} MiB"
+
+
+def test_push_of_bigger_chunks_than_the_remote_takes_is_refused(tmp_path: Path) -> None:
+    """Clones bound a remote's frames by its chunk size, so a push must not store bigger ones there."""
+    import numpy as np
+
+    from ckstore import Repo
+    from ckstore.errors import UnsupportedFormat
+    with Repo.init(tmp_path / "small", chunk_size=65536) as small:
+        small.commit({"w": np.ones(4, np.float32)}, "a", capture_env=False)
+        small.remote_add("origin", str(tmp_path / "remote"))
+        small.push()
+    with Repo.init(tmp_path / "big") as big:  # 1 MiB chunks
+        big.commit({"w": np.arange(1 << 18, dtype=np.float32)}, "b", capture_env=False)
+        big.remote_add("origin", str(tmp_path / "remote"))
+        before = sorted(p.name for p in (tmp_path / "remote").rglob("*"))
+        with pytest.raises(UnsupportedFormat, match="chunk size"):
+            big.push(branches=["main"], force=True)
+        assert sorted(p.name for p in (tmp_path / "remote").rglob("*")) == before
