@@ -184,3 +184,25 @@ def test_fsck_of_a_remote_names_its_damage(pushed, tmp_path: Path) -> None:
     obj.write_bytes(obj.read_bytes()[:-3])
     r = ck(repo, "fsck", "--remote", "origin", "--json")
     assert r.returncode == 1 and any(p["kind"] in ("object", "ref") for p in json.loads(r.stdout)["problems"])
+
+
+def test_a_damaged_delta_base_is_blamed_not_its_healthy_dependant(tmp_path: Path) -> None:
+    from ckstore.errors import CorruptObject
+    from ckstore.storage.packs import pack_path
+    srcs = series(tmp_path / "src", 2)  # v1 is a small step from v0: its chunks are XOR deltas on v0's
+    with Repo.init(tmp_path / "repo") as repo:
+        repo.commit(srcs[0], "v0", capture_env=False)
+        v1 = repo.commit(srcs[1], "v1", capture_env=False).id
+        store = repo.engine.store
+        tensor = next(t for t in repo.manifest(v1).tensors if store.delta_depth(t.chunks[0], 8) == 1)
+        dependant = tensor.chunks[0]
+        base = store.frame_base(store.index.get(dependant))
+        loc = store.index.get(base)
+    path = pack_path(tmp_path / "repo" / ".ckstore" / "packs", loc.pack)
+    data = bytearray(path.read_bytes())
+    data[loc.offset + loc.length // 2] ^= 0x20  # inside the base's frame
+    path.write_bytes(bytes(data))
+    with Repo.open(tmp_path / "repo") as repo:
+        with pytest.raises(CorruptObject) as info:
+            repo.load(v1, names=[tensor.name])
+    assert info.value.expected == base.hex() and dependant.hex()[:12] in str(info.value)
