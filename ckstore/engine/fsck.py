@@ -25,6 +25,7 @@ class _Packs:
         self.intact: set[bytes] = set()
         self.damaged: dict[bytes, Problem] = {}  # chunk -> the problem of the pack (or frame) that holds it
         self.entries: dict[bytes, list[Entry]] = {}  # pack id -> its .idx entries, when readable
+        self.unindexed: dict[bytes, bytes] = {}  # chunk -> a sound pack with no .idx that holds it
 
 
 def check(repo: Repository, *, read_data: bool, progress: Progress) -> FsckReport:
@@ -80,6 +81,13 @@ def _check_packs(repo: Repository, read_data: bool, report: FsckReport, progress
         _check_pack(repo, pack_id, read_data, report, packs)
         progress.advance(1)
     progress.end()
+    for pack_id in repo.store.packs_without_idx():  # garbage unless a commit needs them (then: a lost .idx)
+        try:
+            data = pack_path(repo.store.packs_dir, pack_id).read_bytes()
+            if hash_bytes(data) == pack_id:
+                packs.unindexed.update((e.chunk, pack_id) for e in read_pack_entries(data))
+        except (OSError, PackFormatError):
+            continue
     return packs
 
 
@@ -200,6 +208,7 @@ def _check_graph(repo: Repository, refs: dict[str, bytes], objects: dict, packs:
             stack.append(oid)
     seen: set[bytes] = set()
     lost: set[bytes] = set()  # commits that need something missing or damaged
+    without_idx: dict[bytes, set[bytes]] = {}  # a sound pack whose .idx is lost -> the commits needing it
     affected: dict[int, tuple[Problem, set[bytes]]] = {}
     reported = {p.id for p in report.problems}
     while stack:
@@ -227,6 +236,10 @@ def _check_graph(repo: Repository, refs: dict[str, bytes], objects: dict, packs:
                 p = packs.damaged[c]
                 affected.setdefault(id(p), (p, set()))[1].add(oid)
         missing = {c for c in missing if c not in packs.damaged}
+        for c in [c for c in missing if c in packs.unindexed]:
+            without_idx.setdefault(packs.unindexed[c], set()).add(oid)
+            missing.discard(c)
+            lost.add(oid)
         if partial:  # a partial clone fetches chunks on demand: absent ones are expected, damaged ones are not
             report.not_fetched += len(missing)
             continue
@@ -235,6 +248,9 @@ def _check_graph(repo: Repository, refs: dict[str, bytes], objects: dict, packs:
             first = min(missing)
             report.problems.append(Problem("chunk", first.hex(), f"needed by commit {oid.hex()[:12]} but not "
                                            f"stored ({len(missing)} chunks of that commit are missing)"))
+    for pack_id, commits in sorted(without_idx.items()):
+        report.problems.append(Problem("index", pack_id.hex(), f"the pack has no .idx, so its chunks are not indexed; "
+                                       f"{len(commits)} commits need them (`fsck --repair` rebuilds the .idx)"))
     for problem, commits in affected.values():
         names = ", ".join(sorted(c.hex()[:12] for c in commits)[:5])
         problem.message += f" (needed by {len(commits)} commit{'s' * (len(commits) != 1)}: {names})"

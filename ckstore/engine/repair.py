@@ -17,7 +17,8 @@ from ..model.objects import Commit, Manifest, Tag, hash_bytes
 from ..model.progress import Progress
 from ..results import RepairResult
 from ..storage.config import Config
-from ..storage.packs import Entry, PackFormatError, pack_path, parse_idx, read_pack_entries
+from ..fs.fileio import write_atomic
+from ..storage.packs import Entry, PackFormatError, idx_bytes, pack_path, parse_idx, read_pack_entries
 from ..storage.store import PackSink
 from .fsck import check
 from .repository import Repository
@@ -30,6 +31,8 @@ def repair(repo: Repository, progress: Progress, refetch: Refetch | None = None)
     """Repair `repo` as the module docstring says; `refetch` brings missing data from a remote when given."""
     before = check(repo, read_data=True, progress=progress)
     result = RepairResult(before, before)
+    for pack_id in repo.store.packs_without_idx():
+        _restore_idx(repo, pack_id)
     quarantine = repo.dir / "quarantine"
     sink = repo.store.sink(repo.config.pack_size)
     try:
@@ -59,6 +62,19 @@ def repair(repo: Repository, progress: Progress, refetch: Refetch | None = None)
     result.missing_chunks, result.missing_objects = len(chunks), len(objects)
     result.after = check(repo, read_data=True, progress=progress)
     return result
+
+
+def _restore_idx(repo: Repository, pack_id: bytes) -> None:
+    """Write the .idx of a pack that lost it, from the pack's own trailer, if the pack hashes to its name."""
+    try:
+        data = pack_path(repo.store.packs_dir, pack_id).read_bytes()
+        if hash_bytes(data) != pack_id:
+            return  # not sound: its frames are salvaged with the damaged packs below, if it gets an .idx back
+        entries = read_pack_entries(data)
+    except (OSError, PackFormatError):
+        return
+    write_atomic(pack_path(repo.store.packs_dir, pack_id, ".idx"), idx_bytes(pack_id, entries), repo.store.tmp_dir,
+                 exclusive=True)
 
 
 def _pack_health(repo: Repository, pack_id: bytes) -> tuple[list[Entry], bool]:

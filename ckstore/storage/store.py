@@ -144,6 +144,17 @@ class Store:
                 out.update(bytes.fromhex(p.stem) for p in sub.glob("*.idx") if len(p.stem) == 64)
         return out
 
+    def packs_without_idx(self) -> set[bytes]:
+        """Ids of `.pack` files with no `.idx` beside them: a seal in progress, a crash between the two renames,
+        or a lost `.idx` (their chunks are not indexed)."""
+        out = set()
+        if self.packs_dir.is_dir():
+            for sub in self.packs_dir.iterdir():
+                for p in sub.glob("*.pack"):
+                    if len(p.stem) == 64 and is_hex(p.stem) and not p.with_suffix(".idx").exists():
+                        out.add(bytes.fromhex(p.stem))
+        return out
+
     def sync_index(self) -> None:
         """Index packs that are on disk but not in the cache (after a crash, a pull, a deleted cache)."""
         known = self.index.known_packs()

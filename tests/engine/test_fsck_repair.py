@@ -206,3 +206,17 @@ def test_a_damaged_delta_base_is_blamed_not_its_healthy_dependant(tmp_path: Path
         with pytest.raises(CorruptObject) as info:
             repo.load(v1, names=[tensor.name])
     assert info.value.expected == base.hex() and dependant.hex()[:12] in str(info.value)
+
+
+def test_a_lost_idx_is_named_once_and_rebuilt_by_repair(pushed, tmp_path: Path) -> None:
+    repo, ids, srcs = pushed
+    pack = biggest_pack(repo)
+    pack.with_suffix(".idx").unlink()
+    r = ck(repo, "fsck", "--json")
+    problems = json.loads(r.stdout)["problems"]
+    assert r.returncode == 1 and [(p["kind"], p["id"]) for p in problems] == [("index", pack.stem)], problems
+    assert ck(repo, "fsck", "--repair").returncode == 0  # no remote needed: the pack's trailer has it all
+    assert pack.with_suffix(".idx").exists() and ck(repo, "fsck", "--read-data").returncode == 0
+    with Repo.open(repo) as r2:
+        r2.checkout(ids[-1], tmp_path / "out")
+    assert same_tree(tmp_path / "out", srcs[-1])
