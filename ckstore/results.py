@@ -230,6 +230,7 @@ class FsckReport:
     refs: int = 0
     not_fetched: int = 0  # chunks a partial clone has not fetched yet (not a problem)
     affected: list[str] = field(default_factory=list)  # commits that cannot be read whole because of the damage
+    damaged_packs: list[str] = field(default_factory=list)  # packs with any problem (pack, .idx or frame)
 
     @property
     def ok(self) -> bool:
@@ -240,6 +241,7 @@ class FsckReport:
         """JSON-ready data."""
         return {"ok": self.ok, "packs": self.packs, "chunks": self.chunks, "objects": self.objects,
                 "commits": self.commits, "refs": self.refs, "not_fetched": self.not_fetched, "affected": self.affected,
+                "damaged_packs": self.damaged_packs,
                 "problems": [{"kind": p.kind, "id": p.id, "message": p.message} for p in self.problems]}
 
 

@@ -78,7 +78,10 @@ def _check_packs(repo: Repository, read_data: bool, report: FsckReport, progress
     progress.begin("fsck", len(ids))
     for pack_id in ids:
         report.packs += 1
+        found = len(report.problems)
         _check_pack(repo, pack_id, read_data, report, packs)
+        if len(report.problems) > found:
+            report.damaged_packs.append(pack_id.hex())
         progress.advance(1)
     progress.end()
     for pack_id in repo.store.packs_without_idx():  # garbage unless a commit needs them (then: a lost .idx)
@@ -128,7 +131,7 @@ def _check_pack(repo: Repository, pack_id: bytes, read_data: bool, report: FsckR
     if problem is not None:
         report.problems.append(problem)
     for e in entries:
-        ok, detail = _frame_ok(repo, data, e)
+        ok, detail = frame_ok(repo, data, e)
         if ok:
             packs.intact.add(e.chunk)
         else:
@@ -148,7 +151,8 @@ def _idx(repo: Repository, pack_id: bytes, report: FsckReport) -> list[Entry] | 
         return None
 
 
-def _frame_ok(repo: Repository, data: bytes, e: Entry) -> tuple[bool, str]:
+def frame_ok(repo: Repository, data: bytes | memoryview, e: Entry) -> tuple[bool, str]:
+    """(whether the frame `e` places in a pack's `data` decodes to its chunk id, why not)."""
     frame = data[e.offset:e.offset + e.length]
     try:
         base = codec.frame_base(frame)
@@ -284,11 +288,9 @@ def _check_caches(repo: Repository, packs: _Packs, report: FsckReport) -> None:
     index = repo.store.index
     truth = {e.chunk: Location(pid, e.offset, e.length, e.raw_length)
              for pid, entries in packs.entries.items() for e in entries}
-    wrong = 0
-    for key, value in index.items("chunks"):
-        if len(value) != LOCATION.size or truth.get(key) != Location(*LOCATION.unpack(value)):
-            wrong += 1
-    unindexed = len(set(truth) - {k for k, _ in index.items("chunks")})
+    cached = index.items("chunks")
+    wrong = sum(len(v) != LOCATION.size or truth.get(k) != Location(*LOCATION.unpack(v)) for k, v in cached)
+    unindexed = len(set(truth) - {k for k, _ in cached})
     if wrong or unindexed:
         report.problems.append(Problem("cache", "chunks", f"{wrong} chunk locations disagree with the packs' .idx "
                                        f"files, {unindexed} indexed chunks are missing"))

@@ -12,15 +12,14 @@ import time
 from typing import Callable
 
 from ..errors import CkstoreError
-from ..model import codec
 from ..model.objects import Commit, Manifest, Tag, hash_bytes
 from ..model.progress import Progress
 from ..results import RepairResult
 from ..storage.config import Config
 from ..fs.fileio import write_atomic
-from ..storage.packs import Entry, PackFormatError, idx_bytes, pack_path, parse_idx, read_pack_entries
+from ..storage.packs import PackFormatError, idx_bytes, pack_path, parse_idx, read_pack_entries
 from ..storage.store import PackSink
-from .fsck import check
+from .fsck import check, frame_ok
 from .repository import Repository
 
 # Fetches (chunk ids, object ids) from a remote into the store, verified; returns how many of each arrived.
@@ -36,12 +35,10 @@ def repair(repo: Repository, progress: Progress, refetch: Refetch | None = None)
     quarantine = repo.dir / "quarantine"
     sink = repo.store.sink(repo.config.pack_size)
     try:
-        for pack_id in sorted(repo.store.pack_ids()):
-            entries, sound = _pack_health(repo, pack_id)
-            if not sound:
-                result.salvaged_chunks += _salvage(repo, pack_id, entries, sink)
-                for suffix in (".pack", ".idx"):
-                    result.quarantined += _move(pack_path(repo.store.packs_dir, pack_id, suffix), quarantine / "packs")
+        for pack_id in map(bytes.fromhex, before.damaged_packs):
+            result.salvaged_chunks += _salvage(repo, pack_id, sink)
+            for suffix in (".pack", ".idx"):
+                result.quarantined += _move(pack_path(repo.store.packs_dir, pack_id, suffix), quarantine / "packs")
         sink.finish()
     except BaseException:
         sink.abort()
@@ -77,56 +74,27 @@ def _restore_idx(repo: Repository, pack_id: bytes) -> None:
                  exclusive=True)
 
 
-def _pack_health(repo: Repository, pack_id: bytes) -> tuple[list[Entry], bool]:
-    """(the pack's entries from its trailer or its .idx, whether pack, trailer, .idx and every frame are sound)."""
-    idx: list[Entry] | None
-    try:
-        pid, idx = parse_idx(pack_path(repo.store.packs_dir, pack_id, ".idx").read_bytes())
-        idx = idx if pid == pack_id else None
-    except (OSError, PackFormatError):
-        idx = None
-    try:
-        data = pack_path(repo.store.packs_dir, pack_id).read_bytes()
-    except OSError:
-        return idx or [], False
-    try:
-        entries = read_pack_entries(data)
-    except PackFormatError:
-        return idx or [], False
-    sound = idx == entries and hash_bytes(data) == pack_id
-    return entries, sound and all(_frame_ok(repo, data, e) for e in entries)
-
-
-def _frame_ok(repo: Repository, data: bytes, e: Entry) -> bool:
-    try:
-        raw = _decode(repo, data[e.offset:e.offset + e.length], e.raw_length)
-    except (codec.FrameError, CkstoreError):
-        return False
-    return hash_bytes(raw) == e.chunk
-
-
-def _decode(repo: Repository, frame: bytes, raw_length: int) -> memoryview:
-    base = codec.frame_base(frame)
-    return codec.decode(frame, raw_length, (lambda b: repo.store.get_chunk(b, keep=False)) if base else None)
-
-
-def _salvage(repo: Repository, pack_id: bytes, entries: list[Entry], sink: PackSink) -> int:
-    """Copy every frame of a damaged pack that still decodes to its id into `sink`; how many were saved."""
+def _salvage(repo: Repository, pack_id: bytes, sink: PackSink) -> int:
+    """Copy every frame of a damaged pack that still decodes to its id into `sink` (found through the pack's
+    trailer, else its .idx); how many were saved."""
     try:
         data = pack_path(repo.store.packs_dir, pack_id).read_bytes()
     except OSError:
         return 0
+    try:
+        entries = read_pack_entries(data)
+    except PackFormatError:
+        try:
+            pid, entries = parse_idx(pack_path(repo.store.packs_dir, pack_id, ".idx").read_bytes())
+        except (OSError, PackFormatError):
+            return 0
+        if pid != pack_id:
+            return 0
     saved = 0
     for e in entries:
-        frame = data[e.offset:e.offset + e.length]
-        if len(frame) != e.length:
-            continue
-        try:
-            raw = _decode(repo, frame, e.raw_length)
-        except (codec.FrameError, CkstoreError):
-            continue
         # the chunk is still indexed in the damaged pack, so it is written again, into the new one
-        if hash_bytes(raw) == e.chunk and sink.add(e.chunk, frame, e.raw_length, again=True):
+        if frame_ok(repo, data, e)[0] and sink.add(e.chunk, data[e.offset:e.offset + e.length], e.raw_length,
+                                                   again=True):
             saved += 1
     return saved
 
