@@ -1,4 +1,8 @@
-"""A real transport wrapped to fail on purpose: the sync and contract suites inject faults with it, never mocks."""
+"""A real transport wrapped to fail on purpose: the sync and contract suites inject faults with it, never mocks.
+
+A stall (`stall_every=k`) makes every k-th request hang for `stall_seconds` before it reaches the real transport,
+as a dead connection or a hung NFS server does; `release()` ends every stall at once (tests call it when done, so
+no abandoned request thread outlives them)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ class Faulty(Transport):
 
     def __init__(self, inner: Transport, *, fail_put_after: int | None = None, fail_get_after: int | None = None,
                  flaky_every: int = 0, flaky_cas: bool = True, allow_delete: bool = False,
-                 before_ref_put=None) -> None:
+                 before_ref_put=None, stall_every: int = 0, stall_seconds: float = 120.0,
+                 stall_first: int = 0) -> None:
         self.inner, self.url = inner, inner.url
         self.fail_put_after, self.fail_get_after, self.flaky_every = fail_put_after, fail_get_after, flaky_every
         self.before_ref_put = before_ref_put
@@ -22,8 +27,27 @@ class Faulty(Transport):
         self.puts = self.gets = self.calls = self.failed = 0
         self.landed = 0
         self.lock = threading.Lock()
+        self.stall_every, self.stall_seconds, self.stall_first = stall_every, stall_seconds, stall_first
+        self.stalled = 0
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """End every stall now (and let no new request stall)."""
+        self.stall_every = self.stall_first = 0
+        self._released.set()
+
+    def _stall(self) -> None:
+        with self.lock:
+            self.calls += 1
+            stall = (self.calls <= self.stall_first) or bool(self.stall_every and self.calls % self.stall_every == 0)
+            self.stalled += stall
+        if stall:
+            self._released.wait(self.stall_seconds)
 
     def _flaky(self, what: str) -> None:
+        if self.stall_every or self.stall_first:
+            self._stall()
+            return
         if self.flaky_every:
             with self.lock:
                 self.calls += 1

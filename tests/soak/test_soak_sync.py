@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,7 @@ import test_reliability as rel
 from crash_worker import make_checkpoint, tree_bytes
 from faults import Faulty
 from s3servers import BUCKET, WEED_KEY, WEED_SECRET, s3_env
+import test_stalls as st
 import test_sync as ts
 from test_sync import quick_retries  # noqa: F401  (autouse)
 
@@ -361,8 +364,40 @@ def damage_remote(fault: str, rng: random.Random, remote: Path, new_packs: list[
         raise AssertionError(fault)
 
 
+def stall_s3_case(tmp: Path, seed: int, opts: dict) -> None:
+    """A pushes to a SeaweedFS bucket, B fetches through a transport whose every k-th request stalls."""
+    rng = random.Random(seed)
+    url = f"s3://{BUCKET}/stall-{uuid.uuid4().hex[:12]}"
+    with ts.new_repo(tmp / "a") as a:
+        ts.commit_series(a, ts.Series(tmp / "ck", seed), 2)
+        a.remote_add("origin", url, **opts)
+        a.push()
+        with ts.new_repo(tmp / "b") as b:
+            b.remote_add("origin", url, **opts)
+            faulty, retrying = st.stalled(ts.transport_for(url, opts), stall_every=rng.randrange(3, 7))
+            try:
+                t0 = time.monotonic()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", st.RemoteTimedOut)
+                    fetch_mod.fetch(b.engine, transport=retrying)
+                assert time.monotonic() - t0 < st.STALL / 4 and faulty.stalled >= 1 and retrying.timeouts >= 1
+            finally:
+                faulty.release()
+            b.pull()
+            assert b.resolve("main") == a.resolve("main") and b.fsck(read_data=True).ok
+            for c in b.log("main"):
+                b.checkout(c.id, tmp / f"b-{c.id[:8]}")
+                a.checkout(c.id, tmp / f"a-{c.id[:8]}")
+                assert tree_bytes(tmp / f"b-{c.id[:8]}") == tree_bytes(tmp / f"a-{c.id[:8]}")
+    shutil.rmtree(tmp)
+
+
 def bad_remote_case(tmp: Path, fault: str, seed: int) -> None:
     rng = random.Random(seed)
+    if fault == "stall":  # every k-th request hangs 400x longer than the per-request timeout
+        st.stalled_fetch(tmp, rng.randrange(3, 7))
+        shutil.rmtree(tmp)
+        return
     a, b, url, new_packs = ts._pushed_pair(tmp)
     try:
         remote = tmp / "remote"
@@ -399,9 +434,18 @@ def bad_remote_case(tmp: Path, fault: str, seed: int) -> None:
     shutil.rmtree(tmp)
 
 
-@pytest.mark.parametrize("fault", ["flip", "truncate", "other-chunk", "object-flip", "stale-ref", "transient"])
-def test_t11_bad_remote(tmp_path: Path, record_property, fault: str) -> None:
+@pytest.mark.parametrize("fault", ["flip", "truncate", "other-chunk", "object-flip", "stale-ref", "transient",
+                                   "stall", "stall-s3"])
+def test_t11_bad_remote(tmp_path: Path, record_property, monkeypatch, request, fault: str) -> None:
     tally = Tally(record_property, 20)
+    if fault == "stall-s3":
+        s3_env(monkeypatch, tmp_path, key=WEED_KEY, secret=WEED_SECRET)
+        opts = {"endpoint_url": request.getfixturevalue("weed_endpoint")}
     for seed in range(n(20)):
-        tally.case(f"{fault} seed {seed}", bad_remote_case, tmp_path / f"s{seed}", fault, seed)
+        if fault == "stall-s3":
+            tally.case(f"{fault} seed {seed}", stall_s3_case, tmp_path / f"s{seed}", seed, opts)
+        else:
+            tally.case(f"{fault} seed {seed}", bad_remote_case, tmp_path / f"s{seed}", fault, seed)
+    if fault.startswith("stall"):
+        tally.notes["stall"] = f"every 3rd-6th request hangs {st.STALL:g} s; per-request timeout {st.TIMEOUT:g} s"
     tally.finish()
