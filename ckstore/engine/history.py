@@ -36,7 +36,14 @@ def commit(repo: Repository, src: str | os.PathLike | dict, message: str, record
            branch: str | None = None, tag: str | None = None, author: str | None = None, env: bool = True,
            progress: Progress | None = None) -> Committed:
     """Snapshot a file, a directory or an in-memory state dict as a new commit on `branch` (default HEAD's);
-    `record` is the metadata split into sections (model.metadata.split_sections)."""
+    `record` is the metadata split into sections (model.metadata.split_sections). Holds a writer lease: a gc
+    sweeps nothing while the commit dedups against what is stored."""
+    with repo.writing("commit"):
+        return _commit(repo, src, message, record, branch=branch, tag=tag, author=author, env=env, progress=progress)
+
+
+def _commit(repo: Repository, src: str | os.PathLike | dict, message: str, record: dict, *, branch: str | None,
+            tag: str | None, author: str | None, env: bool, progress: Progress | None) -> Committed:
     author = author or whoami()
     metadata.check_encodable({"message": message, "author": author}, "commit")
     metadata.validate_schema(repo.config.schema, {**record, "message": message, "author": author})
@@ -114,7 +121,7 @@ def revert(repo: Repository, rev: str, reason: str, *, branch: str | None = None
     target_id = repo.resolve(rev)
     target = repo.commit(target_id)
     ref = branch_ref(branch or repo.head_branch())
-    with repo.refs.locked(ref) as (current, set_ref):
+    with repo.writing("revert"), repo.refs.locked(ref) as (current, set_ref):
         if current is None:
             raise UnknownRevision(f"branch {ref.removeprefix(HEADS)!r} has no commits to revert")
         extra = {**target.extra, "revert_reason": reason}
@@ -192,7 +199,7 @@ def create_tag(repo: Repository, name: str, rev: str = "HEAD", *, message: str |
     entry then records the id it named before."""
     ref = tag_ref(name)
     oid = repo.resolve(rev)
-    with repo.refs.locked(ref) as (current, set_ref):
+    with repo.writing("tag"), repo.refs.locked(ref) as (current, set_ref):
         if current is not None:
             raise AlreadyExists(f"tag {name!r} already exists", hint="tags never move; delete it first with -d")
         target = repo.store.put_object(Tag(oid, name, whoami(), time.time(), message)) if message else oid

@@ -28,6 +28,11 @@ Refetch = Callable[[list[bytes], list[bytes]], tuple[int, int]]
 
 def repair(repo: Repository, progress: Progress, refetch: Refetch | None = None) -> RepairResult:
     """Repair `repo` as the module docstring says; `refetch` brings missing data from a remote when given."""
+    with repo.writing("repair"):
+        return _repair(repo, progress, refetch)
+
+
+def _repair(repo: Repository, progress: Progress, refetch: Refetch | None) -> RepairResult:
     before = check(repo, read_data=True, progress=progress)
     result = RepairResult(before, before)
     for pack_id in repo.store.packs_without_idx():

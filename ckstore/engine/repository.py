@@ -17,6 +17,8 @@ from ..model.objects import Commit, FileRecipe, Manifest, Tag, TensorEntry, is_h
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, candidates, short
 from ..storage.config import Config
+from ..storage.dropped import DroppedSet
+from ..storage.leases import Leases
 from ..storage.refs import RefStore
 from ..storage.statcache import StatCache
 from ..storage.store import Store
@@ -24,6 +26,7 @@ from .restore import select
 
 DIRNAME = ".ckstore"
 LAYOUT = ("refs/heads", "refs/tags", "objects", "packs", "logs", "locks", "tmp", "cache")
+# made when first needed: dropped/ (records of commits retention dropped), tombstones/ (gc's first phase)
 _MEMO_MAX = 1_000_000
 CLONING = "CLONING"  # .ckstore/CLONING: JSON of the clone under way ({"url", "dest", ...}); removed when it is done
 
@@ -89,6 +92,8 @@ class Repository:
         self.refs = RefStore(self.dir)
         self.store = Store(self.dir)
         self.stat_cache = StatCache(self.store.index)
+        self.dropped = DroppedSet(self.dir)
+        self.leases = Leases(self.dir / "locks")
         self.chunk_source = chunk_source
         self.last_fetch: Any = None  # what the chunk source reported for the latest on-demand fetch
         self._pool: ThreadPoolExecutor | None = None
@@ -159,8 +164,33 @@ class Repository:
         self._commits[oid] = commit
 
     def parents(self, oid: bytes) -> tuple[bytes, ...]:
-        """The parent ids of commit `oid`."""
-        return self.commit(oid).parents
+        """The parents of commit `oid` as history walks see them: a parent retention dropped is replaced by the
+        kept commits behind it (its record keeps its parents, so this works after gc deleted it too)."""
+        stored = self.commit(oid).parents
+        if not any(p in self.dropped for p in stored):
+            return stored
+        out: list[bytes] = []
+        seen: set[bytes] = set()
+        stack = list(reversed(stored))
+        while stack:
+            p = stack.pop()
+            if p in seen:
+                continue
+            seen.add(p)
+            rec = self.dropped.get(p)
+            if rec is None:
+                out.append(p)
+            else:
+                stack.extend(reversed(rec.parents))
+        return tuple(out)
+
+    def dropped_parents(self, oid: bytes) -> tuple[bytes, ...]:
+        """The parents of `oid` that retention dropped (log says so)."""
+        return tuple(p for p in self.commit(oid).parents if p in self.dropped)
+
+    def writing(self, what: str):
+        """A writer lease for the block (`with repo.writing("commit"): ...`): gc sweeps nothing meanwhile."""
+        return self.leases.writer(what)
 
     def time_of(self, oid: bytes) -> float:
         """When commit `oid` was made."""

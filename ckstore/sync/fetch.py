@@ -74,7 +74,8 @@ def fetch_with(repo: Repository, spec: RemoteSpec, remote: Session, progress: Pr
     result = SyncResult(action, spec.name, remote.url)
     io = io_pool()
     try:
-        fetched = _fetch(repo, remote, io, spec.partial, result, progress)
+        with repo.writing(action):  # a gc sweeps nothing while fetched chunks and objects land
+            fetched = _fetch(repo, remote, io, spec.partial, result, progress)
     finally:
         io.shutdown(wait=True)
         result.bytes_sent, result.bytes_received = remote.sent, remote.received
@@ -108,7 +109,8 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
         expect.setdefault(oid, (Commit, Tag))
     frontier = list(expect)
     while frontier:
-        todo = [o for o in dict.fromkeys(frontier) if o not in fetched and not store.has_object(o)]
+        todo = [o for o in dict.fromkeys(frontier)
+                if o not in fetched and not store.has_object(o) and o not in repo.dropped]  # dropped here: not again
         frontier = []
         for oid, (data, obj) in zip(todo, io.map(get_object, todo)):
             if not isinstance(obj, expect.get(oid, (Commit,))):
@@ -208,6 +210,12 @@ def _coalesce(locs: dict[bytes, tuple[bytes, Entry]]) -> list[_Run]:
 def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, wanted: list[bytes], result: SyncResult,
                   progress: Progress) -> None:
     """Fetch the `wanted` chunks the local index lacks, and the delta bases they need; all verified."""
+    with repo.writing("fetch"):
+        _fetch_chunks(repo, remote, io, wanted, result, progress)
+
+
+def _fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, wanted: list[bytes], result: SyncResult,
+                  progress: Progress) -> None:
     store = repo.store
     have = store.index.get_many(wanted)
     todo = [c for c in wanted if c not in have]
