@@ -11,8 +11,9 @@ from .model.metadata import META_SECTIONS
 from .model.objects import Commit, Manifest
 from .model.progress import human_bytes
 
-__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FileInfo", "FsckReport", "Problem", "RepairResult",
-           "ResetResult", "ShowInfo", "SyncResult", "TagInfo", "json_safe"]
+__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
+           "ForgetResult", "FsckReport", "GcResult", "Kept", "Problem", "RepairResult", "ResetResult", "ShowInfo",
+           "SyncResult", "TagInfo", "json_safe"]
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,114 @@ class RepairResult:
                 "fetched_chunks": self.fetched_chunks, "fetched_objects": self.fetched_objects,
                 "missing_chunks": self.missing_chunks, "missing_objects": self.missing_objects,
                 "before": self.before.to_dict(), "after": self.after.to_dict()}
+
+
+@dataclass
+class GcResult:
+    """What a gc did (or, with dry_run, would do). Swept bytes go to tombstones first; freed bytes are gone."""
+
+    dry_run: bool
+    grace: float
+    live_commits: int = 0
+    live_chunks: int = 0
+    packs_kept: int = 0
+    packs_swept: int = 0          # unreferenced packs moved to tombstones by this run
+    objects_swept: int = 0
+    bytes_swept: int = 0
+    young_skipped: int = 0        # unreferenced packs and objects younger than the grace period, left alone
+    sets_deleted: int = 0         # tombstone sets past their grace, deleted
+    bytes_freed: int = 0
+    revived: int = 0              # tombstoned packs and objects referenced again, moved back
+    repacked: int = 0             # packs rewritten by repack
+    repack_freed: int = 0
+    tombstoned_bytes: int = 0     # still held in tombstones after the run
+    partly_garbage: list[dict] = field(default_factory=list)  # {pack, size, unused}: repack's candidates
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line of what happened."""
+        verb = "would sweep" if self.dry_run else "swept"
+        return (f"gc: {self.live_commits} commits kept; {verb} {self.packs_swept} packs and {self.objects_swept} "
+                f"objects ({human_bytes(self.bytes_swept)}) to tombstones; freed {human_bytes(self.bytes_freed)} "
+                f"from {self.sets_deleted} tombstone sets; {human_bytes(self.tombstoned_bytes)} still in tombstones")
+
+
+@dataclass
+class Kept:
+    """One commit a retention policy looked at: kept (with the rules that keep it) or dropped."""
+
+    id: str
+    time: float
+    group: str
+    step: int | None
+    message: str
+    reasons: list[str] = field(default_factory=list)  # empty: dropped
+
+    @property
+    def kept(self) -> bool:
+        """Whether any rule keeps it."""
+        return bool(self.reasons)
+
+
+@dataclass
+class ForgetResult:
+    """What a retention policy kept and dropped, the refs it deleted, and the bytes gc would then free."""
+
+    policy: str
+    dry_run: bool
+    commits: list[Kept] = field(default_factory=list)
+    refs_deleted: list[str] = field(default_factory=list)
+    bytes_freed: int = 0   # what gc frees once the dropped commits are unreachable (mark before minus after)
+
+    @property
+    def kept(self) -> list[Kept]:
+        """The commits kept."""
+        return [c for c in self.commits if c.kept]
+
+    @property
+    def dropped(self) -> list[Kept]:
+        """The commits dropped."""
+        return [c for c in self.commits if not c.kept]
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"policy": self.policy, "dry_run": self.dry_run, "kept": len(self.kept), "dropped": len(self.dropped),
+                "refs_deleted": self.refs_deleted, "bytes_freed": self.bytes_freed,
+                "commits": [{**asdict(c), "kept": c.kept} for c in self.commits]}
+
+
+@dataclass
+class DuRow:
+    """Storage of one commit, branch, tag or remote: logical size, stored bytes, bytes only it keeps, shared."""
+
+    name: str
+    kind: str            # commit, branch, tag, remote, total
+    logical: int = 0
+    stored: int = 0      # frames and objects it needs, each counted once
+    unique: int = 0      # what dropping it frees (net of re-encoding kept chunks that were deltas against it)
+    shared: int = 0      # stored - unique
+    commits: int = 0
+    extra: dict = field(default_factory=dict)  # replicas, cost, where (local / archived)
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass
+class DuReport:
+    """`du`: one row per item, and the repository's totals, which add up to the bytes on disk."""
+
+    by: str
+    rows: list[DuRow] = field(default_factory=list)
+    disk: dict = field(default_factory=dict)  # packs, objects, referenced, unreferenced, overhead, tombstones, total
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"by": self.by, "rows": [r.to_dict() for r in self.rows], "disk": self.disk}
 
 
 def json_safe(value: Any) -> Any:

@@ -226,7 +226,7 @@ def _check_graph(repo: Repository, refs: dict[str, bytes], objects: dict, packs:
                 report.problems.append(Problem("object", oid.hex(), "commit referenced by history is missing"))
             continue
         report.commits += 1
-        stack.extend(commit.parents)
+        stack.extend(repo.past_dropped(commit.parents))  # retention's dropped commits are not history
         manifest = _lookup(repo, objects, commit.manifest)
         if not isinstance(manifest, Manifest):
             lost.add(oid)

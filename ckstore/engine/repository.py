@@ -166,7 +166,10 @@ class Repository:
     def parents(self, oid: bytes) -> tuple[bytes, ...]:
         """The parents of commit `oid` as history walks see them: a parent retention dropped is replaced by the
         kept commits behind it (its record keeps its parents, so this works after gc deleted it too)."""
-        stored = self.commit(oid).parents
+        return self.past_dropped(self.commit(oid).parents)
+
+    def past_dropped(self, stored: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        """Stored parent ids with each dropped one replaced by the kept commits behind it."""
         if not any(p in self.dropped for p in stored):
             return stored
         out: list[bytes] = []

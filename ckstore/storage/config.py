@@ -30,6 +30,7 @@ class Config:
     zstd_level: int = 1
     max_delta_depth: int = 4
     schema: dict = field(default_factory=dict)
+    retention: dict = field(default_factory=dict)  # {"policy": {...}, "auto": bool}; "prices": {tier: $/GiB-month}
 
     def to_json(self) -> str:
         """The config file's text, with a checksum over its values (fsck reports a config changed behind it)."""
@@ -37,6 +38,8 @@ class Config:
                 "pack_size": self.pack_size,
                 "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
                 "schema": self.schema}
+        if self.retention:  # absent when unset: configs written before it keep their checksum
+            body["retention"] = self.retention
         return json.dumps({**body, "check": _checksum(body)}, indent=2) + "\n"
 
     @staticmethod
@@ -77,4 +80,7 @@ class Config:
             raise UnsupportedFormat(f"{path}: chunk_size, pack_size and codec.zstd_level must be positive integers "
                                     f"(chunk_size at least 4096), codec.max_delta_depth an integer from 0 to "
                                     f"{MAX_DELTA_DEPTH} (readers refuse longer delta chains)")
-        return cls(chunk, pack, level, depth, raw.get("schema") or {})
+        retention = raw.get("retention") or {}
+        if not isinstance(retention, dict):
+            raise UnsupportedFormat(f"{path}: retention must be a table")
+        return cls(chunk, pack, level, depth, raw.get("schema") or {}, retention)

@@ -26,6 +26,7 @@ from ..model.objects import (
 from .config import MAX_DELTA_DEPTH
 from .index import ChunkIndex, Location
 from .packs import Entry, PackFormatError, PackWriter, pack_path, parse_idx
+from .tombstones import Tombstones
 
 MAX_OBJECT = 256 * 1024 * 1024  # decompressed size cap for one object
 
@@ -42,6 +43,7 @@ class Store:
         self._commit_cache: dict[bytes, bytes] = {}  # verified commits waiting to go into the LMDB cache
         self._recent = RecentChunks()
         self._lock = threading.Lock()
+        self.tombstones = Tombstones(root, self.packs_dir, self.objects_dir)
         self.sync_index()
 
     def close(self) -> None:
@@ -179,6 +181,21 @@ class Store:
     def has_chunk(self, chunk: bytes) -> bool:
         """True when an indexed pack holds the chunk."""
         return self.index.get(chunk) is not None
+
+    def revive(self, chunk: bytes) -> bool:
+        """Bring back the tombstoned pack holding `chunk`, if gc's first phase moved one aside; True if it did.
+        Only a writer holding a lease may call it (a sweep cannot run meanwhile)."""
+        with self._lock:
+            if self.index.get(chunk) is not None:
+                return True
+            hit = self.tombstones.locate(chunk)
+            if hit is None:
+                return False
+            entries = self.tombstones.revive_pack(*hit)
+            if entries is None:
+                return False
+            self.index.add_packs([(hit[1], entries)])
+            return any(e.chunk == chunk for e in entries)
 
     def _fd(self, pack: bytes) -> int:
         with self._lock:
@@ -405,8 +422,8 @@ class PackSink:
         return chunk in self.pending
 
     def has(self, chunk: bytes) -> bool:
-        """In this sink or already in the store."""
-        return chunk in self.pending or self.store.has_chunk(chunk)
+        """In this sink or already in the store (reviving a tombstoned pack that holds it)."""
+        return chunk in self.pending or self.store.has_chunk(chunk) or self.store.revive(chunk)
 
     def chunk(self, chunk: bytes) -> memoryview:
         """A verified chunk: kept from the unsealed pack, or read from the store."""
@@ -417,7 +434,7 @@ class PackSink:
             again: bool = False) -> bool:
         """Add a verified chunk's frame; False if the sink or the store has it already. `again` writes a chunk the
         store indexes anyway (a repair copying the intact frames out of a damaged pack)."""
-        if chunk in self.pending or (not again and self.store.has_chunk(chunk)):
+        if chunk in self.pending or (not again and (self.store.has_chunk(chunk) or self.store.revive(chunk))):
             return False
         if self.current is None:
             self.current = PackWriter(self.store.packs_dir, self.store.tmp_dir)

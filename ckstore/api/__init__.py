@@ -11,23 +11,23 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from .engine import history
-from .engine.capture import read_meta_file
-from .engine.compare import diff_commits
-from .engine.fsck import check
-from .engine.repair import repair
-from .engine.repository import Repository, find_root
-from .engine.restore import checkout as checkout_files
-from .engine.restore import file_pieces, read_tensor, select
-from .errors import UnknownRevision, UsageError
-from .formats.statedict import unflatten
-from .model import graph, metadata
-from .model.diff import Diff
-from .model.objects import Manifest
-from .model.progress import NoProgress, Progress
-from .model.query import compile_query, query_paths, record_paths, sort_key
-from .model.refnames import HEADS, TAGS
-from .results import (
+from ..engine import history
+from ..engine.capture import read_meta_file
+from ..engine.compare import diff_commits
+from ..engine.fsck import check
+from ..engine.repair import repair
+from ..engine.repository import Repository, find_root
+from ..engine.restore import checkout as checkout_files
+from ..engine.restore import file_pieces, read_tensor, select
+from ..errors import UnknownRevision, UsageError
+from ..formats.statedict import unflatten
+from ..model import graph, metadata
+from ..model.diff import Diff
+from ..model.objects import Manifest
+from ..model.progress import NoProgress, Progress
+from ..model.query import compile_query, query_paths, record_paths, sort_key
+from ..model.refnames import HEADS, TAGS
+from ..results import (
     AuditEntry,
     BranchInfo,
     CommitInfo,
@@ -40,15 +40,17 @@ from .results import (
     SyncResult,
     TagInfo,
 )
-from .storage import remotes
-from .storage.config import Config
-from .storage.remotes import RemoteSpec
+from ..storage import remotes
+from ..storage.config import Config
+from ..storage.remotes import RemoteSpec
+from .lifecycle import Lifecycle
 
 __all__ = ["Repo", "clone", "default_clone_dir", "read_meta_file"]
 
 
-class Repo:
-    """A ckstore repository. Use as a context manager, or call `close()`."""
+class Repo(Lifecycle):
+    """A ckstore repository. Use as a context manager, or call `close()`. The lifecycle verbs (forget, gc, du)
+    are in `api.lifecycle`."""
 
     def __init__(self, engine: Repository) -> None:
         self.engine = engine
@@ -70,7 +72,7 @@ class Repo:
         engine = Repository(find_root(path))
         spec = remotes.partial_remote(engine.dir)
         if spec is not None:  # only a partial clone reads through the sync layer
-            from .sync.on_demand import OnDemand
+            from ..sync.on_demand import OnDemand
             engine.chunk_source = OnDemand(spec)
         return cls(engine)
 
@@ -116,6 +118,7 @@ class Repo:
         done = history.commit(self.engine, src, message, record, branch=branch, tag=tag, author=author,
                               env=capture_env, progress=progress)
         m = done.manifest
+        self.auto_forget()  # a policy saved with --auto runs after every commit (gc frees the bytes)
         return CommitResult(CommitInfo(done.oid.hex(), done.commit), done.branch, len(m.files), len(m.tensors),
                             m.logical_bytes(), done.new_bytes)
 
@@ -345,7 +348,7 @@ class Repo:
 
     def remote_remove(self, name: str) -> RemoteSpec:
         """Forget a remote and its remote-tracking refs."""
-        from .sync.pull import remote_remove
+        from ..sync.pull import remote_remove
         return remote_remove(self.engine, name)
 
     def remote_list(self) -> list[RemoteSpec]:
@@ -355,18 +358,18 @@ class Repo:
     def push(self, remote: str | None = None, branches: list[str] | None = None, *, all: bool = False,
              tags: bool = False, force: bool = False, progress: Progress | None = None) -> SyncResult:
         """Upload branches (default: HEAD's) and, with `tags`, tags; non-fast-forwards need `force`."""
-        from .sync.push import push
+        from ..sync.push import push
         return self._fetched(push(self.engine, remote, branches, all=all, tags=tags, force=force, progress=progress))
 
     def fetch(self, remote: str | None = None, *, progress: Progress | None = None) -> SyncResult:
         """Download the remote's new history; moves refs/remotes/<remote>/*."""
-        from .sync.fetch import fetch
+        from ..sync.fetch import fetch
         return self._fetched(fetch(self.engine, remote, progress=progress))
 
     def pull(self, remote: str | None = None, branch: str | None = None, *, force: bool = False,
              progress: Progress | None = None) -> SyncResult:
         """Fetch, then fast-forward `branch` (default: HEAD's) to the remote's; `force` resets it (audited)."""
-        from .sync.pull import pull
+        from ..sync.pull import pull
         return self._fetched(pull(self.engine, remote, branch, force=force, progress=progress))
 
     def _fetched(self, result: Any) -> Any:
@@ -381,7 +384,7 @@ class Repo:
         """Verify the repository (`read_data`: decode and hash every chunk, check every cache entry); `reindex`
         rebuilds the LMDB index from the packs' index files first. With `remote`, check that remote instead."""
         if remote is not None:
-            from .sync.check import check_remote
+            from ..sync.check import check_remote
             return check_remote(self.engine, remote, read_data=read_data, progress=progress or NoProgress())
         if reindex:
             self.engine.store.reindex()
@@ -394,7 +397,7 @@ class Repo:
         progress = progress or NoProgress()
         refetch = None
         if source is not None:
-            from .sync.repair import refetch as from_remote
+            from ..sync.repair import refetch as from_remote
             spec = remotes.get(self.dir, source)
 
             def refetch(chunks: list[bytes], objects: list[bytes]) -> tuple[int, int]:
@@ -426,14 +429,14 @@ def _to_torch(arr: Any) -> Any:
 
 def default_clone_dir(url: str) -> str:
     """The directory a clone of `url` goes to when none is given."""
-    from .sync.pull import default_clone_dir as name_for
+    from ..sync.pull import default_clone_dir as name_for
     return name_for(url)
 
 
 def clone(url: str, dest: str | os.PathLike | None = None, **options: Any) -> Repo:
     """Clone a remote into a new repository at `dest` (default: named after the URL); options: filter,
     metadata_only, endpoint_url, region, name, progress. `repo.last_transfer` says what moved."""
-    from .sync.pull import clone as clone_remote
+    from ..sync.pull import clone as clone_remote
     engine, result = clone_remote(url, dest, **options)
     repo = Repo(engine)
     repo.last_transfer = result

@@ -1,0 +1,78 @@
+"""The lifecycle verbs of `Repo`: retention (`forget`), garbage collection (`gc`) and storage accounting (`du`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..engine import forget as retention
+from ..engine.accounting import du
+from ..engine.gc import DEFAULT_GRACE, gc
+from ..engine.repository import Repository
+from ..fs.locks import LOCK_WAIT
+from ..model.progress import Progress
+from ..model.retention import Policy
+from ..results import DuReport, ForgetResult, GcResult
+
+
+class Lifecycle:
+    """Mixed into `Repo` (which provides `engine`)."""
+
+    engine: Repository
+
+    def forget(self, policy: Policy | dict | None = None, *, dry_run: bool = False, save: bool = False,
+               auto: bool | None = None) -> ForgetResult:
+        """Apply a retention policy (a `Policy`, its dict, or None for the one saved in the config): dropped
+        commits keep their records and stop being history; gc frees their bytes. `save` stores the policy in
+        the config; `auto` (with `save`) applies it after every commit."""
+        if policy is None:
+            chosen = retention.saved_policy(self.engine)
+        else:
+            chosen = policy if isinstance(policy, Policy) else Policy.from_dict(policy)
+        result = retention.forget(self.engine, chosen, dry_run=dry_run)
+        if save and not dry_run:
+            self.save_policy(chosen, auto=bool(auto))
+        return result
+
+    def save_policy(self, policy: Policy | None, *, auto: bool = False) -> None:
+        """Store (or, with None, remove) the repository's retention policy; `auto` runs it after each commit."""
+        cfg = self.engine.config
+        kept = {k: v for k, v in cfg.retention.items() if k not in ("policy", "auto")}
+        if policy is not None:
+            kept.update(policy=policy.to_dict(), auto=auto)
+        self._save_config(replace(cfg, retention=kept))
+
+    def set_prices(self, prices: dict[str, float]) -> None:
+        """Prices per GiB-month by tier ("local", or a remote's name), for `du`'s monthly cost column."""
+        if not all(isinstance(v, (int, float)) and v >= 0 for v in prices.values()):
+            from ..errors import UsageError
+            raise UsageError("prices are numbers ≥ 0 (per GiB and month)")
+        cfg = self.engine.config
+        self._save_config(replace(cfg, retention={**cfg.retention, "prices": dict(prices)}))
+
+    def _save_config(self, cfg) -> None:
+        cfg.save(self.engine.dir / "config", self.engine.dir / "tmp")
+        self.engine.config = cfg
+
+    def auto_forget(self) -> ForgetResult | None:
+        """The saved policy, applied when it is marked `auto` (after each commit); None otherwise."""
+        saved = self.engine.config.retention
+        if not saved.get("auto") or not saved.get("policy"):
+            return None
+        return retention.forget(self.engine, Policy.from_dict(saved["policy"]))
+
+    def gc(self, *, grace: float = DEFAULT_GRACE, now: bool = False, dry_run: bool = False,
+           wait: float = LOCK_WAIT, max_unused: float | None = 0.10, progress: Progress | None = None) -> GcResult:
+        """Collect garbage: unreferenced packs and objects go to tombstones, tombstones past `grace` seconds are
+        deleted; `now` skips the grace period (refused while a writer runs). Packs with more than `max_unused`
+        of garbage are rewritten (None: no repack)."""
+        repacker = None
+        if max_unused is not None:
+            from ..engine.repack import repacker_for
+            repacker = repacker_for(max_unused)
+        return gc(self.engine, grace=grace, now=now, dry_run=dry_run, wait=wait, repack=repacker, progress=progress)
+
+    def du(self, revs: list[str] | None = None, *, by: str = "commit") -> DuReport:
+        """Storage per commit (default: every kept commit, or `revs`), branch or tag: logical, stored, unique
+        (what dropping it frees) and shared bytes; plus the repository's totals on disk."""
+        oids = [self.engine.resolve(r) for r in revs] if revs else None
+        return du(self.engine, by, oids, self.engine.config.retention.get("prices"))

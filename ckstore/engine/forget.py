@@ -1,0 +1,96 @@
+"""`forget`: apply a retention policy. It rewrites nothing: dropped commits get a record (so history walks pass
+through them), refs naming only dropped commits are deleted, and gc frees the bytes later."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import CkstoreError, UsageError
+from ..model import graph
+from ..model.refnames import TAGS, short
+from ..model.retention import Candidate, Policy, decide
+from ..results import ForgetResult, Kept
+from ..storage.dropped import Dropped
+from .accounting import stored_bytes
+from .reach import mark, roots
+from .repository import Repository
+
+TAG_GROUP = "(tags)"
+
+
+def candidates(repo: Repository) -> list[Candidate]:
+    """Every commit the refs reach, with its groups (the branches and remote-tracking branches reaching it;
+    commits only tags reach form one more group), the refs naming it, and whether a tag does."""
+    groups: dict[bytes, list[str]] = {}
+    names: dict[bytes, list[str]] = {}
+    tips: dict[bytes, list[str]] = {}
+    tagged: set[bytes] = set()
+    tag_tips = []
+    for name, oid in repo.refs.list().items():
+        tip = repo.peel(oid)
+        names.setdefault(tip, []).append(short(name))
+        if name.startswith(TAGS):
+            tagged.add(tip)
+            tag_tips.append(tip)
+            continue
+        tips.setdefault(tip, []).append(short(name))
+        for c in graph.ancestors(tip, repo.parents):
+            groups.setdefault(c, []).append(short(name))
+    for tip in tag_tips:
+        for c in graph.ancestors(tip, repo.parents):
+            groups.setdefault(c, [TAG_GROUP])
+    out = []
+    for oid, group in groups.items():
+        commit = repo.commit(oid)
+        out.append(Candidate(oid, commit.time, dict(commit.metrics), tuple(group), tuple(names.get(oid, ())),
+                             tuple(tips.get(oid, ())), oid in tagged))
+    return out
+
+
+def forget(repo: Repository, policy: Policy, *, dry_run: bool = False, now: float | None = None) -> ForgetResult:
+    """Keep what `policy` keeps, drop the rest (with `dry_run`, only report). The result lists every commit with
+    the rules keeping it, the refs deleted, and the bytes gc (with repack) frees once they are unreachable."""
+    now = time.time() if now is None else now
+    decided = decide(candidates(repo), policy, now)
+    dropped = [c for c in decided if not c.reasons]
+    gone = {c.oid for c in dropped}
+    refs_deleted = [name for name, oid in repo.refs.list(TAGS).items() if _peel(repo, oid) in gone]
+    records = {c.oid: Dropped(c.oid, repo.commit(c.oid).parents, now, policy.describe()) for c in dropped}
+    start = roots(repo, grace=0.0)
+    before = stored_bytes(repo, mark(repo, start))
+    kept_roots = {oid: why for oid, why in start.items()
+                  if why not in refs_deleted and _peel(repo, oid) not in gone}
+    after = stored_bytes(repo, mark(repo, kept_roots, dropping=records))
+    result = ForgetResult(policy.describe(), dry_run, refs_deleted=[short(r) for r in refs_deleted],
+                          bytes_freed=max(0, before - after))
+    for c in decided:
+        commit = repo.commit(c.oid)
+        result.commits.append(Kept(c.oid.hex(), c.time, ", ".join(c.groups), commit.step, commit.message,
+                                   list(c.reasons)))
+    if dry_run or not dropped:
+        return result
+    repo.dropped.add(list(records.values()))
+    for name in refs_deleted:
+        old = repo.refs.read(name)
+        repo.refs.update(name, None, old, action="forget", message=f"policy: {policy.describe()}")
+    repo.refs.audit.append("forget", "dropped/", None, None,
+                           f"{len(dropped)} commits dropped, {len(decided) - len(dropped)} kept; "
+                           f"policy: {policy.describe()}")
+    return result
+
+
+def _peel(repo: Repository, oid: bytes) -> bytes | None:
+    try:
+        return repo.peel(oid)
+    except CkstoreError:
+        return None
+
+
+def saved_policy(repo: Repository) -> Policy:
+    """The policy saved in the repository config (UsageError when there is none)."""
+    raw = repo.config.retention.get("policy") if repo.config.retention else None
+    if not raw:
+        raise UsageError("no retention policy is saved in this repository",
+                         hint="give one (e.g. `ckstore forget --keep-last 5 --keep-best 3 --metric val_loss`), "
+                              "and add --save to keep it for next time")
+    return Policy.from_dict(raw)
