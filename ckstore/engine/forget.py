@@ -10,7 +10,7 @@ from ..model import graph
 from ..model.refnames import TAGS, short
 from ..model.retention import Candidate, Policy, decide
 from ..results import ForgetResult, Kept
-from ..storage.dropped import Dropped
+from ..storage.records import Dropped
 from .accounting import stored_bytes
 from .reach import mark, roots
 from .repository import Repository

@@ -3,7 +3,8 @@
 One mark serves gc, `forget --dry-run`'s "bytes gc would free", `du` and repack. A kept commit keeps its object,
 its manifest and every chunk the manifest names, and every chunk those chunks' delta frames are based on (a base
 no manifest names is counted apart: repack re-encodes its dependants so it can go). Commits retention dropped are
-passed through (their records keep their parents) but keep nothing themselves.
+passed through (their records keep their parents) but keep nothing themselves. Archived commits keep their
+commit and manifest objects; their chunks live on the cold remote their record names.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..errors import CkstoreError, DamagedRef, MissingObject, UsageError
 from ..model import codec
 from ..model.objects import Commit, Manifest, Tag
 from ..storage.config import MAX_DELTA_DEPTH
-from ..storage.dropped import Dropped
+from ..storage.records import Dropped
 from .repository import Repository
 
 
@@ -31,6 +32,8 @@ class Reach:
     bases: set[bytes] = field(default_factory=set)          # chunks kept only as delta bases of others
     base_of: dict[bytes, bytes] = field(default_factory=dict)  # kept chunk -> the base its frame names
     missing: set[bytes] = field(default_factory=set)        # chunks named but not stored (partial clones)
+    archived: set[bytes] = field(default_factory=set)       # kept commits whose chunks live on a cold remote
+    chunked: set[bytes] = field(default_factory=set)        # manifests whose chunks are marked
 
     @property
     def live_chunks(self) -> set[bytes]:
@@ -94,12 +97,17 @@ def mark(repo: Repository, start: dict[bytes, str], *, into: Reach | None = None
         elif isinstance(obj, Commit):
             reach.commits.add(oid)
             stack.extend(obj.parents)
-            if obj.manifest not in reach.objects:
+            archived = oid in repo.archived  # its chunks are on the cold remote: not needed here
+            if archived:
+                reach.archived.add(oid)
+            if obj.manifest not in reach.objects or (not archived and obj.manifest not in reach.chunked):
                 manifest = repo.store.get_object(obj.manifest)
                 if not isinstance(manifest, Manifest):
                     raise MissingObject("manifest", obj.manifest.hex())
                 reach.objects.add(obj.manifest)
-                new_manifests.append(manifest)
+                if not archived:
+                    reach.chunked.add(obj.manifest)
+                    new_manifests.append(manifest)
         else:
             raise UsageError(f"{oid.hex()} is a {type(obj).__name__.lower()}: no ref may name one")
     fresh = {c for m in new_manifests for c in m.chunk_ids()} - reach.chunks

@@ -17,7 +17,7 @@ from ..model.objects import Commit, FileRecipe, Manifest, Tag, TensorEntry, is_h
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, candidates, short
 from ..storage.config import Config
-from ..storage.dropped import DroppedSet
+from ..storage.records import archived_set, dropped_set
 from ..storage.leases import Leases
 from ..storage.refs import RefStore
 from ..storage.statcache import StatCache
@@ -92,7 +92,8 @@ class Repository:
         self.refs = RefStore(self.dir)
         self.store = Store(self.dir)
         self.stat_cache = StatCache(self.store.index)
-        self.dropped = DroppedSet(self.dir)
+        self.dropped = dropped_set(self.dir)
+        self.archived = archived_set(self.dir)
         self.leases = Leases(self.dir / "locks")
         self.chunk_source = chunk_source
         self.last_fetch: Any = None  # what the chunk source reported for the latest on-demand fetch
