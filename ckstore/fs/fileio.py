@@ -28,12 +28,31 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def makedirs(path: str | os.PathLike) -> None:
+    """Create directory `path` and its missing parents durably: each new directory's entry is fsynced into its
+    parent (without that, a power loss can take a new fan-out directory and every fsynced file in it). Raises
+    what `Path.mkdir(parents=True, exist_ok=True)` raises when a file is in the way."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    parent = path.parent
+    if parent != path and not parent.exists():
+        makedirs(parent)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        # another process made it and may not have fsynced its parent yet: do it too
+    fsync_dir(parent)
+
+
 def write_atomic(path: Path, data: bytes | memoryview, tmp_dir: Path, *, exclusive: bool = False) -> bool:
     """Write `data` under `path` all-or-nothing. With `exclusive`, an existing file wins (returns False)."""
     if exclusive and path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir.mkdir(parents=True, exist_ok=True)  # a removed tmp/ is recreated, not an error
+    makedirs(path.parent)
+    makedirs(tmp_dir)  # a removed tmp/ is recreated, not an error
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -8,11 +8,12 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Callable
 
 import blake3
 
 from ..errors import DamagedRef
-from ..fs.fileio import io_step
+from ..fs.fileio import fsync_dir, io_step, makedirs
 from ..fs.locks import file_lock
 from ..results import AuditEntry
 
@@ -39,10 +40,14 @@ def entry_hash(body: dict) -> str:
 class AuditLog:
     """The append-only, hash-chained log at `path`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, refs: Callable[[], dict[str, bytes]] | None = None) -> None:
         self.path = path
+        self.refs = refs  # the repository's refs, to tell an unfinished append from a damaged entry
 
-    def _last(self) -> tuple[int, str]:
+    def _last(self) -> tuple[int, str, int]:
+        """(seq, hash) of the last complete entry, and where the log's complete lines end. Bytes after the last
+        newline are an append a crash cut off: its fsync never returned, so the ref change it began never
+        happened (refs move only after it), and the next append removes them."""
         try:
             with open(self.path, "rb") as f:
                 size = f.seek(0, os.SEEK_END)
@@ -52,10 +57,11 @@ class AuditLog:
                     f.seek(0)
                     tail = f.read()
         except FileNotFoundError:
-            return 0, GENESIS
-        lines = tail.rstrip(b"\n").split(b"\n")
+            return 0, GENESIS, 0
+        end = size - (len(tail) - tail.rfind(b"\n") - 1)  # 0 when no line is complete (tail is then the whole file)
+        lines = tail[: len(tail) - (size - end)].rstrip(b"\n").split(b"\n")
         if not lines or not lines[-1]:
-            return 0, GENESIS
+            return 0, GENESIS, end
         try:
             last = json.loads(lines[-1])
             seq, h = last["seq"], last["hash"]
@@ -64,26 +70,50 @@ class AuditLog:
                              hint="run `ckstore fsck`; no ref can move until the log is repaired") from None
         if not isinstance(seq, int) or not isinstance(h, str):
             raise DamagedRef("audit log", "its last entry does not parse")
-        return seq, h
+        return seq, h, end
 
     def append(self, action: str, ref: str, old: bytes | None, new: bytes | None, message: str) -> AuditEntry:
         """Append an entry chained to the last one (under the log's lock, fsynced) and return it."""
         with file_lock(self.path.with_suffix(".lock")):
-            seq, prev = self._last()
+            seq, prev, end = self._last()
             body = {"seq": seq + 1, "time": time.time(), "user": whoami(), "host": socket.gethostname(),
                     "pid": os.getpid(), "action": action, "ref": ref, "old": old.hex() if old else None,
                     "new": new.hex() if new else None, "message": message, "prev": prev}
             entry = AuditEntry(**body, hash=entry_hash(body))
             line = json.dumps({**body, "hash": entry.hash}, sort_keys=True, separators=(",", ":")) + "\n"
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            makedirs(self.path.parent)
+            new = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
+                if os.fstat(fd).st_size > end:  # a torn append's bytes: cut them off first
+                    self._check_unfinished()
+                    os.ftruncate(fd, end)
                 os.write(fd, line.encode())
                 io_step()
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if new:  # the log's own name must survive a power loss too
+                fsync_dir(self.path.parent)
             return entry
+
+    def _damaged_tail(self) -> str | None:
+        """Why the bytes after the last newline are not an append that never finished (None if they can be).
+        They can be only if no ref holds a value that only they could record; a ref that does means a whole
+        entry was damaged, and cutting it off would destroy the record. Without the refs, nobody can tell."""
+        if self.refs is None:
+            return "the refs are unknown"
+        recorded = {(e.ref, v) for e in self.entries() for v in (e.old, e.new)}
+        for name, oid in self.refs().items():
+            if (name, oid.hex()) not in recorded:
+                return f"{name} holds a value no whole entry records"
+        return None
+
+    def _check_unfinished(self) -> None:
+        why = self._damaged_tail()
+        if why is not None:
+            raise DamagedRef("audit log", f"its last entry is cut off, and {why}",
+                             hint="run `ckstore fsck`; no ref can move until the log is repaired")
 
     def entries(self) -> list[AuditEntry]:
         """The readable entries (verify() reports the rest)."""
@@ -106,7 +136,9 @@ class AuditLog:
             lines = self.path.read_bytes().decode("utf-8", "replace").split("\n")
         except FileNotFoundError:
             return []
-        if lines and lines[-1] != "":
+        # lines[-1] is "" or bytes after the last newline: an append cut off by a crash before its fsync returned
+        # (its ref never moved, and the next append removes it) is no problem; a whole entry cut short is
+        if lines and lines[-1] != "" and self._damaged_tail() is not None:
             problems.append("audit log: last entry is truncated")
         for n, line in enumerate(filter(None, lines[:-1]), 1):  # lines[-1] is "" or the truncated entry
             try:

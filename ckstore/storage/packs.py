@@ -12,7 +12,7 @@ from pathlib import Path
 import blake3
 import xxhash
 
-from ..fs.fileio import fsync_dir, io_step, write_atomic
+from ..fs.fileio import fsync_dir, io_step, makedirs, write_atomic
 
 PACK_MAGIC, IDX_MAGIC, VERSION = b"CKPK", b"CKIX", 1
 ENTRY = struct.Struct("<32sQII")  # chunk id, offset, length, raw length
@@ -141,7 +141,7 @@ class PackWriter:
         self.file.close()
         pack_id = self.hasher.digest()
         final = pack_path(self.packs_dir, pack_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        makedirs(final.parent)
         io_step()
         os.replace(self.tmp, final)
         fsync_dir(final.parent)

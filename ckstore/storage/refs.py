@@ -24,7 +24,7 @@ class RefStore:
 
     def __init__(self, root: Path) -> None:
         self.root, self.tmp = root, root / "tmp"
-        self.audit = AuditLog(root / "logs" / "audit")
+        self.audit = AuditLog(root / "logs" / "audit", refs=lambda: self.list(errors=[]))
 
     def _path(self, name: str) -> Path:
         return self.root / check_ref_name(name)
