@@ -23,14 +23,27 @@ class CommitInfo:
     id: str
     commit: Commit
     refs: tuple[str, ...] = ()
+    history: tuple[bytes, ...] | None = None  # parents as history walks see them, past commits retention dropped
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.commit, name)
 
     @property
     def parents(self) -> list[str]:
-        """Parent ids, hex."""
+        """Parent ids, hex, as history goes: a parent retention dropped is replaced by the kept commits behind it
+        (the stored ids stay in `stored_parents`)."""
+        return [p.hex() for p in (self.commit.parents if self.history is None else self.history)]
+
+    @property
+    def stored_parents(self) -> list[str]:
+        """The parent ids the commit object records."""
         return [p.hex() for p in self.commit.parents]
+
+    @property
+    def dropped_parents(self) -> list[str]:
+        """Stored parents that are no longer history (dropped by retention)."""
+        live = set(self.parents)
+        return [p for p in self.stored_parents if p not in live] if self.history is not None else []
 
     def to_dict(self) -> dict:
         """The commit as JSON-ready data."""
@@ -40,6 +53,8 @@ class CommitInfo:
              "meta": {k: getattr(c, k) for k in META_SECTIONS}, "refs": list(self.refs)}
         if c.reverted_from:
             d["reverted_from"] = c.reverted_from.hex()
+        if self.dropped_parents:
+            d["dropped_parents"] = self.dropped_parents
         return d
 
 

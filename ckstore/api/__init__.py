@@ -102,7 +102,10 @@ class Repo(Lifecycle):
         return self.engine.resolve(rev).hex()
 
     def _info(self, oid: bytes, refs: dict[bytes, list[str]] | None = None) -> CommitInfo:
-        return CommitInfo(oid.hex(), self.engine.commit(oid), tuple((refs or {}).get(oid, ())))
+        commit = self.engine.commit(oid)
+        history = self.engine.parents(oid)
+        return CommitInfo(oid.hex(), commit, tuple((refs or {}).get(oid, ())),
+                          history if history != commit.parents else None)
 
     # -- writing --------------------------------------------------------------------------------------------------
 

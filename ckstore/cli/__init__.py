@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import files, history, refs, remote  # noqa: F401  (each registers its commands on `app`)
+from . import files, history, lifecycle, refs, remote  # noqa: F401  (each registers its commands on `app`)
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -77,6 +77,8 @@ def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None
         out.print(f"{lead}[yellow]commit {e.id}[/]{_decor(e)}")
         out.print(f"{pad}Author: {escape(e.author)}")
         out.print(f"{pad}Date:   {when(e.time)}")
+        for p in e.dropped_parents:
+            out.print(f"{pad}Parent: {p[:12]} (parent dropped by retention)")
         if e.step is not None:
             out.print(f"{pad}Step:   {e.step}")
         if metrics:
@@ -187,3 +189,44 @@ def render_repair(done: Any) -> None:
     if done.missing_chunks or done.missing_objects:
         out.print(escape(f"not recovered: {done.missing_chunks} chunks, {done.missing_objects} objects "
                          "(fetch them with --from REMOTE, from a remote that has them)"))
+
+
+def render_forget(result: Any) -> None:
+    """The commits a retention policy looked at (kept with their rules, or dropped), and what gc would free."""
+    table = Table("commit", "date", "step", "group", "", "why", box=None, pad_edge=False)
+    for c in result.commits:
+        table.add_row(c.id[:12], when(c.time)[:16], "" if c.step is None else str(c.step), escape(c.group),
+                      "keep" if c.kept else "[red]drop[/]", escape(", ".join(c.reasons)))
+    _print_table(table)
+    verb = "would drop" if result.dry_run else "dropped"
+    refs = f"; tags deleted: {', '.join(result.refs_deleted)}" if result.refs_deleted else ""
+    out.print(f"policy: {escape(result.policy)}")
+    out.print(f"kept {len(result.kept)}, {verb} {len(result.dropped)} commits{escape(refs)}; gc will free "
+              f"{human_bytes(result.bytes_freed)}" + (" (run `ckstore gc`)" if not result.dry_run and result.dropped
+                                                     else ""))
+
+
+def render_du(report: Any) -> None:
+    """`du`: a row per item, then where the bytes on disk go."""
+    cost = any("monthly_cost" in r.extra for r in report.rows)
+    replicas = any("replicas" in r.extra for r in report.rows)
+    cols = [report.by, "commits", "logical", "stored", "unique", "shared"]
+    table = Table(*cols, *(["$/month"] if cost else []), *(["replicas"] if replicas else []), box=None,
+                  pad_edge=False)
+    for r in report.rows:
+        name = r.name[:12] if r.kind == "commit" else r.name
+        cells = [escape(name), str(r.commits), human_bytes(r.logical), human_bytes(r.stored), human_bytes(r.unique),
+                 human_bytes(r.shared)]
+        if cost:
+            cells.append(f"{r.extra.get('monthly_cost', 0):.4f}")
+        if replicas:
+            cells.append(str(r.extra.get("replicas", "")))
+        table.add_row(*cells)
+    _print_table(table)
+    d = report.disk
+    out.print(f"on disk: {human_bytes(d['total'])} = packs {human_bytes(d['packs'])} + objects "
+              f"{human_bytes(d['objects'])}; referenced {human_bytes(d['referenced'])}, reclaimable by gc "
+              f"{human_bytes(d['reclaimable'])}, pack overhead {human_bytes(d['pack_overhead'])}; in tombstones "
+              f"{human_bytes(d['tombstones'])}")
+    for warning in d.get("warnings", []):
+        err.print(f"warning: {escape(warning)}")

@@ -65,14 +65,25 @@ def units(repo: Repository, by: str, reach: Reach, revs: list[bytes] | None = No
     if by == "commit":
         chosen = revs if revs else sorted(reach.commits, key=lambda c: -repo.time_of(c))
         return {c.hex(): ("commit", {c}) for c in chosen}
+    if by == "remote":
+        return {name: ("remote", commits) for name, commits in on_remotes(repo, reach).items()}
     prefix = {"branch": (HEADS, REMOTES), "tag": (TAGS,)}.get(by)
     if prefix is None:
-        raise UsageError(f"du --by is commit, branch or tag, not {by!r}")
+        raise UsageError(f"du --by is commit, branch, tag or remote, not {by!r}")
     out = {}
     for name, oid in repo.refs.list().items():
         if name.startswith(prefix):
             tip = repo.peel(oid)
             out[short(name)] = (by, graph.ancestors(tip, repo.parents) & reach.commits)
+    return out
+
+
+def on_remotes(repo: Repository, reach: Reach) -> dict[str, set[bytes]]:
+    """Remote name -> the kept commits its remote-tracking refs reach (what it held at the last push or fetch)."""
+    out: dict[str, set[bytes]] = {}
+    for name, oid in repo.refs.list(REMOTES).items():
+        remote = name.removeprefix(REMOTES).split("/", 1)[0]
+        out.setdefault(remote, set()).update(graph.ancestors(repo.peel(oid), repo.parents) & reach.commits)
     return out
 
 
@@ -99,9 +110,12 @@ def du(repo: Repository, by: str = "commit", revs: list[bytes] | None = None,
     dependants: dict[bytes, list[bytes]] = defaultdict(list)
     for d, b in reach.base_of.items():
         dependants[b].append(d)
+    held = on_remotes(repo, reach)
     rows = []
     for name, (kind, commits) in items.items():
         row = DuRow(name, kind, commits=len(commits))
+        if held and kind != "remote":  # on how many remotes every commit of the item is
+            row.extra["replicas"] = min((sum(c in h for h in held.values()) for c in commits), default=0)
         mine: set[bytes] = set()
         for c in commits:
             mine |= needs[c]

@@ -51,7 +51,7 @@ def roots(repo: Repository, *, grace: float, now: float | None = None) -> dict[b
         out.setdefault(oid, name)
     if errors:
         name, why = errors[0]
-        raise DamagedRef(name, why, hint="run `ckstore fsck`; gc sweeps nothing while a ref is damaged")
+        raise DamagedRef(name, why.removeprefix(f"damaged {name}: "), hint="run `ckstore fsck`; gc sweeps nothing while a ref is damaged")
     since = (time.time() if now is None else now) - grace
     for entry in repo.refs.audit.entries():
         if entry.time >= since:
