@@ -8,6 +8,7 @@ from ..engine import forget as retention
 from ..engine.accounting import du
 from ..engine.gc import DEFAULT_GRACE, gc
 from ..engine.repository import Repository
+from ..errors import UsageError
 from ..fs.locks import LOCK_WAIT
 from ..model.progress import Progress
 from ..model.retention import Policy
@@ -43,11 +44,11 @@ class Lifecycle:
 
     def set_prices(self, prices: dict[str, float]) -> None:
         """Prices per GiB-month by tier ("local", or a remote's name), for `du`'s monthly cost column."""
-        if not all(isinstance(v, (int, float)) and v >= 0 for v in prices.values()):
-            from ..errors import UsageError
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in prices.values()):
             raise UsageError("prices are numbers ≥ 0 (per GiB and month)")
         cfg = self.engine.config
-        self._save_config(replace(cfg, retention={**cfg.retention, "prices": dict(prices)}))
+        merged = {**cfg.retention.get("prices", {}), **prices}
+        self._save_config(replace(cfg, retention={**cfg.retention, "prices": merged}))
 
     def _save_config(self, cfg) -> None:
         cfg.save(self.engine.dir / "config", self.engine.dir / "tmp")

@@ -123,10 +123,15 @@ def repack(max_unused: float = typer.Option(0.10, "--max-unused", metavar="FRACT
 @app.command()
 def du(revs: list[str] = typer.Argument(None, help="Commits to account for (default: every kept commit)."),
        by: str = typer.Option("commit", "--by", help="commit, branch, tag or remote."),
+       set_price: list[str] = typer.Option([], "--set-price", metavar="TIER=USD",
+                                           help="Save a price per GiB-month (tier: local, or a remote's name)."),
        as_json: bool = JsonOpt) -> None:
     """Storage accounting: logical bytes, stored bytes, bytes unique to each item (what dropping it frees) and
     shared; the totals add up to the bytes on disk."""
+    from ..model import metadata
     with open_repo() as repo:
+        if set_price:
+            repo.set_prices(metadata.parse_assignments(set_price, "--set-price"))
         report = repo.du(revs or None, by=by)
     if as_json:
         return emit(report)

@@ -218,7 +218,7 @@ def render_du(report: Any) -> None:
         cells = [escape(name), str(r.commits), human_bytes(r.logical), human_bytes(r.stored), human_bytes(r.unique),
                  human_bytes(r.shared)]
         if cost:
-            cells.append(f"{r.extra.get('monthly_cost', 0):.4f}")
+            cells.append(f"{r.extra.get('monthly_cost', 0):.4g}")
         if replicas:
             cells.append(str(r.extra.get("replicas", "")))
         table.add_row(*cells)

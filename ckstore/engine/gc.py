@@ -175,7 +175,18 @@ def _purge(repo: Repository, reach: Reach, result: GcResult, grace: float, now: 
     """Phase two: delete tombstone sets past their grace; anything in them referenced again is moved back."""
     stones = repo.store.tombstones
     live = reach.live_chunks
-    for name, made in stones.sets():
+    due = stones.sets()
+    progress.begin("gc: freeing", sum(stones.size(n) for n, made in due if made <= now - grace))
+    try:
+        _purge_sets(repo, reach, result, due, grace, now, progress, live)
+    finally:
+        progress.end()
+
+
+def _purge_sets(repo: Repository, reach: Reach, result: GcResult, due: list[tuple[str, float]], grace: float,
+                now: float, progress: Progress, live: set[bytes]) -> None:
+    stones = repo.store.tombstones
+    for name, made in due:
         packs, objects = stones.contents(name)
         for pack_id, entries in packs.items():
             needed = [e.chunk for e in entries if e.chunk in live]
