@@ -40,6 +40,10 @@ def check(repo: Repository, *, read_data: bool, progress: Progress) -> FsckRepor
     for message in repo.refs.audit.verify():
         report.problems.append(Problem("audit", "", message))
     _check_refs_audited(repo, refs, report)
+    for records in (repo.dropped, repo.archived):
+        for name in records.damaged():
+            report.problems.append(Problem("record", f"{records.dir.name}/{name}", "not a well-formed record "
+                                           "(ignored: the commit counts as kept)"))
     if read_data:
         _check_caches(repo, packs, report)
     return report

@@ -269,3 +269,14 @@ def test_gc_killed_at_every_io_step_leaves_the_repository_clean(tmp_path):
         assert r.returncode == 137, r.stderr
         k += 1
     assert len(steps) > 5  # the sweep has many durable steps; each was a crash point
+
+
+def test_fsck_names_a_damaged_record_and_walks_treat_it_as_kept(filled):
+    repo, _ = filled
+    repo.forget(Policy(keep_last=2))
+    victim = next((repo.dir / "dropped").iterdir())
+    victim.write_bytes(b"\xff garbage")
+    with Repo.open(repo.root) as again:
+        report = again.fsck()
+        assert [p.kind for p in report.problems] == ["record"] and victim.name in report.problems[0].id
+        assert len(again.log()) == 3  # the damaged record's commit is history again, not lost
