@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "FileInfo", "FsckReport", "Repo",
-           "ResetResult", "ShowInfo", "SyncResult", "TagInfo", "clone", "errors"]
+__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "FileInfo", "ForgetResult",
+           "FsckReport", "GcResult", "Policy", "Repo", "ResetResult", "ShowInfo", "SyncResult", "TagInfo", "clone",
+           "errors"]
 __version__ = "0.1.0"
 
-_API = {"Repo", "clone"}
+_API = {"Repo", "clone", "Policy"}
 _RESULTS = set(__all__) - _API - {"errors"}
 
 

@@ -43,9 +43,10 @@ from ..results import (
 from ..storage import remotes
 from ..storage.config import Config
 from ..storage.remotes import RemoteSpec
+from ..model.retention import Policy
 from .lifecycle import Lifecycle
 
-__all__ = ["Repo", "clone", "default_clone_dir", "read_meta_file"]
+__all__ = ["Policy", "Repo", "clone", "default_clone_dir", "read_meta_file"]
 
 
 class Repo(Lifecycle):
