@@ -106,6 +106,7 @@ def _run(work: Path, echo: Callable[[str], None]) -> None:
         stored = sum(p.stat().st_size for p in (repo.dir).rglob("*") if p.is_file() and "cache" not in p.parts)
         echo(f"\n{len(plan)} checkpoints: {human_bytes(logical)} logical, {human_bytes(stored)} in the repository "
              f"({logical / stored:.2f}× smaller)")
+        _lifecycle(repo, echo)
         report = repo.fsck(read_data=True)
         echo(f"fsck --read-data: {'clean' if report.ok else report.problems}")
         if not report.ok:
@@ -121,3 +122,16 @@ def _verify_checkout(repo: Repo, work: Path, echo: Callable[[str], None]) -> Non
     echo(f"\n$ ckstore checkout baseline -o restored\n{len(files)} files restored, byte-identical: {same}")
     if not same:
         raise SystemExit(1)
+
+
+def _lifecycle(repo: Repo, echo: Callable[[str], None]) -> None:
+    """Keep the newest two checkpoints, the best by loss and the tagged baseline; gc frees the rest."""
+    from ..model.retention import Policy
+    from .render import render_du, render_forget
+    policy = Policy(keep_last=2, keep_best=1, metric="loss")
+    echo("\n$ ckstore forget --keep-last 2 --keep-best 1 --metric loss")
+    render_forget(repo.forget(policy))
+    echo("\n$ ckstore gc --now")
+    echo(repo.gc(now=True).summary())
+    echo("\n$ ckstore du")
+    render_du(repo.du())
