@@ -62,15 +62,24 @@ class Lifecycle:
         return retention.forget(self.engine, Policy.from_dict(saved["policy"]))
 
     def gc(self, *, grace: float = DEFAULT_GRACE, now: bool = False, dry_run: bool = False,
-           wait: float = LOCK_WAIT, max_unused: float | None = 0.10, progress: Progress | None = None) -> GcResult:
+           wait: float = LOCK_WAIT, max_unused: float | None = 0.10, progress: Progress | None = None,
+           invert: bool = False) -> GcResult:
         """Collect garbage: unreferenced packs and objects go to tombstones, tombstones past `grace` seconds are
         deleted; `now` skips the grace period (refused while a writer runs). Packs with more than `max_unused`
-        of garbage are rewritten (None: no repack)."""
+        of garbage are rewritten (None: no repack); `invert` also turns delta chains around (see `repack`)."""
         repacker = None
-        if max_unused is not None:
+        if max_unused is not None or invert:
             from ..engine.repack import repacker_for
-            repacker = repacker_for(max_unused)
+            repacker = repacker_for(1.0 if max_unused is None else max_unused, invert=invert, progress=progress)
         return gc(self.engine, grace=grace, now=now, dry_run=dry_run, wait=wait, repack=repacker, progress=progress)
+
+    def repack(self, max_unused: float = 0.10, invert: bool = True, progress: Progress | None = None) -> GcResult:
+        """Rewrite packs on their own (under gc's locks): packs over `max_unused` garbage and small packs are
+        rewritten, kept chunks whose bases only dropped commits used are re-encoded, and with `invert` each
+        branch tip becomes full frames with older versions stored as deltas against newer ones. The old packs
+        go to tombstones (other garbage keeps gc's grace period)."""
+        from ..engine.repack import repack_now
+        return repack_now(self.engine, max_unused=max_unused, invert=invert, progress=progress)
 
     def du(self, revs: list[str] | None = None, *, by: str = "commit") -> DuReport:
         """Storage per commit (default: every kept commit, or `revs`), branch or tag: logical, stored, unique

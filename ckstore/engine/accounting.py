@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import UsageError
 from ..model import graph
 from ..model.refnames import HEADS, REMOTES, TAGS, short
 from ..results import DuReport, DuRow
+from ..storage.config import MAX_DELTA_DEPTH
 from ..storage.packs import pack_path
 from .gc import pack_entries
 from .reach import Reach, mark, roots
@@ -25,28 +27,67 @@ from .repository import Repository
 GIB = 1 << 30
 
 
+def plain_length(repo: Repository, chunk: bytes) -> int:
+    """What a full frame of `chunk` is expected to cost: the stored length of the full frame its delta chain
+    starts from (an older version of the same data), or its raw length when the chain cannot be followed."""
+    _, plain = repo.store.delta_chain(chunk, 64)
+    if plain is not None:
+        return plain
+    loc = repo.store.index.get(chunk)
+    return loc.raw_length if loc is not None else 0
+
+
 def reencode_cost(repo: Repository, dependants: Iterable[bytes]) -> int:
     """Extra bytes of storing these delta-framed chunks whole: the full frame their chain starts from (the stored
     size of a plain frame of the same data) minus their own delta frame."""
     extra = 0
     locs = repo.store.index.get_many(list(dependants))
     for chunk, loc in locs.items():
-        _, plain = repo.store.delta_chain(chunk, 64)
-        extra += max(0, (plain or loc.raw_length) - loc.length)
+        extra += max(0, plain_length(repo, chunk) - loc.length)
     return extra
+
+
+@dataclass
+class BaseRule:
+    """What becomes of the bases no kept manifest names (`Reach.bases`) once repack has run."""
+
+    keep: set[bytes] = field(default_factory=set)        # bases that stay, each with the bases below it
+    reencode: dict[bytes, int] = field(default_factory=dict)  # kept chunks stored whole instead -> expected length
+
+
+def base_rule(repo: Repository, reach: Reach, among: set[bytes] | None = None) -> BaseRule:
+    """The one rule repack follows and `stored_bytes` assumes. For each base only kept as a base: keep it, with
+    the bases-only chunks below it on its chain (a delta base cannot stay without its own base), when that costs
+    no more than re-encoding whole the kept chunks whose frames name it; otherwise those are re-encoded and the
+    chain goes. `among`: only these kept chunks' frames may change (repack's inversion plans the others)."""
+    locs = repo.store.index.get_many(list(reach.live_chunks))
+    length: Callable[[bytes], int] = lambda c: locs[c].length if c in locs else 0  # noqa: E731
+    deps: dict[bytes, list[bytes]] = defaultdict(list)
+    for chunk, base in reach.base_of.items():
+        if chunk in reach.chunks and base in reach.bases and (among is None or chunk in among):
+            deps[base].append(chunk)
+    rule = BaseRule()
+    for entry in sorted(deps):  # sorted: the same mark gives the same decisions, in forget and in gc
+        chain, cur = [], entry
+        while cur is not None and cur in reach.bases and cur not in rule.keep and len(chain) <= MAX_DELTA_DEPTH:
+            chain.append(cur)
+            cur = reach.base_of.get(cur)
+        plains = {d: plain_length(repo, d) for d in deps[entry]}
+        extra = sum(max(0, p - length(d)) for d, p in plains.items())
+        if sum(length(c) for c in chain) <= extra:
+            rule.keep.update(chain)
+        else:
+            rule.reencode.update(plains)
+    return rule
 
 
 def stored_bytes(repo: Repository, reach: Reach) -> int:
     """Bytes a mark keeps once gc and repack are done: live frames and objects, with each base no manifest names
-    either kept or replaced by re-encoding its dependants, whichever costs less."""
+    either kept or replaced by re-encoding its dependants, as `base_rule` decides."""
+    rule = base_rule(repo, reach)
     locs = repo.store.index.get_many(list(reach.live_chunks))
-    total = sum(loc.length for c, loc in locs.items() if c in reach.chunks)
-    dependants: dict[bytes, list[bytes]] = defaultdict(list)
-    for chunk, base in reach.base_of.items():
-        dependants[base].append(chunk)
-    for base in reach.bases:
-        own = locs[base].length if base in locs else 0
-        total += min(own, reencode_cost(repo, [d for d in dependants[base] if d in reach.chunks]))
+    total = sum(rule.reencode.get(c, loc.length) for c, loc in locs.items() if c in reach.chunks)
+    total += sum(locs[b].length for b in rule.keep if b in locs)
     return total + _object_bytes(repo, reach.objects)
 
 

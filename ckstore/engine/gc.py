@@ -81,7 +81,7 @@ def gc(repo: Repository, *, grace: float = DEFAULT_GRACE, now: bool = False, dry
                 mark(repo, fresh, into=reach)
             repo.store.sync_index()
             plan = _plan(repo, reach, effective, started)
-            if repack is not None and plan.partly:
+            if repack is not None:  # also with no partly-garbage pack: dropped bases and inversion need it
                 rewritten = repack(repo, reach, plan.partly, result)
                 result.repacked = len(rewritten)
                 plan = _plan(repo, reach, effective, started, also=set(rewritten))
@@ -160,7 +160,10 @@ def _sweep(repo: Repository, plan: Plan, result: GcResult, now: float, progress:
     progress.begin("gc: sweeping", sum(plan.packs.values()) + sum(plan.objects.values()))
     try:
         repo.store.index.drop_packs(set(plan.packs))  # first: no reader is sent to a pack that is moving away
-        for pack_id, size in plan.packs.items():
+        # Newest first: a pack's frames have their bases in older packs, so the packs a crash leaves behind
+        # (indexed again on open) always decode, even when repack has turned their chains around meanwhile.
+        newest = sorted(plan.packs.items(), key=lambda kv: -_size(pack_path(repo.store.packs_dir, kv[0]))[1])
+        for pack_id, size in newest:
             stones.move_pack(pack_id, name)
             progress.advance(size)
         for oid, size in plan.objects.items():
