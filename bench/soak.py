@@ -20,12 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {"cache": ["tests/soak/test_soak_cache.py"], "engine": ["tests/soak/test_soak_engine.py"],
-          "sync": ["tests/soak/test_soak_sync.py"], "fuzz": ["tests/soak/test_soak_fuzz.py"]}
+# Longest first: two workers run them, and the fuzz group alone is about a third of the whole run.
+GROUPS = {"fuzz": ["tests/soak/test_soak_fuzz.py"], "cache": ["tests/soak/test_soak_cache.py"],
+          "sync": ["tests/soak/test_soak_sync.py"], "engine": ["tests/soak/test_soak_engine.py"],
+          "io": ["tests/soak/test_soak_io.py"]}
 # CI-tier tests already at the soak target: (T-id, what, target, pytest node ids).
 CI_AT_TARGET = [
-    ("T7", "one commit and one checkout on a full tmpfs", "ENOSPC at every I/O step of one commit",
-     ["tests/engine/test_diskfull.py"]),
+    ("T7", "one commit and one checkout on a real full tmpfs", "a full filesystem",
+     ["tests/engine/test_diskfull.py::test_commit_and_checkout_on_a_full_disk"]),
     ("T9", "malicious pickles in .pt zips and legacy files", "20 payloads",
      ["tests/formats/test_torchzip.py::test_hostile_pickle_stays_opaque"]),
     ("T10", "hostile manifest paths", "every name",
@@ -52,13 +54,12 @@ WHAT = {
     "test_t8_every_truncation_of_every_base": "every truncation of every base file (st, npy, npz, pt)",
     "test_t8_fuzz_structured_headers": "fuzz (hypothesis): structured {p}", "test_t13_pages_zeroed_flipped_truncated":
     "LMDB cache: pages zeroed/flipped, data file truncated", "test_t15_destination_races":
-    "destination component swapped ({p}) during a 300-file checkout"}
+    "destination component swapped ({p}) during a 300-file checkout",
+    "test_t2_power_loss": "power loss: every state of every prefix of a recorded {p} (strace)",
+    "test_t7_enospc_every_step": "ENOSPC from every write-like call of a {p} (LD_PRELOAD shim), CLI process"}
 NOT_BUILT = [
-    "T12 gc races: there is no gc yet, so nothing to race (not built).", "T2 power loss: no recorder/replayer of "
-    "file operations exists in the tree (not built); T1's crash sweep is the nearest check.",
-    "T7 at every I/O step: only one full-disk commit and checkout exist (tests/engine/test_diskfull.py); an "
-    "ENOSPC sweep over the I/O steps of a commit is not built.",
-    "T11 'stalls' fault class: no stall is injectable into the transports here (not built)."]
+    "T12 gc races: gc is being built (not in this tree yet), so nothing to race; the T2 replayer takes a gc as one "
+    "more Scenario (tests/engine/test_powerloss.py SCENARIOS)."]
 
 
 def sh(*cmd: str) -> str:
@@ -183,13 +184,23 @@ def write(out: Path, rows: list[dict], started, wall: float, args, done, tmp: Pa
     lines += ["", "## Not built", ""] + [f"- {x}" for x in NOT_BUILT]
     lines += ["", "## Notes", "",
               "- `target` is RELIABILITY.md's soak count for the case (`target` property of each soak test); `ran` "
-              "is the number of cases the run counted. Where a target did not fit the ~25 minute budget on this "
+              "is the number of cases the run counted. Where a target did not fit the ~30 minute budget on this "
               "machine the test runs fewer and says so here (\"below target\").",
               "- T4 counts runs (each: 2 writer processes x 100 commits, a reader or a second branch, `ckstore fsck` "
               "in a loop meanwhile). T13's entry rows count flipped entries (3 in each damaged copy; `failures` counts "
               "copies).",
               "- S3 cases run against SeaweedFS `weed mini` (moto lets two conditional writers both win: "
               "tests/sync/test_sync.py). T6 cuts a transfer after a random number of requests, not at a byte.",
+              "- T2 records the real CLI process under `strace -f` and rebuilds, for every prefix of its file "
+              "operations, the states a power loss can leave (unsynced writes dropped or torn in half, unsynced "
+              "directory entries undone: one at a time, all, those of tmp/ only; tests/powerloss.py); `ran` counts "
+              "distinct states checked (fsck --read-data, history, byte-identical checkouts; a pushed remote is "
+              "cloned).",
+              "- T7 preloads tests/enospc_shim.c into the CLI process: from the k-th write-like call under the "
+              "repository (write, pwrite, writev, fsync, fdatasync, ftruncate, rename, link, mkdir, open with "
+              "O_CREAT; Python's and LMDB's) every one fails with ENOSPC, for every k of a clean run.",
+              "- T11 stalls: every 3rd-6th request hangs 120 s; RetryingTransport's per-request timeout "
+              "(CKSTORE_REMOTE_TIMEOUT, 0.3 s in the test, 300 s by default) abandons it, warns and retries.",
               "- The older `soak` tests in tests/engine and tests/formats are not run here: tests/soak runs the same "
               "cases and records its counts (their 10^5-example hypothesis fuzzers alone take ~18 min).",
               f"- Logs and JUnit XML of this run were in {tmp}.", ""]

@@ -63,6 +63,6 @@ def test_t13_flipped_entries(base, tmp_path: Path, record_property, table: bytes
 
 def test_t13_pages_zeroed_flipped_truncated(base, tmp_path: Path, record_property) -> None:  # noqa: F811
     tally = Tally(record_property, 100)
-    for seed in range(n(30)):
+    for seed in range(n(100)):
         tally.case(f"page seed {seed}", page_case, base, tmp_path / f"p{seed}", seed)
     tally.finish()

@@ -196,7 +196,7 @@ def writers_run(run, tmp_path: Path, count: int, loop: FsckLoop) -> None:
 def test_t4_concurrent_writers_fsck_throughout(tmp_path: Path, record_property, layout: str) -> None:
     run = rel.run_two_writers_one_branch if layout == "one-branch+reader" else rel.run_two_branches
     tally, fscks = Tally(record_property, 10), 0
-    for i in range(n(5)):
+    for i in range(n(10)):
         loop = FsckLoop(tmp_path / f"run{i}" / "repo")
         (tmp_path / f"run{i}").mkdir()
         tally.case(f"run {i}", writers_run, run, tmp_path / f"run{i}", n(100), loop)

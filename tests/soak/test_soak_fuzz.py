@@ -95,7 +95,7 @@ def test_t8_every_truncation_of_every_base(bases, record_property) -> None:
 def test_t8_fuzz_structured_headers(record_property, which: str) -> None:
     """Hypothesis, with its examples counted (it may stop early once a strategy is exhausted)."""
     fn, strategies = {"st_header": (tf._structured_st, tf._STRUCT), "npy_header": (tf._npy_header_fuzz, tf._NPY)}[which]
-    target = n(20_000)
+    target = n(100_000)
     tally = Tally(record_property, 100_000)
 
     @settings(max_examples=target, deadline=None, database=None,

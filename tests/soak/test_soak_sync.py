@@ -190,7 +190,7 @@ def test_t1_sigkill_push_pull(sync_base, tmp_path: Path, record_property, monkey
     if kind == "s3":
         s3_env(monkeypatch, tmp_path, key=WEED_KEY, secret=WEED_SECRET)
         env = {"s3": None, "endpoint": request.getfixturevalue("weed_endpoint")}
-    count = n(100)
+    count = n(200)
     tally, rng, seen = Tally(record_property, 200), random.Random(4242), []
 
     def new_env() -> dict:
