@@ -7,7 +7,7 @@ import time
 
 from ..errors import CkstoreError, UsageError
 from ..model import graph
-from ..model.refnames import TAGS, short
+from ..model.refnames import ALIASES, TAGS, short
 from ..model.retention import Candidate, Policy, decide
 from ..results import ForgetResult, Kept
 from ..storage.records import Dropped
@@ -26,10 +26,9 @@ def candidates(repo: Repository) -> list[Candidate]:
     tips: dict[bytes, list[str]] = {}
     tagged: set[bytes] = set()
     tag_tips = []
-    for name, oid in repo.refs.list().items():
-        tip = repo.peel(oid)
+    for name, tip in repo.commit_refs().items():
         names.setdefault(tip, []).append(short(name))
-        if name.startswith(TAGS):
+        if name.startswith((TAGS, ALIASES)):  # an alias is a name like a tag: kept by --keep-tagged
             tagged.add(tip)
             tag_tips.append(tip)
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import CkstoreError, DamagedRef, UnsupportedFormat
 from ..model import codec
-from ..model.objects import Commit, Manifest, Tag, hash_bytes, object_id
+from ..model.objects import AliasMove, Commit, Manifest, Note, Tag, hash_bytes, object_id
 from ..model.progress import Progress
 from ..results import FsckReport, Problem
 from ..storage import remotes
@@ -205,6 +205,15 @@ def _check_graph(repo: Repository, refs: dict[str, bytes], objects: dict, packs:
     stack = []
     for name, oid in refs.items():
         obj = _lookup(repo, objects, oid)
+        if isinstance(obj, Note):
+            _check_chain(repo, objects, name, oid, lambda n: n.parents, Note, report)
+            continue
+        if isinstance(obj, AliasMove):  # every holder the alias had must still be there (rollback needs them)
+            for move in _check_chain(repo, objects, name, oid, lambda m: (m.previous,) if m.previous else (),
+                                     AliasMove, report):
+                if move.target is not None:
+                    stack.append(move.target)
+            continue
         while isinstance(obj, Tag):
             oid, obj = obj.target, _lookup(repo, objects, obj.target)
         if obj is None:
@@ -266,6 +275,25 @@ def _check_graph(repo: Repository, refs: dict[str, bytes], objects: dict, packs:
     report.affected = sorted(c.hex() for c in lost)
 
 
+def _check_chain(repo: Repository, objects: dict, name: str, head: bytes, links, kind: type,
+                 report: FsckReport) -> list:
+    """The objects of a notes or alias history from its head, each of `kind`; a missing or foreign one is named."""
+    out, seen, stack = [], set(), [head]
+    while stack:
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        obj = _lookup(repo, objects, oid)
+        if not isinstance(obj, kind):
+            what = "a missing object" if obj is None else f"a {type(obj).__name__.lower()}"
+            report.problems.append(Problem("ref", name, f"its history leads to {what} ({oid.hex()[:12]})"))
+            continue
+        out.append(obj)
+        stack.extend(links(obj))
+    return out
+
+
 def _check_refs_audited(repo: Repository, refs: dict[str, bytes], report: FsckReport) -> None:
     """Each ref must hold what its last audit entry moved it to (or, after a crash between the two, still what
     that entry moved it from). The log is read after the refs: an entry is written before its ref moves, so a
@@ -290,10 +318,12 @@ def _check_caches(repo: Repository, packs: _Packs, report: FsckReport) -> None:
     their ids, stat-cache entries against their hashes. A wrong entry is no data loss (`fsck --repair` or
     `--reindex` rebuilds the cache) but it is named."""
     index = repo.store.index
-    truth = {e.chunk: Location(pid, e.offset, e.length, e.raw_length)
-             for pid, entries in packs.entries.items() for e in entries}
+    truth: dict[bytes, set[Location]] = {}  # a chunk may be in two packs (a repack or fetch cut short): either will do
+    for pid, entries in packs.entries.items():
+        for e in entries:
+            truth.setdefault(e.chunk, set()).add(Location(pid, e.offset, e.length, e.raw_length))
     cached = index.items("chunks")
-    wrong = sum(len(v) != LOCATION.size or truth.get(k) != Location(*LOCATION.unpack(v)) for k, v in cached)
+    wrong = sum(len(v) != LOCATION.size or Location(*LOCATION.unpack(v)) not in truth.get(k, ()) for k, v in cached)
     unindexed = len(set(truth) - {k for k, _ in cached})
     if wrong or unindexed:
         report.problems.append(Problem("cache", "chunks", f"{wrong} chunk locations disagree with the packs' .idx "

@@ -17,6 +17,7 @@ from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, TAGS, branch_ref, tag_ref
 from ..storage.audit import whoami
 from .capture import capture_env
+from .protect import check_move
 from .repository import Repository
 from .snapshot import CachedFile, SnapshotSettings, Snapshotter
 
@@ -62,6 +63,7 @@ def _commit(repo: Repository, src: str | os.PathLike | dict, message: str, recor
         new = Commit(mid, (parent,) if parent else (), author, time.time(), message, record.get("step"),
                      record["metrics"], record["params"], record["data"], record["seeds"], captured, record["extra"])
         oid = repo.store.put_object(new)
+        check_move(repo, ref, current, oid)
         set_ref(oid, "commit", message)
     repo.remember(oid, new)
     if new_tag:
@@ -129,6 +131,7 @@ def revert(repo: Repository, rev: str, reason: str, *, branch: str | None = None
                      target.step, target.metrics, target.params, target.data, target.seeds, target.env, extra,
                      reverted_from=target_id)
         oid = repo.store.put_object(new)
+        check_move(repo, ref, current, oid)
         set_ref(oid, "revert", f"to {target_id.hex()}: {reason}")
     repo.remember(oid, new)
     return oid, new, ref.removeprefix(HEADS)
@@ -149,6 +152,7 @@ def reset(repo: Repository, branch: str, rev: str, reason: str, *, force: bool =
             lost = len(graph.ancestors(current, repo.parents) - graph.ancestors(target, repo.parents))
             raise ProtectedRef(f"resetting {branch} to {rev} would drop {lost} commit(s) from the branch",
                                hint="pass --force if that is what you want (the audit log keeps the old tip)")
+        check_move(repo, ref, current, target)
         set_ref(target, "reset", reason)
     return current, target
 
@@ -160,6 +164,7 @@ def create_branch(repo: Repository, name: str, rev: str = "HEAD", *, force: bool
     with repo.refs.locked(ref) as (current, set_ref):
         if current is not None and not force:
             raise AlreadyExists(f"branch {name!r} already exists", hint="pass --force to move it")
+        check_move(repo, ref, current, oid)
         set_ref(oid, "branch", f"from {rev}")
     return oid
 
@@ -172,11 +177,12 @@ def delete_branch(repo: Repository, name: str, *, force: bool = False) -> bytes:
     old = repo.refs.read(ref)
     if old is None:
         raise UnknownRevision(f"no branch named {name!r}")
+    check_move(repo, ref, old, None)
     if not force:
-        others = [oid for r, oid in repo.refs.list().items() if r != ref]
+        others = [oid for r, oid in repo.commit_refs().items() if r != ref]
         kept: set[bytes] = set()
         for oid in others:
-            kept |= graph.ancestors(repo.peel(oid), repo.parents)
+            kept |= graph.ancestors(oid, repo.parents)
         if old not in kept:
             lost = len(graph.ancestors(old, repo.parents) - kept)
             raise ProtectedRef(f"branch {name!r} has {lost} commit(s) that no other branch or tag reaches",
@@ -218,6 +224,7 @@ def delete_tag(repo: Repository, name: str) -> bytes:
     old = repo.refs.read(ref)
     if old is None:
         raise UnknownRevision(f"no tag named {name!r}")
+    check_move(repo, ref, old, None)
     repo.refs.update(ref, None, old, action="tag-delete")
     return old
 

@@ -4,7 +4,8 @@ One mark serves gc, `forget --dry-run`'s "bytes gc would free", `du` and repack.
 its manifest and every chunk the manifest names, and every chunk those chunks' delta frames are based on (a base
 no manifest names is counted apart: repack re-encodes its dependants so it can go). Commits retention dropped are
 passed through (their records keep their parents) but keep nothing themselves. Archived commits keep their
-commit and manifest objects; their chunks live on the cold remote their record names.
+commit and manifest objects; their chunks live on the cold remote their record names. An alias keeps every commit
+it ever named (rollback needs them); notes keep their own objects but not the commits they annotate.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Iterable
 
 from ..errors import CkstoreError, DamagedRef, MissingObject, UsageError
 from ..model import codec
-from ..model.objects import Commit, Manifest, Tag
+from ..model.objects import AliasMove, Commit, Manifest, Note, Tag
 from ..storage.config import MAX_DELTA_DEPTH
 from ..storage.records import Dropped
 from .repository import Repository
@@ -94,6 +95,14 @@ def mark(repo: Repository, start: dict[bytes, str], *, into: Reach | None = None
         if isinstance(obj, Tag):
             stack.append(obj.target)
             tips.add(obj.target)
+        elif isinstance(obj, AliasMove):  # every holder an alias had stays: rollback and name@{N} need them
+            for nxt in (obj.target, obj.previous):
+                if nxt is not None:
+                    stack.append(nxt)
+                    tips.add(nxt)
+        elif isinstance(obj, Note):  # notes keep their own history, never the commits they annotate
+            stack.extend(obj.parents)
+            tips.update(obj.parents)
         elif isinstance(obj, Commit):
             reach.commits.add(oid)
             stack.extend(obj.parents)

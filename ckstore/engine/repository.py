@@ -13,9 +13,9 @@ from ..errors import (AlreadyExists, AmbiguousRevision, IncompleteClone, Missing
                       UnknownRevision, UsageError)
 from ..model import revisions
 from ..model.metadata import check_schema_spec
-from ..model.objects import Commit, FileRecipe, Manifest, Tag, TensorEntry, is_hex
+from ..model.objects import AliasMove, Commit, FileRecipe, Manifest, Tag, TensorEntry, is_hex
 from ..model.progress import NoProgress, Progress
-from ..model.refnames import HEADS, candidates, short
+from ..model.refnames import ALIASES, HEADS, NOTES, candidates, short
 from ..storage.config import Config
 from ..storage.records import archived_set, dropped_set
 from ..storage.leases import Leases
@@ -203,7 +203,9 @@ class Repository:
     def peel(self, oid: bytes) -> bytes:
         """The commit an id names: itself, or what an annotated tag points at."""
         obj = self.store.get_commit_or_object(oid)
-        while isinstance(obj, Tag):
+        while isinstance(obj, (Tag, AliasMove)):
+            if obj.target is None:
+                raise UnknownRevision(f"alias {obj.name!r} was deleted ({obj.reason})")
             oid = obj.target
             obj = self.store.get_commit_or_object(oid)
         if not isinstance(obj, Commit):
@@ -224,10 +226,66 @@ class Repository:
         """The commit a revision names: a branch, tag, remote branch, full id or unique prefix (≥ 4 hex digits),
         HEAD, with ~N and ^N suffixes."""
         base, ops = revisions.parse(rev.strip())
-        return revisions.apply(self._base(base), ops, self.parents, rev)
+        name, at, n = revisions.split_at(base)
+        if at == "history":
+            oid = self.alias_holder(name, n)
+        elif at == "version":
+            oid = self.version(name, n)
+        else:
+            oid = self._base(name)
+        return revisions.apply(oid, ops, self.parents, rev)
+
+    def alias_moves(self, name: str) -> list[tuple[bytes, AliasMove]]:
+        """The moves of alias `name`, newest first (empty when there is no such alias)."""
+        out: list[tuple[bytes, AliasMove]] = []
+        cur = self.refs.read(ALIASES + name)
+        while cur is not None and len(out) < 1_000_000:
+            move = self.store.get_object(cur)
+            if not isinstance(move, AliasMove):
+                raise UnknownRevision(f"refs/aliases/{name} does not lead to alias moves ({cur.hex()[:12]})")
+            out.append((cur, move))
+            cur = move.previous
+        return out
+
+    def alias_holder(self, name: str, back: int) -> bytes:
+        """The commit alias `name` named `back` moves ago (`name@{1}`: the previous holder)."""
+        moves = self.alias_moves(name)
+        if not moves:
+            raise UnknownRevision(f"{name}@{{{back}}}: there is no alias {name!r}")
+        if back >= len(moves):
+            raise UnknownRevision(f"{name}@{{{back}}}: alias {name!r} has moved only {len(moves) - 1} times")
+        move = moves[back][1]
+        if move.target is None:
+            raise UnknownRevision(f"{name}@{{{back}}}: the alias was deleted then ({move.reason})")
+        return move.target
+
+    def first_parent_chain(self, tip: bytes) -> list[bytes]:
+        """The commits from `tip` back to the root along stored first parents, oldest first — through commits
+        retention dropped too, so a branch's version numbers never change."""
+        chain, cur = [], tip
+        while cur is not None:
+            chain.append(cur)
+            rec = self.dropped.get(cur)
+            if rec is not None:
+                nxt = rec.parents
+            else:
+                nxt = self.commit(cur).parents
+            cur = nxt[0] if nxt else None
+        return chain[::-1]
+
+    def version(self, branch: str, n: int) -> bytes:
+        """`branch@vN`: the N-th commit of the branch's first-parent history, v1 being its root."""
+        tip = self._base(branch)
+        chain = self.first_parent_chain(tip)
+        if n > len(chain):
+            raise UnknownRevision(f"{branch}@v{n}: {branch} has {len(chain)} versions")
+        oid = chain[n - 1]
+        if oid in self.dropped:
+            raise UnknownRevision(f"{branch}@v{n} ({oid.hex()[:12]}) was dropped by retention")
+        return oid
 
     def _base(self, name: str) -> bytes:
-        if name == "HEAD":
+        if name == "HEAD" or (name == "latest" and self.refs.read(ALIASES + "latest") is None):
             head = self.refs.head()
             oid = self.refs.read(head)
             if oid is None:
@@ -257,10 +315,25 @@ class Repository:
             raise AmbiguousRevision(f"revision {prefix!r} is ambiguous: {names}")
         return self.peel(found[0])
 
+    def commit_refs(self) -> dict[str, bytes]:
+        """Every ref that names a commit (branches, tags, aliases, remote-tracking branches; not notes, nor a
+        deleted alias), with the commit it names."""
+        out = {}
+        for name, oid in self.refs.list().items():
+            if name.startswith(NOTES):
+                continue
+            try:
+                out[name] = self.peel(oid)
+            except UnknownRevision:
+                continue
+        return out
+
     def refs_by_commit(self) -> dict[bytes, list[str]]:
         """Every ref's short name, grouped by the commit it names (refs to damaged objects are left out)."""
         out: dict[bytes, list[str]] = {}
         for name, oid in self.refs.list().items():
+            if name.startswith(NOTES):
+                continue
             try:
                 out.setdefault(self.peel(oid), []).append(short(name))
             except (UnknownRevision, MissingObject):

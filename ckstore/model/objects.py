@@ -1,4 +1,5 @@
-"""The pure data model: ids, Commit, Manifest, FileRecipe, TensorEntry, Tag and their canonical encoding."""
+"""The pure data model: ids, Commit, Manifest, FileRecipe, TensorEntry, Tag, Note, AliasMove and their canonical
+encoding."""
 
 from __future__ import annotations
 
@@ -324,8 +325,69 @@ class Tag:
         return cls(d["target"], d["name"], d["tagger"], float(d["time"]), d["message"])
 
 
-Object = Commit | Manifest | Tag
-_TYPES: dict[str, type] = {"commit": Commit, "manifest": Manifest, "tag": Tag}
+def _is_text(d: dict, *keys: str) -> bool:
+    return all(isinstance(d.get(k), str) for k in keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One addition to a notes namespace (refs/notes/NS): data about a commit, added after the fact without
+    changing its id. `parents` are the namespace's earlier heads — two when the notes of two clones were merged
+    (a merge has no target and no data)."""
+
+    target: bytes | None
+    ns: str
+    data: dict
+    message: str
+    author: str
+    time: float
+    parents: tuple[bytes, ...] = ()
+
+    def to_dict(self) -> dict:
+        """The note as the plain dict that is encoded."""
+        return {"target": self.target, "ns": self.ns, "data": self.data, "message": self.message,
+                "author": self.author, "time": float(self.time), "parents": list(self.parents)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Note:
+        """A note from its stored dict, schema-checked; raises ValueError on a bad field."""
+        _need(d.get("target") is None or _is_id(d["target"]), "note.target")
+        _need(_is_text(d, "ns", "message", "author") and isinstance(d.get("data"), dict), "note fields")
+        _need(isinstance(d.get("time"), (int, float)), "note.time")
+        _need(isinstance(d.get("parents"), list) and all(_is_id(p) for p in d["parents"]), "note.parents")
+        return cls(d["target"], d["ns"], d["data"], d["message"], d["author"], float(d["time"]), tuple(d["parents"]))
+
+
+@dataclass(frozen=True, slots=True)
+class AliasMove:
+    """One move of an alias (refs/aliases/NAME): the commit it names from now on (None: deleted), the move before
+    it (so the alias's whole history travels with it), who, when, why, and how (set, promote, rollback, delete)."""
+
+    name: str
+    target: bytes | None
+    previous: bytes | None
+    author: str
+    time: float
+    reason: str
+    action: str = "set"
+
+    def to_dict(self) -> dict:
+        """The move as the plain dict that is encoded."""
+        return {"name": self.name, "target": self.target, "previous": self.previous, "author": self.author,
+                "time": float(self.time), "reason": self.reason, "action": self.action}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AliasMove:
+        """A move from its stored dict, schema-checked; raises ValueError on a bad field."""
+        _need(d.get("target") is None or _is_id(d["target"]), "alias.target")
+        _need(d.get("previous") is None or _is_id(d["previous"]), "alias.previous")
+        _need(_is_text(d, "name", "author", "reason", "action"), "alias fields")
+        _need(isinstance(d.get("time"), (int, float)), "alias.time")
+        return cls(d["name"], d["target"], d["previous"], d["author"], float(d["time"]), d["reason"], d["action"])
+
+
+Object = Commit | Manifest | Tag | Note | AliasMove
+_TYPES: dict[str, type] = {"commit": Commit, "manifest": Manifest, "tag": Tag, "note": Note, "alias": AliasMove}
 _NAMES = {v: k for k, v in _TYPES.items()}
 
 

@@ -10,6 +10,8 @@ from .text import is_utf8
 HEADS = "refs/heads/"
 TAGS = "refs/tags/"
 REMOTES = "refs/remotes/"
+ALIASES = "refs/aliases/"
+NOTES = "refs/notes/"
 
 _BAD_REF = re.compile(r"(^|/)\.|\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|\.lock(/|$)|//|/$|^/|^$")
 
@@ -31,6 +33,18 @@ def tag_ref(name: str) -> str:
     return TAGS + check_ref_name(name)
 
 
+def alias_ref(name: str) -> str:
+    """refs/aliases/NAME, checked."""
+    return ALIASES + check_ref_name(name)
+
+
+def notes_ref(ns: str) -> str:
+    """refs/notes/NS, checked (one namespace: no "/")."""
+    if "/" in ns:
+        raise UsageError(f"invalid notes namespace {ns!r}", hint="one word, e.g. eval")
+    return NOTES + check_ref_name(ns)
+
+
 def remote_ref(remote: str, branch: str) -> str:
     """refs/remotes/REMOTE/BRANCH: where a fetch records a remote's branch."""
     return f"{REMOTES}{remote}/{branch}"
@@ -46,4 +60,4 @@ def short(ref: str) -> str:
 def candidates(name: str) -> list[str]:
     """The refs a revision name may mean, in the order they are tried (git's rules)."""
     out = [name] if name.startswith("refs/") else []
-    return out + [HEADS + name, TAGS + name, REMOTES + name, "refs/" + name]
+    return out + [HEADS + name, TAGS + name, ALIASES + name, REMOTES + name, "refs/" + name]

@@ -1,4 +1,6 @@
-"""Revision syntax: a base name with `~N` (N first parents back) and `^N` (the N-th parent) suffixes."""
+"""Revision syntax: a base name with `~N` (N first parents back) and `^N` (the N-th parent) suffixes; the base may
+end in `@{N}` (an alias's N-th previous holder), `@vN` (a branch's N-th commit, counting from its root, as MLflow
+numbers versions) or `@latest` (a branch's newest)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Callable
 from ..errors import UnknownRevision
 
 _SUFFIX = re.compile(r"(~\d*|\^\d*)")
+_AT = re.compile(r"^(.+)@(?:\{(\d+)\}|v(\d+)|(latest))$")
 
 Parents = Callable[[bytes], tuple[bytes, ...]]
 
@@ -40,3 +43,19 @@ def apply(oid: bytes, ops: list[tuple[str, int]], parents: Parents, rev: str) ->
                 raise UnknownRevision(f"{rev}: commit has no parent number {n}")
             oid = ps[n - 1]
     return oid
+
+
+def split_at(base: str) -> tuple[str, str | None, int]:
+    """("champion", "history", 1) for "champion@{1}", ("main", "version", 12) for "main@v12", ("main", "latest", 0)
+    for "main@latest", (base, None, 0) for a plain name."""
+    m = _AT.match(base)
+    if not m:
+        return base, None, 0
+    name, back, version, latest = m.groups()
+    if back is not None:
+        return name, "history", int(back)
+    if version is not None:
+        if int(version) < 1:
+            raise UnknownRevision(f"{base}: versions count from v1")
+        return name, "version", int(version)
+    return name, "latest", 0

@@ -6,12 +6,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .model.diff import Diff
-from .model.metadata import META_SECTIONS
-from .model.objects import Commit, Manifest
-from .model.progress import human_bytes
+from ..model.diff import Diff
+from ..model.metadata import META_SECTIONS
+from ..model.objects import Commit, Manifest
+from ..model.progress import human_bytes
+from .governance import AliasInfo, AliasMoveInfo, NoteInfo, ProtectionInfo
 
-__all__ = ["AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
+__all__ = ["AliasInfo", "AliasMoveInfo", "NoteInfo", "ProtectionInfo", "AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
            "ForgetResult", "FsckReport", "GcResult", "Kept", "Problem", "RepairResult", "ResetResult", "ShowInfo",
            "SyncResult", "TagInfo", "json_safe"]
 
@@ -24,6 +25,7 @@ class CommitInfo:
     commit: Commit
     refs: tuple[str, ...] = ()
     history: tuple[bytes, ...] | None = None  # parents as history walks see them, past commits retention dropped
+    notes: dict = field(default_factory=dict)  # {namespace: data} added after the commit (`ckstore note`)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.commit, name)
@@ -55,6 +57,8 @@ class CommitInfo:
             d["reverted_from"] = c.reverted_from.hex()
         if self.dropped_parents:
             d["dropped_parents"] = self.dropped_parents
+        if self.notes:
+            d["notes"] = self.notes
         return d
 
 

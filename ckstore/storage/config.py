@@ -31,6 +31,8 @@ class Config:
     max_delta_depth: int = 4
     schema: dict = field(default_factory=dict)
     retention: dict = field(default_factory=dict)  # {"policy": {...}, "auto": bool}; "prices": {tier: $/GiB-month}
+    protect: dict = field(default_factory=dict)    # {ref pattern: {"no_delete", "ff_only", "require_checks"}}
+    governance: dict = field(default_factory=dict)  # {"checks": {name: command}, "name_template": str, ...}
 
     def to_json(self) -> str:
         """The config file's text, with a checksum over its values (fsck reports a config changed behind it)."""
@@ -38,8 +40,9 @@ class Config:
                 "pack_size": self.pack_size,
                 "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
                 "schema": self.schema}
-        if self.retention:  # absent when unset: configs written before it keep their checksum
-            body["retention"] = self.retention
+        for key in ("retention", "protect", "governance"):  # absent when unset: older configs keep their checksum
+            if getattr(self, key):
+                body[key] = getattr(self, key)
         return json.dumps({**body, "check": _checksum(body)}, indent=2) + "\n"
 
     @staticmethod
@@ -80,7 +83,8 @@ class Config:
             raise UnsupportedFormat(f"{path}: chunk_size, pack_size and codec.zstd_level must be positive integers "
                                     f"(chunk_size at least 4096), codec.max_delta_depth an integer from 0 to "
                                     f"{MAX_DELTA_DEPTH} (readers refuse longer delta chains)")
-        retention = raw.get("retention") or {}
-        if not isinstance(retention, dict):
-            raise UnsupportedFormat(f"{path}: retention must be a table")
-        return cls(chunk, pack, level, depth, raw.get("schema") or {}, retention)
+        tables = {key: raw.get(key) or {} for key in ("retention", "protect", "governance")}
+        for key, value in tables.items():
+            if not isinstance(value, dict):
+                raise UnsupportedFormat(f"{path}: {key} must be a table")
+        return cls(chunk, pack, level, depth, raw.get("schema") or {}, **tables)

@@ -1,0 +1,79 @@
+"""What the governance verbs return: notes, aliases and their moves, protection rules (pure data)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ..model.objects import AliasMove, Note
+
+
+@dataclass(frozen=True)
+class NoteInfo:
+    """One note: the commit it is about, its namespace and data, who added it, when and why."""
+
+    id: str
+    target: str | None
+    ns: str
+    data: dict
+    message: str
+    author: str
+    time: float
+
+    @classmethod
+    def of(cls, oid: bytes, note: Note) -> NoteInfo:
+        """From a stored note."""
+        return cls(oid.hex(), note.target.hex() if note.target else None, note.ns, note.data, note.message,
+                   note.author, note.time)
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AliasMoveInfo:
+    """One move of an alias: from which commit to which (None: none / deleted), who, when, why and how."""
+
+    id: str
+    name: str
+    old: str | None
+    new: str | None
+    author: str
+    time: float
+    reason: str
+    action: str
+
+    @classmethod
+    def of(cls, oid: bytes, move: AliasMove, old: bytes | None) -> AliasMoveInfo:
+        """From a stored move and the commit the alias held before it."""
+        return cls(oid.hex(), move.name, old.hex() if old else None, move.target.hex() if move.target else None,
+                   move.author, move.time, move.reason, move.action)
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    """An alias and the commit it names now."""
+
+    name: str
+    id: str
+    last: AliasMoveInfo
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"name": self.name, "id": self.id, "last": self.last.to_dict()}
+
+
+@dataclass(frozen=True)
+class ProtectionInfo:
+    """A protection rule: the ref pattern and its flags."""
+
+    pattern: str
+    flags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return asdict(self)
