@@ -45,13 +45,15 @@ from ..storage.config import Config
 from ..storage.remotes import RemoteSpec
 from ..model.retention import Policy
 from .lifecycle import Lifecycle
+from .remote_lifecycle import RemoteLifecycle
 
 __all__ = ["Policy", "Repo", "clone", "default_clone_dir", "read_meta_file"]
 
 
-class Repo(Lifecycle):
+class Repo(Lifecycle, RemoteLifecycle):
     """A ckstore repository. Use as a context manager, or call `close()`. The lifecycle verbs (forget, gc, du)
-    are in `api.lifecycle`."""
+    are in `api.lifecycle`, their remote side (gc_remote, forget_remote, archive, groups) in
+    `api.remote_lifecycle`."""
 
     def __init__(self, engine: Repository) -> None:
         self.engine = engine
@@ -72,9 +74,9 @@ class Repo(Lifecycle):
         """Open the repository at or above `path` (default: CKSTORE_DIR, else the working directory)."""
         engine = Repository(find_root(path))
         spec = remotes.partial_remote(engine.dir)
-        if spec is not None:  # only a partial clone reads through the sync layer
-            from ..sync.on_demand import OnDemand
-            engine.chunk_source = OnDemand(spec)
+        if spec is not None or engine.archived.records():  # only these read through the sync layer
+            from ..sync.on_demand import Tiered
+            engine.chunk_source = Tiered(spec)
         return cls(engine)
 
     def close(self) -> None:
@@ -302,6 +304,10 @@ class Repo(Lifecycle):
             old_id, new_id = engine.resolve(a), engine.resolve(b)
         old = engine.commit(old_id) if old_id else None
         old_m = engine.manifest_of(old_id) if old_id else None
+        for m in (old_m, engine.manifest_of(new_id)):  # archived or partial: their tensors' data on demand
+            if m is not None:
+                self._fetched(engine.ensure_chunks(m, tensors=[t for t in m.tensors
+                                                               if tensors is None or t.name in tensors]))
         return diff_commits(engine.store, engine.pool, old_id, old, old_m, new_id, engine.commit(new_id),
                             engine.manifest_of(new_id), tensors=tensors, atol=atol, rtol=rtol)
 
@@ -351,9 +357,15 @@ class Repo(Lifecycle):
         return remotes.add(self.dir, name, url, endpoint_url=endpoint_url, region=region)
 
     def remote_remove(self, name: str) -> RemoteSpec:
-        """Forget a remote and its remote-tracking refs."""
+        """Forget a remote and its remote-tracking refs (and take it out of its groups); a group's name forgets
+        the group (its members stay)."""
+        if name in remotes.groups(self.dir):
+            members = remotes.remove_group(self.dir, name)
+            return RemoteSpec(name, "group:" + ",".join(members))
         from ..sync.pull import remote_remove
-        return remote_remove(self.engine, name)
+        spec = remote_remove(self.engine, name)
+        remotes.drop_member(self.dir, name)
+        return spec
 
     def remote_list(self) -> list[RemoteSpec]:
         """The remotes, by name."""
@@ -361,14 +373,23 @@ class Repo(Lifecycle):
 
     def push(self, remote: str | None = None, branches: list[str] | None = None, *, all: bool = False,
              tags: bool = False, force: bool = False, progress: Progress | None = None) -> SyncResult:
-        """Upload branches (default: HEAD's) and, with `tags`, tags; non-fast-forwards need `force`."""
+        """Upload branches (default: HEAD's) and, with `tags`, tags; non-fast-forwards need `force`. A group's
+        name pushes to each member and returns a `GroupResult` (one SyncResult per member; a failing member is
+        recorded there and the others are still pushed)."""
         from ..sync.push import push
+        members = remotes.groups(self.dir).get(remote) if remote else None
+        if members is not None:
+            from ..sync.groups import push_group
+            return push_group(self.engine, remote, members, lambda m: self._fetched(push(
+                self.engine, m, branches, all=all, tags=tags, force=force, progress=progress)))
         return self._fetched(push(self.engine, remote, branches, all=all, tags=tags, force=force, progress=progress))
 
-    def fetch(self, remote: str | None = None, *, progress: Progress | None = None) -> SyncResult:
-        """Download the remote's new history; moves refs/remotes/<remote>/*."""
+    def fetch(self, remote: str | None = None, *, prune: bool = False,
+              progress: Progress | None = None) -> SyncResult:
+        """Download the remote's new history; moves refs/remotes/<remote>/*. `prune`: delete those whose branch
+        the remote no longer has (audited; reported with status "pruned")."""
         from ..sync.fetch import fetch
-        return self._fetched(fetch(self.engine, remote, progress=progress))
+        return self._fetched(fetch(self.engine, remote, prune=prune, progress=progress))
 
     def pull(self, remote: str | None = None, branch: str | None = None, *, force: bool = False,
              progress: Progress | None = None) -> SyncResult:
@@ -389,6 +410,11 @@ class Repo(Lifecycle):
         rebuilds the LMDB index from the packs' index files first. With `remote`, check that remote instead."""
         if remote is not None:
             from ..sync.check import check_remote
+            members = remotes.groups(self.dir).get(remote)
+            if members is not None:  # a group: each member
+                from ..sync.groups import check_group
+                return check_group(members, lambda m: check_remote(self.engine, m, read_data=read_data,
+                                                                   progress=progress or NoProgress()))
             return check_remote(self.engine, remote, read_data=read_data, progress=progress or NoProgress())
         if reindex:
             self.engine.store.reindex()

@@ -26,23 +26,46 @@ def remote_add(name: str = typer.Argument(..., help="Short name, e.g. origin."),
 
 
 @remote_app.command("remove")
-def remote_remove(name: str = typer.Argument(..., help="The remote to forget.")) -> None:
-    """Forget a remote and its remote-tracking refs."""
+def remote_remove(name: str = typer.Argument(..., help="The remote (or remote group) to forget.")) -> None:
+    """Forget a remote and its remote-tracking refs, or a remote group (its members stay)."""
     with open_repo() as repo:
+        is_group = name in repo.remote_groups()
         repo.remote_remove(name)
-    typer.echo(f"removed remote {name}")
+    typer.echo(f"removed remote {'group ' if is_group else ''}{name}")
+
+
+@remote_app.command("add-group")
+def remote_add_group(name: str = typer.Argument(..., help="The group's name, e.g. offsite."),
+                     members: list[str] = typer.Argument(..., help="Remotes in the group.")) -> None:
+    """A group of remotes: `push GROUP` pushes to each member, `fsck --remote GROUP` checks each."""
+    with open_repo() as repo:
+        repo.remote_add_group(name, members)
+    typer.echo(f"added remote group {name}: {' '.join(members)}")
+
+
+@remote_app.command("set-min-replicas")
+def remote_set_min_replicas(n: int = typer.Argument(..., help="Remotes each commit should be on (0: unset).")
+                            ) -> None:
+    """How many remotes should hold each commit: `du --by remote` names the commits on fewer."""
+    with open_repo() as repo:
+        repo.set_min_replicas(n or None)
+    typer.echo(f"min replicas: {n or 'not set'}")
 
 
 @remote_app.command("list")
 def remote_list(as_json: bool = JsonOpt) -> None:
-    """List the remotes."""
+    """List the remotes and remote groups."""
     with open_repo() as repo:
-        specs = repo.remote_list()
+        specs, groups, least = repo.remote_list(), repo.remote_groups(), repo.min_replicas()
     if as_json:
-        return emit(specs)
+        return emit({"remotes": [s.to_dict() for s in specs], "groups": groups, "min_replicas": least})
     for s in specs:
         partial = "" if s.partial is None else f"  [partial: {', '.join(s.partial['tensors']) or 'metadata only'}]"
         typer.echo(f"{s.name}\t{s.url}" + (f"  (endpoint {s.endpoint_url})" if s.endpoint_url else "") + partial)
+    for name, members in sorted(groups.items()):
+        typer.echo(f"{name}\tgroup: {' '.join(members)}")
+    if least:
+        typer.echo(f"min replicas: {least}")
 
 
 def _sync_report(result: Any, as_json: bool, **extra: Any) -> None:
@@ -50,7 +73,7 @@ def _sync_report(result: Any, as_json: bool, **extra: Any) -> None:
     if as_json:
         return emit({**result.to_dict(), **extra})
     for r in result.refs:
-        typer.echo(f"  {r['status']:<10} {r['ref']}  {(r['old'] or '-')[:12]} -> {r['new'][:12]}")
+        typer.echo(f"  {r['status']:<10} {r['ref']}  {(r['old'] or '-')[:12]} -> {(r['new'] or '-')[:12]}")
     for w in result.warnings:
         typer.echo(f"warning: {w}", err=True)
     typer.echo(result.summary())
@@ -66,15 +89,29 @@ def push(remote: Optional[str] = typer.Argument(None, help="Remote name (default
     """Upload branches (and tags) with their history and data to a remote."""
     with open_repo() as repo:
         result = repo.push(remote, branches or None, all=all_branches, tags=tags, force=force, progress=progress())
+    if hasattr(result, "failures"):  # a remote group: each member's report; a failed member fails the command
+        if as_json:
+            emit(result)
+        else:
+            for r in result.results:
+                typer.echo(f"{r.remote}:")
+                _sync_report(r, False)
+            for m, why in result.failures.items():
+                typer.echo(f"error: push to {m} failed: {why}", err=True)
+        if result.failures:
+            raise typer.Exit(1)
+        return
     _sync_report(result, as_json)
 
 
 @app.command()
 def fetch(remote: Optional[str] = typer.Argument(None, help="Remote name (default: origin)."),
+          prune: bool = typer.Option(False, "--prune", "-p",
+                                     help="Delete refs/remotes/REMOTE/* the remote no longer has (audited)."),
           as_json: bool = JsonOpt) -> None:
     """Download a remote's new history; moves refs/remotes/REMOTE/*, never your branches."""
     with open_repo() as repo:
-        result = repo.fetch(remote, progress=progress())
+        result = repo.fetch(remote, prune=prune, progress=progress())
     _sync_report(result, as_json)
 
 

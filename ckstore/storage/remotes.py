@@ -113,6 +113,8 @@ def add(repo_dir: Path, name: str, url: str, *, endpoint_url: str | None = None,
                       check_partial(partial))
     with _lock(repo_dir):
         remotes = load(repo_dir)
+        if name in groups(repo_dir):
+            raise AlreadyExists(f"{name!r} already names a remote group", hint="see `ckstore remote list`")
         if name in remotes:
             raise AlreadyExists(f"remote {name!r} already exists ({remotes[name].url})",
                                 hint=f"remove it first with `ckstore remote remove {name}`")
@@ -171,3 +173,99 @@ def partial_remote(repo_dir: Path) -> RemoteSpec | None:
     partial = sorted((r for r in load(repo_dir).values() if r.partial is not None),
                      key=lambda r: r.name != "origin")
     return partial[0] if partial else None
+
+
+# ------------------------------------------------------------------------------------------------ groups
+GROUPS_FILE = "remote-groups.json"   # {"groups": {name: [member, ...]}, "min_replicas": N | null}
+
+
+def _load_groups(repo_dir: Path) -> dict:
+    path = repo_dir / GROUPS_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"groups": {}, "min_replicas": None}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path} is not readable JSON: {exc}", hint="fix or delete the file") from None
+    groups = raw.get("groups") if isinstance(raw, dict) else None
+    if not isinstance(groups, dict) or not all(isinstance(m, list) and all(isinstance(x, str) for x in m)
+                                               for m in groups.values()):
+        raise UsageError(f"{path} must hold {{\"groups\": {{NAME: [MEMBER, ...]}}}}")
+    n = raw.get("min_replicas")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise UsageError(f"{path}: min_replicas must be a whole number ≥ 1 or null")
+    return {"groups": {k: list(v) for k, v in groups.items()}, "min_replicas": n}
+
+
+def _save_groups(repo_dir: Path, data: dict) -> None:
+    (repo_dir / "tmp").mkdir(parents=True, exist_ok=True)
+    write_atomic(repo_dir / GROUPS_FILE, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
+                 repo_dir / "tmp")
+
+
+def groups(repo_dir: Path) -> dict[str, list[str]]:
+    """Every remote group by name, with its members in the order given."""
+    return _load_groups(repo_dir)["groups"]
+
+
+def min_replicas(repo_dir: Path) -> int | None:
+    """The configured minimum number of remotes that should hold each commit (None: not set)."""
+    return _load_groups(repo_dir)["min_replicas"]
+
+
+def add_group(repo_dir: Path, name: str, members: list[str]) -> list[str]:
+    """Record a group of known remotes (at least one, each once, no group in a group); the name must be free."""
+    check_remote_name(name)
+    if not members:
+        raise UsageError(f"group {name!r} needs at least one member", hint="e.g. `ckstore remote add-group "
+                                                                          "offsite origin backup`")
+    with _lock(repo_dir):
+        known = load(repo_dir)
+        data = _load_groups(repo_dir)
+        if name in known or name in data["groups"]:
+            raise AlreadyExists(f"{name!r} already names a remote or group",
+                                hint=f"remove it first with `ckstore remote remove {name}`")
+        if len(set(members)) != len(members):
+            raise UsageError(f"group {name!r} names a member twice")
+        for m in members:
+            if m in data["groups"]:
+                raise UsageError(f"{m!r} is a group: a group's members are remotes")
+            get_from(known, m)
+        data["groups"][name] = list(members)
+        _save_groups(repo_dir, data)
+    return list(members)
+
+
+def remove_group(repo_dir: Path, name: str) -> list[str]:
+    """Forget a group (its member remotes stay); UsageError if there is none of that name."""
+    with _lock(repo_dir):
+        data = _load_groups(repo_dir)
+        if name not in data["groups"]:
+            raise UsageError(f"no remote group named {name!r} (known: {', '.join(sorted(data['groups'])) or 'none'})")
+        members = data["groups"].pop(name)
+        _save_groups(repo_dir, data)
+    return members
+
+
+def drop_member(repo_dir: Path, remote: str) -> list[str]:
+    """Take a removed remote out of every group; returns the groups it was in (a group left empty goes too)."""
+    with _lock(repo_dir):
+        data = _load_groups(repo_dir)
+        hit = [g for g, m in data["groups"].items() if remote in m]
+        for g in hit:
+            data["groups"][g] = [m for m in data["groups"][g] if m != remote]
+            if not data["groups"][g]:
+                del data["groups"][g]
+        if hit:
+            _save_groups(repo_dir, data)
+    return hit
+
+
+def set_min_replicas(repo_dir: Path, n: int | None) -> None:
+    """Set (or, with None, clear) the minimum number of remotes that should hold each commit."""
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise UsageError(f"min replicas must be a whole number ≥ 1, not {n!r}")
+    with _lock(repo_dir):
+        data = _load_groups(repo_dir)
+        data["min_replicas"] = n
+        _save_groups(repo_dir, data)

@@ -12,6 +12,7 @@ from ..model.refnames import HEADS, TAGS
 from ..results import FsckReport, Problem
 from ..storage import remotes
 from ..storage.packs import PackFormatError, parse_idx, read_pack_entries
+from .remote_view import ARCHIVE, fetch_record
 from .session import Session, io_pool, obj_key, open_spec, pack_key, remote_refs, verified_object
 
 _PACK_SUFFIX = ".idx"
@@ -27,6 +28,7 @@ def check_remote(repo: Repository, name: str, *, read_data: bool, progress: Prog
     try:
         refs = {HEADS + n: oid for n, oid in remote_refs(remote, io, HEADS, warnings).items()}
         refs.update({TAGS + n: oid for n, oid in remote_refs(remote, io, TAGS, warnings).items()})
+        refs.update({ARCHIVE + n: oid for n, oid in remote_refs(remote, io, ARCHIVE, warnings).items()})
         for w in warnings:
             report.problems.append(Problem("ref", "", w))
         report.refs = len(refs)
@@ -55,7 +57,7 @@ def _check_packs(remote: Session, read_data: bool, report: FsckReport, progress:
             continue
         report.chunks += len(entries)
         if read_data:
-            problem = _check_pack_data(remote, pack_id, entries)
+            problem = check_pack_data(remote, pack_id, entries)
             if problem:
                 report.problems.append(Problem("pack", label, problem))
                 progress.advance(1)
@@ -66,15 +68,19 @@ def _check_packs(remote: Session, read_data: bool, report: FsckReport, progress:
     return chunks
 
 
-def _check_pack_data(remote: Session, pack_id: bytes, entries: list) -> str | None:
-    try:
-        data = remote.get(pack_key(pack_id))
-    except CkstoreError as exc:
-        return f"unreadable: {exc}"
+def check_pack_data(remote: Session, pack_id: bytes, entries: list | None, *, data: bytes | None = None
+                    ) -> str | None:
+    """What is wrong with a remote pack (its bytes, or `data` already read): not hashing to its name, a damaged
+    trailer, a trailer that disagrees with `entries` (its .idx; None: not compared); None when it is sound."""
+    if data is None:
+        try:
+            data = remote.get(pack_key(pack_id))
+        except CkstoreError as exc:
+            return f"unreadable: {exc}"
     if hash_bytes(data) != pack_id:
         return "content does not hash to its name"
     try:
-        if read_pack_entries(data) != entries:
+        if read_pack_entries(data) != entries and entries is not None:
             return ".idx does not match the pack trailer"
     except PackFormatError as exc:
         return str(exc)
@@ -111,6 +117,15 @@ def _check_history(remote: Session, refs: dict[str, bytes], chunks: set[bytes], 
             continue
         seen.add(oid)
         commit = get(oid)
+        if commit is None and oid not in refs.values():
+            try:
+                rec = fetch_record(remote, oid)
+            except CkstoreError as exc:
+                report.problems.append(Problem("object", oid.hex(), str(exc)))
+                continue
+            if rec is not None:  # dropped by retention: history goes on behind it
+                stack.extend(rec.parents)
+                continue
         if not isinstance(commit, Commit):
             report.problems.append(Problem("object", oid.hex(), "commit referenced by history is missing"))
             continue

@@ -19,7 +19,7 @@ from ..fs.fileio import write_atomic
 from ..model import codec
 from ..model.objects import Commit, Manifest, Tag, hash_bytes
 from ..model.progress import NoProgress, Progress
-from ..model.refnames import HEADS, TAGS, remote_ref
+from ..model.refnames import HEADS, REMOTES, TAGS, remote_ref
 from ..results import SyncResult
 from ..storage import remotes
 from ..storage.packs import Entry
@@ -27,6 +27,7 @@ from ..storage.refs import ANY
 from ..storage.remotes import RemoteSpec
 from ..transport.base import Transport
 from . import session
+from .remote_view import fetch_record
 from .select import manifest_chunks, topo_order
 from .session import (
     Session,
@@ -56,26 +57,29 @@ class _Fetched:
     head: str | None
 
 
-def fetch(repo: Repository, remote_name: str | None = None, *, progress: Progress | None = None,
-          transport: Transport | None = None) -> SyncResult:
-    """Download what the remote has and this repository lacks; move refs/remotes/<name>/*."""
+def fetch(repo: Repository, remote_name: str | None = None, *, prune: bool = False,
+          progress: Progress | None = None, transport: Transport | None = None) -> SyncResult:
+    """Download what the remote has and this repository lacks; move refs/remotes/<name>/* (`prune`: delete those
+    whose branch the remote no longer has, audited)."""
     spec = remotes.get(repo.dir, remote_name)
     remote = Session(transport or open_spec(spec, create=False), spec.name)
     try:
-        return fetch_with(repo, spec, remote, progress or NoProgress())[0]
+        return fetch_with(repo, spec, remote, progress or NoProgress(), prune=prune)[0]
     finally:
         if transport is None:
             remote.t.close()
 
 
 def fetch_with(repo: Repository, spec: RemoteSpec, remote: Session, progress: Progress,
-                action: str = "fetch") -> tuple[SyncResult, _Fetched]:
+                action: str = "fetch", prune: bool = False) -> tuple[SyncResult, _Fetched]:
     """Fetch over an open session, moving remote-tracking refs and adding new tags; returns the result and refs seen."""
     result = SyncResult(action, spec.name, remote.url)
     io = io_pool()
     try:
         with repo.writing(action):  # a gc sweeps nothing while fetched chunks and objects land
             fetched = _fetch(repo, remote, io, spec.partial, result, progress)
+            if prune:
+                _prune(repo, remote, fetched, result)
     finally:
         io.shutdown(wait=True)
         result.bytes_sent, result.bytes_received = remote.sent, remote.received
@@ -108,11 +112,32 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
     for oid in tags.values():
         expect.setdefault(oid, (Commit, Tag))
     frontier = list(expect)
+    tips = set(expect)
+    records: dict = {}   # dropped/<id> records of parents the remote no longer has
+
+    def get_or_record(oid: bytes) -> tuple[bytes, Any] | None:
+        data = remote.get_small(obj_key(oid), session.MAX_COMMIT + session.MAX_COMMIT // 128 + 4096)
+        if data is None:
+            return None
+        return data, verified_object(oid, data, remote.url, session.MAX_COMMIT)
+
     while frontier:
-        todo = [o for o in dict.fromkeys(frontier)
-                if o not in fetched and not store.has_object(o) and o not in repo.dropped]  # dropped here: not again
+        # a commit dropped here is not fetched again (unless a remote ref names it); one this repository holds
+        # never takes a record from the remote: a remote cannot make local data garbage
+        todo = [o for o in dict.fromkeys(frontier) if o not in fetched and o not in records
+                and not store.has_object(o) and (o not in repo.dropped or o in tips)]
         frontier = []
-        for oid, (data, obj) in zip(todo, io.map(get_object, todo)):
+        for oid, got in zip(todo, io.map(get_or_record, todo)):
+            if got is None:
+                rec = None if oid in tips else fetch_record(remote, oid)
+                if rec is None:
+                    raise missing_on("object", oid, remote.url)
+                records[oid] = rec
+                for p in rec.parents:
+                    expect.setdefault(p, (Commit,))
+                frontier += list(rec.parents)
+                continue
+            data, obj = got
             if not isinstance(obj, expect.get(oid, (Commit,))):
                 raise CorruptObject("object", oid.hex(), oid.hex(),
                                     detail=f"on {remote.url}: expected a commit or tag, found a {type(obj).__name__}")
@@ -151,6 +176,7 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
 
     for mid, (data, _) in manifests.items():
         write(mid, data)
+    repo.dropped.add(list(records.values()))   # before the commits whose stored parents they stand for
     for c in topo_order(commits, lambda o: fetched[o][1].parents):
         write(c, fetched[c][0])
     for oid, (data, obj) in fetched.items():
@@ -178,6 +204,19 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
             result.warnings.append(f"local tag {name} is {old.hex()[:12]}, the remote's is {oid.hex()[:12]}: "
                                    "kept the local one (tags never move)")
     return _Fetched(heads, tags, head)
+
+
+def _prune(repo: Repository, remote: Session, fetched: _Fetched, result: SyncResult) -> None:
+    """Delete the remote-tracking refs whose branch the remote no longer lists (audited `fetch-prune`); a branch
+    listed but unreadable is kept."""
+    listed = {k[len(HEADS):] for k in remote.list(HEADS.rstrip("/"))}
+    prefix = f"{REMOTES}{remote.name}/"
+    for ref, oid in repo.refs.list(prefix).items():
+        name = ref[len(prefix):]
+        if name in fetched.heads or name in listed:
+            continue
+        repo.refs.update(ref, None, oid, action="fetch-prune", message=remote.url)
+        result.refs.append({"ref": ref, "old": oid.hex(), "new": None, "status": "pruned", "forced": False})
 
 
 @dataclass

@@ -36,6 +36,8 @@ from ..storage.refs import ANY
 from ..transport import retry
 from ..transport.base import Transport
 from . import session
+from .remote_leases import RemoteLease
+from .remote_view import record_key
 from .select import manifest_chunks, topo_order
 from .session import (
     Session,
@@ -57,12 +59,21 @@ def push(repo: Repository, remote_name: str | None = None, branches: list[str] |
          tags: bool = False, force: bool = False, progress: Progress | None = None,
          transport: Transport | None = None) -> SyncResult:
     """Upload branches (and tags) to a remote, refusing a non-fast-forward unless `force`."""
+    return push_refs(repo, remote_name, _push_targets(repo, branches, all, tags), force=force, progress=progress,
+                     transport=transport)
+
+
+def push_refs(repo: Repository, remote_name: str | None, targets: dict[str, bytes], *, force: bool = False,
+              progress: Progress | None = None, transport: Transport | None = None,
+              action: str = "push") -> SyncResult:
+    """Upload these refs ({full ref name: id}) with their history and data, under a remote writer lease."""
     spec = remotes.get(repo.dir, remote_name)
     remote = Session(transport or open_spec(spec, create=True), spec.name)
-    result = SyncResult("push", spec.name, remote.url)
+    result = SyncResult(action, spec.name, remote.url)
     io = io_pool()
     try:
-        _push(repo, remote, io, result, _push_targets(repo, branches, all, tags), force, progress or NoProgress())
+        with RemoteLease(remote, action):  # a remote gc deletes nothing while this push may dedup against it
+            _push(repo, remote, io, result, targets, force, progress or NoProgress())
     finally:
         io.shutdown(wait=True)
         result.bytes_sent, result.bytes_received = remote.sent, remote.received
@@ -210,6 +221,8 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
         return remote.put_new(obj_key(oid), data)
 
     result.objects += sum(io.map(put_object, list(manifests)))
+    records = _records_to_push(repo, remote, order)     # a kept commit's dropped parents: history goes on there
+    list(io.map(lambda r: remote.put_new(record_key(r.oid), r.encode()), records))
     for c in order:
         result.objects += put_object(c)
     for ref, old, etag, new, new_commit, forced in plan:
@@ -235,6 +248,21 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
         first = head if head in targets else next((r for r in targets if r.startswith(HEADS)), None)
         if first:
             remote.put_new("HEAD", f"ref: {first}\n".encode())
+
+
+def _records_to_push(repo: Repository, remote: Session, commits: list[bytes]) -> list:
+    """The `dropped/` records of the dropped commits the stored parents of `commits` lead through, down to the
+    kept commits behind them; a dropped commit the remote still holds is left alone (its history goes on there)."""
+    out: dict[bytes, object] = {}
+    stack = [p for c in commits for p in repo.commit(c).parents if p in repo.dropped]
+    while stack:
+        p = stack.pop()
+        if p in out or remote.exists(obj_key(p)):
+            continue
+        rec = repo.dropped.get(p)
+        out[p] = rec
+        stack.extend(q for q in rec.parents if q in repo.dropped)
+    return list(out.values())
 
 
 def _upload_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, ordered: list[bytes], locs: dict,
