@@ -118,3 +118,21 @@ def test_cli_archive_and_restore(tmp_path, capsys):
     assert code == 0 and json.loads(out)["commits"] == [v[0][0]]
     code, out, err = run(capsys, "-C", tmp_path / "a", "restore-archive", v[0][0])
     assert code != 0 and "is not archived" in err
+
+
+def test_cli_forget_and_gc_on_a_remote(tmp_path, capsys):
+    repo = new_repo(tmp_path / "a")
+    repo.remote_add("origin", str(tmp_path / "r"))
+    v = []
+    for i in range(3):
+        v += commit_n(repo, Series(tmp_path / f"src{i}", seed=i), 1)
+        repo.push()
+    repo.close()
+    code, out, err = run(capsys, "-C", tmp_path / "a", "forget", "--remote", "origin", "--keep-last", "1")
+    assert code == 0, err
+    code, out, err = run(capsys, "-C", tmp_path / "a", "gc", "--remote", "origin", "--now", "--json")
+    assert code == 0, err
+    assert json.loads(out)["packs_swept"] == 2
+    with ckstore.clone(str(tmp_path / "r"), tmp_path / "b") as c:
+        assert [x.id for x in c.log()] == [v[2][0]]
+        assert c.fsck(remote="origin", read_data=True).ok
