@@ -19,7 +19,7 @@ from ..model import graph
 from ..model.refnames import HEADS, REMOTES, TAGS, short
 from ..results import DuReport, DuRow
 from ..storage.config import MAX_DELTA_DEPTH
-from ..storage.packs import pack_path
+from ..storage.packs import ENTRY, pack_path
 from .gc import pack_entries
 from .reach import Reach, mark, roots
 from .repository import Repository
@@ -86,8 +86,9 @@ def stored_bytes(repo: Repository, reach: Reach) -> int:
     either kept or replaced by re-encoding its dependants, as `base_rule` decides."""
     rule = base_rule(repo, reach)
     locs = repo.store.index.get_many(list(reach.live_chunks))
-    total = sum(rule.reencode.get(c, loc.length) for c, loc in locs.items() if c in reach.chunks)
-    total += sum(locs[b].length for b in rule.keep if b in locs)
+    kept = [c for c in locs if c in reach.chunks] + [b for b in rule.keep if b in locs]
+    total = sum(rule.reencode.get(c, locs[c].length) for c in kept)
+    total += len(kept) * 2 * ENTRY.size  # each frame's entry in its pack's trailer and in the .idx
     return total + _object_bytes(repo, reach.objects)
 
 
