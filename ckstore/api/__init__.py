@@ -19,13 +19,13 @@ from ..engine.repair import repair
 from ..engine.repository import Repository, find_root
 from ..engine.restore import checkout as checkout_files
 from ..engine.restore import file_pieces, read_tensor, select
-from ..errors import UnknownRevision, UsageError
+from ..errors import QuerySyntaxError, UnknownRevision, UsageError
 from ..formats.statedict import unflatten
 from ..model import graph, metadata
 from ..model.diff import Diff
 from ..model.objects import Manifest
 from ..model.progress import NoProgress, Progress
-from ..model.query import compile_query, query_paths, record_paths, sort_key
+from ..model.query import compile_query, parse_path, query_paths, record_paths, sort_key
 from ..model.refnames import HEADS, TAGS
 from ..results import (
     AuditEntry,
@@ -44,13 +44,27 @@ from ..storage import remotes
 from ..storage.config import Config
 from ..storage.remotes import RemoteSpec
 from ..model.retention import Policy
+from .governance import Governance
 from .lifecycle import Lifecycle
 from .remote_lifecycle import RemoteLifecycle
 
-__all__ = ["Policy", "Repo", "clone", "default_clone_dir", "read_meta_file"]
+__all__ = ["Policy", "Repo", "clone", "default_clone_dir", "metric_value", "read_meta_file"]
 
 
-class Repo(Lifecycle, RemoteLifecycle):
+def metric_value(info: CommitInfo, name: str) -> Any:
+    """A commit's value for `name`: a metric ("val_loss") or a dotted path ("notes.eval.acc", "params.lr");
+    None when it has none."""
+    try:
+        path = parse_path(name) if "." in name else ("metrics", name)
+    except QuerySyntaxError:
+        path = ("metrics", name)
+    d: Any = info.to_dict()
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return info.metrics.get(name) if d is None else d  # a metric may have a dot in its name
+
+
+class Repo(Lifecycle, RemoteLifecycle, Governance):
     """A ckstore repository. Use as a context manager, or call `close()`. The lifecycle verbs (forget, gc, du)
     are in `api.lifecycle`, their remote side (gc_remote, forget_remote, archive, groups) in
     `api.remote_lifecycle`."""
@@ -108,7 +122,7 @@ class Repo(Lifecycle, RemoteLifecycle):
         commit = self.engine.commit(oid)
         history = self.engine.parents(oid)
         return CommitInfo(oid.hex(), commit, tuple((refs or {}).get(oid, ())),
-                          history if history != commit.parents else None)
+                          history if history != commit.parents else None, self.notes_view.of(oid))
 
     # -- writing --------------------------------------------------------------------------------------------------
 
@@ -198,8 +212,8 @@ class Repo(Lifecycle, RemoteLifecycle):
         """The ancestor of `rev` (itself included) with the lowest (`min`) or highest (`max`) finite metric."""
         if mode not in ("min", "max"):
             raise UsageError(f"mode must be 'min' or 'max', not {mode!r}")
-        scored = [(e.metrics[metric], e) for e in self.log(rev)
-                  if isinstance(e.metrics.get(metric), (int, float)) and math.isfinite(e.metrics[metric])]
+        scored = [(v, e) for e in self.log(rev) for v in [metric_value(e, metric)]
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
         if not scored:
             return None
         pick = min if mode == "min" else max
@@ -230,10 +244,11 @@ class Repo(Lifecycle, RemoteLifecycle):
         locs = engine.store.index.get_many(list(manifest.chunk_ids()))
         stored = sum(loc.length for loc in locs.values())
         parent_chunks: set[bytes] = set()
-        for p in info.commit.parents:
+        for p in engine.parents(oid):  # as history goes: a parent retention dropped may be gone
             parent_chunks |= engine.manifest_of(p).chunk_ids()
         new = sum(loc.length for c, loc in locs.items() if c not in parent_chunks)
-        return ShowInfo(info, manifest, manifest.logical_bytes(), stored, new)
+        return ShowInfo(info, manifest, manifest.logical_bytes(), stored, new, engine.describe(oid),
+                        engine.artifact_name(oid, info.to_dict()))
 
     def ls(self, rev: str = "HEAD") -> list[FileInfo]:
         """The files of `rev`: path, size and BLAKE3 hash."""

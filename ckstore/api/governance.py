@@ -6,11 +6,12 @@ from dataclasses import replace
 
 from ..engine import aliases as alias_rules
 from ..engine import notes as note_rules
+from ..engine import promote as promotion
 from ..engine.protect import FLAGS, check_move, full_pattern, rules
 from ..engine.repository import Repository
 from ..errors import RefConflict, UnknownRevision, UsageError
 from ..model.refnames import ALIASES
-from ..results import AliasInfo, AliasMoveInfo, NoteInfo, ProtectionInfo
+from ..results import AliasInfo, AliasMoveInfo, NoteInfo, PromotionResult, ProtectionInfo
 
 
 class Governance:
@@ -90,6 +91,64 @@ class Governance:
         if self._holder(current) != self.engine.resolve(expected):
             raise RefConflict(ALIASES + name, expected, self._holder(current).hex() if current else None)
         return {"expected": current}
+
+    # -- promotion ------------------------------------------------------------------------------------------------
+
+    def promote(self, rev: str, to: str, reason: str, *, checks: list[str] | None = None,
+                gates: list[str] | None = None, dry_run: bool = False,
+                timeout: float = promotion.HOOK_TIMEOUT) -> PromotionResult:
+        """Move alias `to` to `rev` only if every check (`verify`, hooks from the config) and gate (e.g.
+        'metrics.val_loss <= current.metrics.val_loss') passes; the evidence is noted on `rev` either way."""
+        plan = promotion.Plan(list(checks or []), list(gates or []))
+        return promotion.promote(self.engine, rev, to, reason, plan, dry_run=dry_run, timeout=timeout,
+                                 records=lambda oid: self._info(oid).to_dict())
+
+    def rollback(self, alias: str, reason: str, *, to: str | None = None, steps: int = 1, force: bool = False,
+                 dry_run: bool = False, timeout: float = promotion.HOOK_TIMEOUT) -> PromotionResult:
+        """Move `alias` back (`steps` holders back in its history, or `to` a revision), re-running the checks
+        of the target's last promotion to it (`verify` if none); `force` skips them (audited as forced)."""
+        target = promotion.rollback_target(self.engine, alias, to=to, steps=steps)
+        if force and not dry_run:
+            if not reason or not reason.strip():
+                raise UsageError("rollback needs a reason", hint="pass --reason TEXT")
+            return promotion.force_move(self.engine, alias, target, reason, "rollback")
+        plan = promotion.Plan(promotion.last_checks(self.engine, self.notes_view.entries(target), alias))
+        return promotion.promote(self.engine, target.hex(), alias, reason, plan, dry_run=dry_run, action="rollback",
+                                 timeout=timeout, records=lambda oid: self._info(oid).to_dict())
+
+    # -- names --------------------------------------------------------------------------------------------------
+
+    def describe(self, rev: str = "HEAD") -> str:
+        """`champion-3-g1a2b3c4`: the nearest alias or tag behind `rev`, the distance and the id (usable as a
+        revision)."""
+        return self.engine.describe(self.engine.resolve(rev))
+
+    def set_name_template(self, template: str | None) -> None:
+        """Set (None: remove) the artifact name template, e.g. "{model}-{branch}-v{n}-{phase}-{kind}": fields are
+        branch, n (the branch version), id, step, or metadata keys (extra, data, params, metrics; or dotted)."""
+        from ..model.naming import template_fields
+        cfg = self.engine.config
+        rest = {k: v for k, v in cfg.governance.items() if k != "name_template"}
+        if template is not None:
+            template_fields(template)
+            rest["name_template"] = template
+        self._save_config(replace(cfg, governance=rest))
+
+    def parse_name(self, name: str) -> dict:
+        """The fields of an artifact name (or a describe name), and the commit it names."""
+        from ..model.naming import parse, parse_described
+        template = self.engine.config.governance.get("name_template")
+        described = parse_described(name)
+        fields: dict | None = ({"name": described[0], "distance": described[1], "id": described[2]}
+                               if described else parse(template, name) if template else None)
+        if fields is None:
+            raise UsageError(f"{name!r} is not a describe name" + (f" nor a name of the template {template!r}"
+                                                                  if template else " (no name template is set)"))
+        try:
+            fields["commit"] = self.engine.resolve(name).hex()
+        except UnknownRevision as exc:
+            fields["commit"], fields["error"] = None, str(exc)
+        return fields
 
     # -- protection -----------------------------------------------------------------------------------------------
 

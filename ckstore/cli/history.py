@@ -135,7 +135,8 @@ def best(metric: str = typer.Argument(..., help="Metric name, e.g. val_loss."),
         raise typer.Exit(1)
     if as_json:
         return emit(found)
-    typer.echo(f"{found.id[:12]} {metric}={found.metrics[metric]:.6g} {found.message}")
+    from ..api import metric_value
+    typer.echo(f"{found.id[:12]} {metric}={metric_value(found, metric):.6g} {found.message}")
 
 
 @app.command()

@@ -83,6 +83,9 @@ def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None
             out.print(f"{pad}Step:   {e.step}")
         if metrics:
             out.print(f"{pad}Metrics: {escape(metrics)}")
+        for ns, data in sorted(e.notes.items()):
+            shown = "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(data.items()))
+            out.print(f"{pad}Notes:  {escape(f'[{ns}] {shown}')}")
         out.print(f"{pad}\n{pad}    {escape(e.message)}\n{pad}")
 
 
@@ -90,6 +93,7 @@ def render_show(info: ShowInfo) -> None:
     """Print a commit's log entry, metadata, files, first 200 tensors, and logical/stored/new byte counts."""
     c = info.commit
     render_log([c], oneline=False, graph=False)
+    out.print(f"Describe: {escape(info.describe)}" + (f"   Name: {escape(info.name)}" if info.name else ""))
     for section in (s for s in SECTIONS if s != "metrics"):  # metrics are shown in the log lines
         value = getattr(c.commit, section)
         if value:

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import (AlreadyExists, AmbiguousRevision, IncompleteClone, MissingObject, NotARepository,
+from ..errors import (AlreadyExists, AmbiguousRevision, CkstoreError, IncompleteClone, MissingObject, NotARepository,
                       UnknownRevision, UsageError)
-from ..model import revisions
+from ..model import naming, revisions
 from ..model.metadata import check_schema_spec
 from ..model.objects import AliasMove, Commit, FileRecipe, Manifest, Tag, TensorEntry, is_hex
 from ..model.progress import NoProgress, Progress
-from ..model.refnames import ALIASES, HEADS, NOTES, candidates, short
+from ..model.refnames import ALIASES, HEADS, NOTES, TAGS, candidates, short
 from ..storage.config import Config
 from ..storage.records import archived_set, dropped_set
 from ..storage.leases import Leases
@@ -284,6 +284,69 @@ class Repository:
             raise UnknownRevision(f"{branch}@v{n} ({oid.hex()[:12]}) was dropped by retention")
         return oid
 
+    # -- names people can parse ----------------------------------------------------------------------------------
+
+    def describe(self, oid: bytes) -> str:
+        """`champion-3-g1a2b3c4`: the nearest alias or tag behind `oid` (aliases first), how far, and the id."""
+        named: dict[bytes, list[str]] = {}
+        for ref, target in self.commit_refs().items():
+            if ref.startswith((ALIASES, TAGS)):
+                named.setdefault(target, []).append(ref)
+        frontier, seen, distance = [oid], {oid}, 0
+        while frontier:
+            hits = sorted((not r.startswith(ALIASES), r) for c in frontier for r in named.get(c, ()))
+            if hits:
+                ref = hits[0][1]
+                return naming.describe_name(ref.removeprefix(ALIASES).removeprefix(TAGS), distance, oid)
+            nxt = []
+            for c in frontier:
+                for p in self.parents(c):
+                    if p not in seen:
+                        seen.add(p)
+                        nxt.append(p)
+            frontier, distance = nxt, distance + 1
+        return naming.describe_name(None, 0, oid)
+
+    def version_of(self, oid: bytes) -> tuple[str, int] | None:
+        """(branch, N) such that `branch@vN` is `oid`: HEAD's branch first, then the others by name."""
+        try:
+            head = self.head_branch()
+        except CkstoreError:
+            head = None
+        branches = sorted(self.refs.list(HEADS), key=lambda r: (r.removeprefix(HEADS) != head, r))
+        for ref in branches:
+            chain = self.first_parent_chain(self.refs.read(ref))
+            if oid in chain:
+                return ref.removeprefix(HEADS), chain.index(oid) + 1
+        return None
+
+    def artifact_name(self, oid: bytes, record: dict) -> str | None:
+        """The commit's name under the config's `governance.name_template` (None without one, or when a field is
+        missing); `record` is the commit as CommitInfo.to_dict gives it."""
+        template = self.config.governance.get("name_template")
+        if not template:
+            return None
+        at = self.version_of(oid)
+        builtin = {"id": oid.hex()[:8], "step": record.get("step")}
+        if at:
+            builtin.update(branch=at[0], n=at[1])
+        return naming.render(template, builtin, record)
+
+    def _named(self, name: str) -> bytes | None:
+        """A describe name or an artifact name, resolved (None when `name` is neither)."""
+        described = naming.parse_described(name)
+        if described is not None:
+            oid = self._by_prefix(described[2])
+            if self.describe(oid) == name:
+                return oid
+            raise UnknownRevision(f"{name!r}: {described[2]} is {self.describe(oid)!r} now")
+        template = self.config.governance.get("name_template")
+        fields = naming.parse(template, name) if template else None
+        if fields and fields.get("branch") and (fields.get("n") or "").isdigit():
+            oid = self.version(fields["branch"], int(fields["n"]))
+            return oid
+        return None
+
     def _base(self, name: str) -> bytes:
         if name == "HEAD" or (name == "latest" and self.refs.read(ALIASES + "latest") is None):
             head = self.refs.head()
@@ -303,6 +366,9 @@ class Repository:
                 return self.peel(oid)
         if is_hex(low) and 4 <= len(low) < 64:
             return self._by_prefix(low)
+        named = self._named(name)
+        if named is not None:
+            return named
         raise UnknownRevision(f"unknown revision {name!r}")
 
     def _by_prefix(self, prefix: str) -> bytes:

@@ -10,9 +10,9 @@ from ..model.diff import Diff
 from ..model.metadata import META_SECTIONS
 from ..model.objects import Commit, Manifest
 from ..model.progress import human_bytes
-from .governance import AliasInfo, AliasMoveInfo, NoteInfo, ProtectionInfo
+from .governance import AliasInfo, AliasMoveInfo, CheckResult, NoteInfo, PromotionResult, ProtectionInfo
 
-__all__ = ["AliasInfo", "AliasMoveInfo", "NoteInfo", "ProtectionInfo", "AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
+__all__ = ["AliasInfo", "AliasMoveInfo", "CheckResult", "NoteInfo", "PromotionResult", "ProtectionInfo", "AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
            "ForgetResult", "FsckReport", "GcResult", "Kept", "Problem", "RepairResult", "ResetResult", "ShowInfo",
            "SyncResult", "TagInfo", "json_safe"]
 
@@ -91,11 +91,13 @@ class ShowInfo:
     logical_bytes: int   # the files' sizes
     stored_bytes: int    # the stored frames of every chunk the commit uses
     new_bytes: int       # the stored frames of chunks no parent uses
+    describe: str = ""   # nearest alias or tag, distance, id (`ckstore describe`)
+    name: str | None = None  # the artifact name under the config's name template
 
     def to_dict(self) -> dict:
         """The commit, its files and tensors, and its storage figures as JSON-ready data."""
         return {**self.commit.to_dict(), "logical_bytes": self.logical_bytes, "stored_bytes": self.stored_bytes,
-                "new_bytes": self.new_bytes,
+                "new_bytes": self.new_bytes, "describe": self.describe, "name": self.name,
                 "files": [{"path": f.path, "size": f.size, "hash": f.hash.hex()} for f in self.manifest.files],
                 "tensors": [{"name": t.name, "file": t.file, "dtype": t.dtype, "shape": list(t.shape),
                              "nbytes": t.nbytes, "chunks": len(t.chunks), "stats": t.stats}

@@ -77,3 +77,37 @@ class ProtectionInfo:
     def to_dict(self) -> dict:
         """JSON-ready data."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of a promotion: its name, verdict, what it said (an output tail) and how long it took."""
+
+    name: str
+    passed: bool
+    detail: str
+    seconds: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return asdict(self)
+
+
+@dataclass
+class PromotionResult:
+    """A promotion or rollback: the alias, the candidate, the holder before, every check, and whether it moved."""
+
+    alias: str
+    candidate: str
+    current: str | None
+    checks: list[CheckResult] = field(default_factory=list)
+    passed: bool = False
+    moved: bool = False
+    dry_run: bool = False
+    action: str = "promote"
+    reason: str = ""
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {**asdict(self), "checks": [c.to_dict() for c in self.checks]}
