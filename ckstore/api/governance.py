@@ -11,7 +11,7 @@ from ..engine.protect import FLAGS, check_move, full_pattern, rules
 from ..engine.repository import Repository
 from ..errors import RefConflict, UnknownRevision, UsageError
 from ..model.refnames import ALIASES
-from ..results import AliasInfo, AliasMoveInfo, NoteInfo, PromotionResult, ProtectionInfo
+from ..results import AliasInfo, AliasMoveInfo, MergeResult, NoteInfo, PromotionResult, ProtectionInfo
 
 
 class Governance:
@@ -115,6 +115,16 @@ class Governance:
         plan = promotion.Plan(promotion.last_checks(self.engine, self.notes_view.entries(target), alias))
         return promotion.promote(self.engine, target.hex(), alias, reason, plan, dry_run=dry_run, action="rollback",
                                  timeout=timeout, records=lambda oid: self._info(oid).to_dict())
+
+    # -- merge --------------------------------------------------------------------------------------------------
+
+    def merge(self, other: str, *, take: str = "ours", message: str | None = None,
+              branch: str | None = None) -> MergeResult:
+        """Join `other` into `branch` (default HEAD's) with a two-parent commit whose checkpoint comes from
+        `take` ("ours", "theirs" or a revision); fast-forwards when the branch is behind."""
+        from ..engine.history import merge
+        oid, commit, status = merge(self.engine, other, take=take, message=message, branch=branch)
+        return MergeResult(status, oid.hex(), self._info(oid) if commit is not None else None)
 
     # -- names --------------------------------------------------------------------------------------------------
 

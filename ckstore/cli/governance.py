@@ -236,3 +236,17 @@ def name_template(template: Optional[str] = typer.Argument(None, help='e.g. "{mo
         if remove or template:
             repo.set_name_template(None if remove else template)
         typer.echo(repo.config.governance.get("name_template") or "(no name template)")
+
+
+@app.command()
+def merge(other: str = typer.Argument(..., help="The branch (or revision) to join in."),
+          message: Optional[str] = typer.Option(None, "-m", "--message", help="The merge commit's message."),
+          take: str = typer.Option("ours", "--take", metavar="ours|theirs|REV",
+                                   help="Whose checkpoint the merge commit holds."),
+          as_json: bool = JsonOpt) -> None:
+    """Join another line of history with a two-parent commit (a checkpoint cannot be blended: pick one)."""
+    with open_repo() as repo:
+        done = repo.merge(other, take=take, message=message)
+    if as_json:
+        return emit(done)
+    typer.echo(f"{done.status}: {done.id[:12]}" + (f" {done.commit.message}" if done.commit is not None else ""))

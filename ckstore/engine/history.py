@@ -242,3 +242,33 @@ def tag_message(repo: Repository, oid: bytes) -> str:
     """The message of an annotated tag object, "" for a lightweight tag."""
     obj: Any = repo.store.get_commit_or_object(oid)
     return obj.message if isinstance(obj, Tag) else ""
+
+
+def merge(repo: Repository, other: str, *, take: str = "ours", message: str | None = None,
+          branch: str | None = None) -> tuple[bytes, Commit | None, str]:
+    """Join `other` into `branch` (default HEAD's) with a two-parent commit whose checkpoint is the side `take`
+    names ("ours", "theirs", or any revision): (id, commit, status). A branch `other` already contains is
+    fast-forwarded (status "fast-forward", no new commit); one that contains `other` is "up-to-date"."""
+    ref = branch_ref(branch or repo.head_branch())
+    theirs = repo.resolve(other)
+    with repo.writing("merge"), repo.refs.locked(ref) as (current, set_ref):
+        if current is None:
+            raise UnknownRevision(f"branch {ref.removeprefix(HEADS)!r} has no commits to merge into")
+        status = graph.ff_status(current, theirs, repo.parents)
+        if status in ("same", "behind"):
+            return current, None, "up-to-date"
+        if status == "fast-forward" and take in ("ours", "theirs"):
+            check_move(repo, ref, current, theirs)
+            set_ref(theirs, "merge", f"fast-forward to {other}")
+            return theirs, None, "fast-forward"
+        source = {"ours": current, "theirs": theirs}.get(take) or repo.resolve(take)
+        base = repo.commit(source)
+        text = message or f"Merge {other} into {ref.removeprefix(HEADS)}" + (
+            f" (checkpoint of {take})" if take not in ("ours",) else "")
+        new = Commit(base.manifest, (current, theirs), whoami(), time.time(), text, base.step, base.metrics,
+                     base.params, base.data, base.seeds, base.env, {**base.extra, "merge_took": source.hex()})
+        oid = repo.store.put_object(new)
+        check_move(repo, ref, current, oid)
+        set_ref(oid, "merge", f"{other} ({theirs.hex()}), checkpoint of {source.hex()}")
+    repo.remember(oid, new)
+    return oid, new, "merged"

@@ -10,9 +10,10 @@ from ..model.diff import Diff
 from ..model.metadata import META_SECTIONS
 from ..model.objects import Commit, Manifest
 from ..model.progress import human_bytes
-from .governance import AliasInfo, AliasMoveInfo, CheckResult, NoteInfo, PromotionResult, ProtectionInfo
+from .governance import (AliasInfo, AliasMoveInfo, CheckResult, MergeResult, NoteInfo, PromotionResult,
+                         ProtectionInfo)
 
-__all__ = ["AliasInfo", "AliasMoveInfo", "CheckResult", "NoteInfo", "PromotionResult", "ProtectionInfo", "AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
+__all__ = ["AliasInfo", "AliasMoveInfo", "CheckResult", "MergeResult", "NoteInfo", "PromotionResult", "ProtectionInfo", "AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
            "ForgetResult", "FsckReport", "GcResult", "Kept", "Problem", "RepairResult", "ResetResult", "ShowInfo",
            "SyncResult", "TagInfo", "json_safe"]
 

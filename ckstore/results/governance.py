@@ -111,3 +111,17 @@ class PromotionResult:
     def to_dict(self) -> dict:
         """JSON-ready data."""
         return {**asdict(self), "checks": [c.to_dict() for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """A merge: "merged" (a new two-parent commit), "fast-forward" or "up-to-date", and the branch's new tip."""
+
+    status: str
+    id: str
+    commit: object | None = None  # the merge commit's CommitInfo when one was made
+
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"status": self.status, "id": self.id,
+                "commit": self.commit.to_dict() if self.commit is not None else None}

@@ -165,3 +165,25 @@ def test_protected_refs(repo):
         assert again.fsck().ok  # the rules are in the checksummed config
     with pytest.raises(UsageError, match="say what"):
         repo.protect("main")
+
+
+def test_merge_records_both_parents(repo, tmp_path):
+    rng = np.random.default_rng(7)
+    repo.branch("exp", "HEAD~1")
+    f = make_safetensors(tmp_path / "exp.safetensors", {"w": rng.standard_normal(5000).astype(np.float32)})
+    exp = repo.commit(f, "exp work", branch="exp", metrics={"val_loss": 0.3})
+    main = repo.resolve("main")
+    done = repo.merge("exp", take="theirs")
+    assert done.status == "merged" and done.commit.parents == [main, exp.id]
+    assert repo.manifest("HEAD") == repo.manifest("exp") and repo.show("HEAD").commit.metrics == {"val_loss": 0.3}
+    assert repo.merge("exp").status == "up-to-date"
+    assert {c.id for c in repo.log()} >= {main, exp.id}
+    repo.branch("behind", "HEAD~1")
+    repo.switch("behind")
+    assert repo.merge("main").status == "fast-forward" and repo.resolve("behind") == repo.resolve("main")
+    repo.switch("main")
+    repo.protect("main", ff_only=True)
+    repo.branch("side", "HEAD~2")
+    repo.commit(f, "side", branch="side")
+    merged = repo.merge("side")  # a merge keeps main's history: allowed under --ff-only
+    assert merged.status == "merged" and repo.fsck(read_data=True).ok
