@@ -138,6 +138,7 @@ class Repo(Lifecycle, RemoteLifecycle, Governance):
         done = history.commit(self.engine, src, message, record, branch=branch, tag=tag, author=author,
                               env=capture_env, progress=progress)
         m = done.manifest
+        self.sign(done.oid.hex(), "commit")
         self.auto_forget()  # a policy saved with --auto runs after every commit (gc frees the bytes)
         return CommitResult(CommitInfo(done.oid.hex(), done.commit), done.branch, len(m.files), len(m.tensors),
                             m.logical_bytes(), done.new_bytes)
@@ -145,6 +146,7 @@ class Repo(Lifecycle, RemoteLifecycle, Governance):
     def revert(self, rev: str, reason: str, *, branch: str | None = None) -> CommitResult:
         """A new commit on `branch` whose checkpoint is `rev`'s, recording why; history is kept, not rewritten."""
         oid, commit, on = history.revert(self.engine, rev, reason, branch=branch)
+        self.sign(oid.hex(), "commit")
         m = self.engine.manifest_of(oid)
         return CommitResult(CommitInfo(oid.hex(), commit), on, len(m.files), len(m.tensors), m.logical_bytes(), 0)
 
@@ -354,7 +356,9 @@ class Repo(Lifecycle, RemoteLifecycle, Governance):
 
     def tag(self, name: str, rev: str = "HEAD", *, message: str | None = None) -> str:
         """Tag `rev` as `name` (annotated with `message`); returns the commit id. Tags never move."""
-        return history.create_tag(self.engine, name, rev, message=message).hex()
+        oid = history.create_tag(self.engine, name, rev, message=message)
+        self.sign(self.engine.refs.read(TAGS + name).hex(), "tag")
+        return oid.hex()
 
     def delete_tag(self, name: str) -> str:
         """Delete a tag; returns the id it named (the audit log keeps it too)."""
@@ -433,7 +437,12 @@ class Repo(Lifecycle, RemoteLifecycle, Governance):
             return check_remote(self.engine, remote, read_data=read_data, progress=progress or NoProgress())
         if reindex:
             self.engine.store.reindex()
-        return check(self.engine, read_data=read_data, progress=progress or NoProgress())
+        report = check(self.engine, read_data=read_data, progress=progress or NoProgress())
+        if self.engine.config.governance.get("allowed_signers") or self.engine.refs.audit.signer:
+            from ..results import Problem
+            chain = set(self.engine.refs.audit.verify())  # fsck lists these already
+            report.problems += [Problem("signature", "", p) for p in self.verify_signatures() if p not in chain]
+        return report
 
     def repair(self, *, source: str | None = None, progress: Progress | None = None) -> RepairResult:
         """Repair the repository: rebuild its caches, move damaged packs and objects to `.ckstore/quarantine/`

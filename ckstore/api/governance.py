@@ -7,10 +7,12 @@ from dataclasses import replace
 from ..engine import aliases as alias_rules
 from ..engine import notes as note_rules
 from ..engine import promote as promotion
+from ..engine import signatures
 from ..engine.protect import FLAGS, check_move, full_pattern, rules
 from ..engine.repository import Repository
 from ..errors import RefConflict, UnknownRevision, UsageError
 from ..model.refnames import ALIASES
+from ..storage.signing import signer_from
 from ..results import AliasInfo, AliasMoveInfo, MergeResult, NoteInfo, PromotionResult, ProtectionInfo
 
 
@@ -59,6 +61,7 @@ class Governance:
         guard = lambda old, new: check_move(self.engine, ref, old, new)  # noqa: E731
         oid, move = alias_rules.move_alias(self.engine, name, rev, reason, guard=guard,
                                            **self._expected(name, expected))
+        self.sign(oid.hex(), "alias")
         return AliasMoveInfo.of(oid, move, self._holder(move.previous))
 
     def alias_delete(self, name: str, reason: str) -> AliasMoveInfo:
@@ -66,6 +69,7 @@ class Governance:
         ref = ALIASES + name
         oid, move = alias_rules.move_alias(self.engine, name, None, reason, action="delete",
                                            guard=lambda old, new: check_move(self.engine, ref, old, new))
+        self.sign(oid.hex(), "alias")
         return AliasMoveInfo.of(oid, move, self._holder(move.previous))
 
     def aliases(self) -> list[AliasInfo]:
@@ -100,8 +104,13 @@ class Governance:
         """Move alias `to` to `rev` only if every check (`verify`, hooks from the config) and gate (e.g.
         'metrics.val_loss <= current.metrics.val_loss') passes; the evidence is noted on `rev` either way."""
         plan = promotion.Plan(list(checks or []), list(gates or []))
-        return promotion.promote(self.engine, rev, to, reason, plan, dry_run=dry_run, timeout=timeout,
-                                 records=lambda oid: self._info(oid).to_dict())
+        return self._signed_move(promotion.promote(self.engine, rev, to, reason, plan, dry_run=dry_run,
+                                                   timeout=timeout, records=lambda oid: self._info(oid).to_dict()))
+
+    def _signed_move(self, result: PromotionResult) -> PromotionResult:
+        if result.moved:
+            self.sign(self.engine.refs.read(ALIASES + result.alias).hex(), "alias")
+        return result
 
     def rollback(self, alias: str, reason: str, *, to: str | None = None, steps: int = 1, force: bool = False,
                  dry_run: bool = False, timeout: float = promotion.HOOK_TIMEOUT) -> PromotionResult:
@@ -111,10 +120,11 @@ class Governance:
         if force and not dry_run:
             if not reason or not reason.strip():
                 raise UsageError("rollback needs a reason", hint="pass --reason TEXT")
-            return promotion.force_move(self.engine, alias, target, reason, "rollback")
+            return self._signed_move(promotion.force_move(self.engine, alias, target, reason, "rollback"))
         plan = promotion.Plan(promotion.last_checks(self.engine, self.notes_view.entries(target), alias))
-        return promotion.promote(self.engine, target.hex(), alias, reason, plan, dry_run=dry_run, action="rollback",
-                                 timeout=timeout, records=lambda oid: self._info(oid).to_dict())
+        return self._signed_move(promotion.promote(self.engine, target.hex(), alias, reason, plan, dry_run=dry_run,
+                                                   action="rollback", timeout=timeout,
+                                                   records=lambda oid: self._info(oid).to_dict()))
 
     # -- merge --------------------------------------------------------------------------------------------------
 
@@ -124,7 +134,38 @@ class Governance:
         `take` ("ours", "theirs" or a revision); fast-forwards when the branch is behind."""
         from ..engine.history import merge
         oid, commit, status = merge(self.engine, other, take=take, message=message, branch=branch)
+        if commit is not None:
+            self.sign(oid.hex(), "commit")
         return MergeResult(status, oid.hex(), self._info(oid) if commit is not None else None)
+
+    # -- signatures -------------------------------------------------------------------------------------------
+
+    def sign(self, oid: str, kind: str) -> bool:
+        """Sign an object (commit, tag, alias move) when a signing key is configured; True if it was."""
+        return signatures.sign_object(self.engine, bytes.fromhex(oid), kind)
+
+    def verify_signatures(self) -> list[str]:
+        """Problems with the audit chain and every signature (against governance.allowed_signers); with
+        governance.require_signatures, every unsigned commit and entry too. Empty: all verified."""
+        return signatures.check(self.engine, self.notes_view)
+
+    def audit_problems(self) -> list[str]:
+        """Problems of the audit log's hash chain alone (what `audit` warns about before showing it)."""
+        return self.engine.refs.audit.verify()
+
+    def configure_signing(self, *, key: str | None = None, signer: str | None = None,
+                          allowed_signers: str | None = None, require: bool | None = None) -> dict:
+        """Set the SSH key to sign with, the principal, the allowed signers file and whether unsigned commits and
+        entries are problems; returns the signing settings."""
+        cfg = self.engine.config
+        gov = dict(cfg.governance)
+        for k, v in (("signing_key", key), ("signer", signer), ("allowed_signers", allowed_signers),
+                     ("require_signatures", require)):
+            if v is not None:
+                gov[k] = v
+        self._save_config(replace(cfg, governance=gov))
+        self.engine.refs.audit.signer = signer_from(gov, self.engine.root)
+        return {k: gov.get(k) for k in ("signing_key", "signer", "allowed_signers", "require_signatures")}
 
     # -- names --------------------------------------------------------------------------------------------------
 

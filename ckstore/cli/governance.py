@@ -250,3 +250,17 @@ def merge(other: str = typer.Argument(..., help="The branch (or revision) to joi
     if as_json:
         return emit(done)
     typer.echo(f"{done.status}: {done.id[:12]}" + (f" {done.commit.message}" if done.commit is not None else ""))
+
+
+@app.command()
+def signing(key: Optional[str] = typer.Option(None, "--key", help="SSH private key to sign with."),
+            signer: Optional[str] = typer.Option(None, "--signer", help="The principal to sign as (an e-mail)."),
+            allowed_signers: Optional[str] = typer.Option(None, "--allowed-signers", metavar="FILE",
+                                                          help="Who may sign: 'PRINCIPAL KEYTYPE KEY' lines."),
+            require: Optional[bool] = typer.Option(None, "--require/--no-require",
+                                                   help="Unsigned commits and audit entries are problems.")) -> None:
+    """Sign commits, tags, alias moves and audit entries with an SSH key (ssh-keygen -Y), and verify them."""
+    with open_repo() as repo:
+        settings = repo.configure_signing(key=key, signer=signer, allowed_signers=allowed_signers, require=require)
+    for k, v in settings.items():
+        typer.echo(f"{k}: {v if v is not None else '-'}")

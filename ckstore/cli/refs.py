@@ -63,11 +63,21 @@ def tag(name: Optional[str] = typer.Argument(None, help="Tag to create."),
 
 
 @app.command()
-def audit(as_json: bool = JsonOpt) -> None:
-    """Show the audit log of ref changes: who, when, old, new, why."""
+def audit(verify: bool = typer.Option(False, "--verify", help="Check the chain and every signature; exit 1 on "
+                                                              "any problem."),
+          as_json: bool = JsonOpt) -> None:
+    """Show the audit log of ref changes: who, when, old, new, why (a broken chain is always warned about)."""
     with open_repo() as repo:
         entries = repo.audit()
+        problems = repo.verify_signatures() if verify else repo.audit_problems()
+    for p in problems:
+        typer.echo(f"warning: {p}", err=True)
     if as_json:
-        return emit(entries)
-    from .render import render_audit
-    render_audit(entries)
+        emit(entries)
+    else:
+        from .render import render_audit
+        render_audit(entries)
+    if verify:
+        typer.echo(f"audit: {'verified' if not problems else f'{len(problems)} problems'}", err=True)
+        if problems:
+            raise typer.Exit(1)

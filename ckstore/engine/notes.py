@@ -33,7 +33,11 @@ def add_note(repo: Repository, rev: str, data: dict, *, ns: str = DEFAULT_NS, me
     if not data and not message:
         raise UsageError("a note needs data (key=value or --json FILE) or a message (-m)")
     metadata.check_encodable({"data": data, "message": message, "ns": ns}, "note")
-    target = repo.resolve(rev)
+    return note_on(repo, repo.resolve(rev), data, ns=ns, message=message)
+
+
+def note_on(repo: Repository, target: bytes, data: dict, *, ns: str, message: str = "") -> tuple[bytes, Note]:
+    """Attach `data` to the object `target` (a commit, or an alias move or tag a signature vouches for)."""
     ref = notes_ref(ns)
     with repo.writing("note"), repo.refs.locked(ref) as (current, set_ref):
         note = Note(target, ns, data, message, whoami(), time.time(), (current,) if current else ())

@@ -20,6 +20,7 @@ from ..storage.config import Config
 from ..storage.records import archived_set, dropped_set
 from ..storage.leases import Leases
 from ..storage.refs import RefStore
+from ..storage.signing import signer_from
 from ..storage.statcache import StatCache
 from ..storage.store import Store
 from .restore import select
@@ -90,6 +91,7 @@ class Repository:
             check_complete(self.dir)
         self.config = Config.load(self.dir / "config")
         self.refs = RefStore(self.dir)
+        self.refs.audit.signer = signer_from(self.config.governance, root)
         self.store = Store(self.dir)
         self.stat_cache = StatCache(self.store.index)
         self.dropped = dropped_set(self.dir)

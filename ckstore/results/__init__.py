@@ -176,14 +176,16 @@ class AuditEntry:
     message: str
     prev: str
     hash: str
+    sig: str | None = None     # an SSH signature over "ckstore audit SEQ HASH", when signing is configured
+    signer: str | None = None  # the principal who signed
 
     def body(self) -> dict:
-        """The entry without its own hash: what the hash covers."""
-        return {k: getattr(self, k) for k in self.__slots__ if k != "hash"}
+        """The entry without its own hash and signature: what the hash covers."""
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("hash", "sig", "signer")}
 
     def to_dict(self) -> dict:
         """JSON-ready data."""
-        return {k: getattr(self, k) for k in self.__slots__}
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("sig", "signer") or getattr(self, k)}
 
     def __getitem__(self, key: str) -> Any:  # entries were dicts before; keep `e["action"]` working
         return self.to_dict()[key]

@@ -16,6 +16,7 @@ from ..errors import DamagedRef
 from ..fs.fileio import fsync_dir, io_step, makedirs
 from ..fs.locks import file_lock
 from ..results import AuditEntry
+from .signing import Signer
 
 GENESIS = "0" * 64
 
@@ -32,6 +33,11 @@ def whoami() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def signed_text(seq: int, h: str) -> str:
+    """What an audit entry's signature covers: its place and its hash (which covers its body and the chain)."""
+    return f"ckstore audit {seq} {h}"
+
+
 def entry_hash(body: dict) -> str:
     """BLAKE3 of an entry's canonical JSON."""
     return blake3.blake3(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -43,6 +49,7 @@ class AuditLog:
     def __init__(self, path: Path, refs: Callable[[], dict[str, bytes]] | None = None) -> None:
         self.path = path
         self.refs = refs  # the repository's refs, to tell an unfinished append from a damaged entry
+        self.signer: Signer | None = None  # set from the config: every new entry is then signed
 
     def _last(self) -> tuple[int, str, int]:
         """(seq, hash) of the last complete entry, and where the log's complete lines end. Bytes after the last
@@ -79,8 +86,11 @@ class AuditLog:
             body = {"seq": seq + 1, "time": time.time(), "user": whoami(), "host": socket.gethostname(),
                     "pid": os.getpid(), "action": action, "ref": ref, "old": old.hex() if old else None,
                     "new": new.hex() if new else None, "message": message, "prev": prev}
-            entry = AuditEntry(**body, hash=entry_hash(body))
-            line = json.dumps({**body, "hash": entry.hash}, sort_keys=True, separators=(",", ":")) + "\n"
+            h = entry_hash(body)
+            signed = {"sig": self.signer.sign(signed_text(body["seq"], h)),
+                      "signer": self.signer.principal} if self.signer else {}
+            entry = AuditEntry(**body, hash=h, **signed)
+            line = json.dumps({**body, "hash": h, **signed}, sort_keys=True, separators=(",", ":")) + "\n"
             makedirs(self.path.parent)
             new = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -144,6 +154,8 @@ class AuditLog:
             try:
                 raw = json.loads(line)
                 h = raw.pop("hash")
+                raw.pop("sig", None)  # outside the hash: signatures are checked by verify_signatures
+                raw.pop("signer", None)
             except (ValueError, KeyError, AttributeError):
                 problems.append(f"audit log line {n}: not an entry")
                 continue
