@@ -35,6 +35,7 @@ def forget(keep_last: int = typer.Option(0, "--keep-last", metavar="N", help="Ke
            minimize: bool = typer.Option(False, "--min", help="Lower is better (the default)."),
            keep_tagged: bool = typer.Option(True, "--keep-tagged/--no-keep-tagged",
                                             help="Keep every tagged commit (on by default)."),
+           keep_noted: bool = typer.Option(False, "--keep-noted", help="Keep every commit with notes."),
            keep_ref: list[str] = typer.Option([], "--keep-ref", metavar="GLOB", help="Keep what refs matching GLOB "
                                               "name (e.g. 'release/*')."),
            group_by: str = typer.Option("branch", "--group-by", help="branch: rules per branch; none: one group."),
@@ -53,7 +54,7 @@ def forget(keep_last: int = typer.Option(0, "--keep-last", metavar="N", help="Ke
         raise UsageError("--auto is saved with the policy: add --save")
     given = Policy(keep_last, _seconds(keep_within, 0.0), keep_hourly, keep_daily, keep_weekly, keep_monthly,
                    keep_yearly, keep_best, metric, "max" if maximize else "min", keep_tagged, tuple(keep_ref),
-                   group_by)
+                   group_by, keep_noted)
     policy: Policy | None = None if given.empty and given == _unset(given) else given
     with open_repo() as repo:
         if remote:

@@ -12,10 +12,12 @@ from ..model.retention import Candidate, Policy, decide
 from ..results import ForgetResult, Kept
 from ..storage.records import Dropped
 from .accounting import stored_bytes
+from .notes import NotesView
 from .reach import mark, roots
 from .repository import Repository
 
 TAG_GROUP = "(tags)"
+SIGNATURES = "signatures"  # engine.signatures.NS (a signature is no reason to keep a commit)
 
 
 def candidates(repo: Repository) -> list[Candidate]:
@@ -38,12 +40,19 @@ def candidates(repo: Repository) -> list[Candidate]:
     for tip in tag_tips:
         for c in graph.ancestors(tip, repo.parents):
             groups.setdefault(c, [TAG_GROUP])
+    noted = _noted(repo)
     out = []
     for oid, group in groups.items():
         commit = repo.commit(oid)
         out.append(Candidate(oid, commit.time, dict(commit.metrics), tuple(group), tuple(names.get(oid, ())),
-                             tuple(tips.get(oid, ())), oid in tagged))
+                             tuple(tips.get(oid, ())), oid in tagged, noted=oid in noted))
     return out
+
+
+def _noted(repo: Repository) -> set[bytes]:
+    """Commits with notes in any namespace but signatures."""
+    view = NotesView(repo)
+    return {oid for oid in view.noted() if set(view.of(oid)) - {SIGNATURES}}
 
 
 def forget(repo: Repository, policy: Policy, *, dry_run: bool = False, now: float | None = None) -> ForgetResult:

@@ -3,7 +3,7 @@
 Rules are ORed, as restic's are: a commit is kept when any rule keeps it. Per group (a branch or remote-tracking
 branch, or one group of everything): the newest N, those within a duration, the newest of each of the last N
 hours/days/weeks/months/years, and the best K by a metric. Across groups: tagged commits (unless turned off) and
-those refs matching a glob name. The tip of every branch is always kept: the newest commit is what a resume needs
+those refs matching a glob name, and with --keep-noted those with notes. The tip of every branch is always kept: the newest commit is what a resume needs
 (a best-K rule alone would evict it, as users of other tools report), and deleting a branch is `branch -d`'s job.
 """
 
@@ -56,6 +56,7 @@ class Policy:
     keep_tagged: bool = True
     keep_refs: tuple[str, ...] = ()
     group_by: str = "branch"
+    keep_noted: bool = False
 
     def __post_init__(self) -> None:
         for name in ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
@@ -78,7 +79,7 @@ class Policy:
     @property
     def empty(self) -> bool:
         """No rule that keeps anything by itself (keep-tagged alone does not count)."""
-        return not (self.keep_last or self.keep_within or self.keep_best or self.keep_refs
+        return not (self.keep_last or self.keep_within or self.keep_best or self.keep_refs or self.keep_noted
                     or any(getattr(self, f"keep_{c}") for c in CALENDAR))
 
     def describe(self) -> str:
@@ -91,6 +92,8 @@ class Policy:
             parts.append(f"keep-best {self.keep_best} by {self.metric} ({self.mode})")
         parts += [f"keep-ref {g}" for g in self.keep_refs]
         parts.append("keep-tagged" if self.keep_tagged else "no-keep-tagged")
+        if self.keep_noted:
+            parts.append("keep-noted")
         if self.group_by != "branch":
             parts.append(f"group-by {self.group_by}")
         return ", ".join(parts)
@@ -134,6 +137,7 @@ class Candidate:
     tips: tuple[str, ...] = ()        # branches (local or remote-tracking) whose tip it is
     tagged: bool = False
     reasons: list[str] = field(default_factory=list)
+    noted: bool = False               # has notes (evaluations, reviews; signatures do not count)
 
 
 def _bucket(t: float, period: str) -> tuple:
@@ -177,6 +181,8 @@ def decide(candidates: list[Candidate], policy: Policy, now: float) -> list[Cand
     for c in cands:
         if c.tagged and policy.keep_tagged:
             c.reasons.append(TAGGED)
+        if c.noted and policy.keep_noted:
+            c.reasons.append("noted")
         for g in policy.keep_refs:
             hit = [r for r in c.refs if fnmatch.fnmatchcase(r, g)]
             if hit:

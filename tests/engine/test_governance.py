@@ -187,3 +187,9 @@ def test_merge_records_both_parents(repo, tmp_path):
     repo.commit(f, "side", branch="side")
     merged = repo.merge("side")  # a merge keeps main's history: allowed under --ff-only
     assert merged.status == "merged" and repo.fsck(read_data=True).ok
+
+
+def test_keep_noted_keeps_evaluated_commits(repo):
+    repo.note_add("HEAD~2", {"mmlu": 0.6}, ns="eval")
+    repo.forget(Policy(keep_last=1, keep_noted=True))
+    assert [c.message for c in repo.log()] == ["c3", "c1"]
