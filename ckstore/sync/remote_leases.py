@@ -5,11 +5,12 @@
 
 Both sides write first and read second:
 
-  pusher: create its lease (if-absent), then read `locks/gc`; if a live gc holds it, delete the lease and wait;
+  pusher: create its lease (if-absent), then read `locks/gc`; if a live gc holds it, release the lease and wait;
   gc:     create `locks/gc` (if-absent), then list the leases; while one is live, wait (or refuse).
 
 Whichever writes second sees the other's key (S3 and directories read their own and others' writes at once), so
-a gc never deletes while a push that may dedup against the remote's packs runs. A key is stale when its holder was
+a gc never deletes while a push that may dedup against the remote's packs runs. A pusher never deletes: it releases
+its lease by overwriting it with `"released": true`, and gc deletes released and stale leases. A key is stale when its holder was
 a process on this host that is gone, or when its time is older than LEASE_TTL (CKSTORE_REMOTE_LEASE_TTL, default
 600 s; holders renew every RENEW_EVERY). A stale `locks/gc` is taken over by compare-and-swap on its etag (one
 taker wins); stale leases are deleted by the gc that finds them. Times are the writers' clocks: hosts sharing a
@@ -50,9 +51,11 @@ class RemoteLeaseInfo:
         return f"{i.get('host', '?')} pid {i.get('pid', '?')} since {i.get('time', '?')} ({i.get('what', '?')})"
 
 
-def _body(what: str, ident: str) -> bytes:
-    return json.dumps({"host": HOST, "pid": os.getpid(), "time": time.time(), "what": what, "id": ident},
-                      sort_keys=True).encode()
+def _body(what: str, ident: str, released: bool = False) -> bytes:
+    body = {"host": HOST, "pid": os.getpid(), "time": time.time(), "what": what, "id": ident}
+    if released:
+        body["released"] = True
+    return json.dumps(body, sort_keys=True).encode()
 
 
 def _parse(data: bytes | None) -> dict | None:
@@ -72,6 +75,8 @@ def is_stale(info: dict | None, now: float | None = None) -> bool:
     An unreadable lease is not stale (nothing is deleted on a guess); its key is named so a person can remove it."""
     if info is None:
         return False
+    if info.get("released") is True:
+        return True
     now = time.time() if now is None else now
     if info.get("host") == HOST and isinstance(info.get("pid"), int) and not pid_alive(info["pid"]):
         return True
@@ -150,19 +155,22 @@ class RemoteLease:
                 self.key = key
                 self._renew = _Renewer(self.remote, key, self.what, ident)
                 return self
-            self.remote.r.delete(key)  # a gc is deciding what to delete: step aside until it is done
+            self._release(key, ident)  # a gc is deciding what to delete: step aside until it is done
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"a gc is running on the remote {self.remote.url} ({holder.owner})",
                                   hint="wait for it to finish and run the command again")
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
 
+    def _release(self, key: str, ident: str) -> None:
+        self.remote.r.put(key, _body(self.what, ident, released=True))
+
     def __exit__(self, *exc: object) -> None:
         if self._renew is not None:
             self._renew.stop()
         if self.key is not None:
             try:
-                self.remote.r.delete(self.key)
+                self._release(self.key, self.key[len(LEASE_PREFIX):])
             except Exception:  # noqa: BLE001 - a lease left behind goes stale; the push's own error matters more
                 pass
             self.key = None

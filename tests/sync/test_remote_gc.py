@@ -229,3 +229,15 @@ def test_push_starting_while_gc_deletes_waits_and_reuploads(tmp_path, remote):
         assert out["r"].packs_swept > 0
         assert proc.wait(60) == 0, proc.stderr.read()
     _clone_checks(tmp_path, url, opts, expect)
+
+
+def test_a_push_releases_its_lease_without_deleting_and_gc_clears_it(tmp_path):
+    url = str(tmp_path / "remote")
+    repo, v = _setup(tmp_path, url, {}, n=1)
+    import json
+    leases = [k for k in transport(url, {}).list("locks")]
+    assert leases and all(json.loads(transport(url, {}).get(k))["released"] for k in leases)
+    repo.gc_remote("origin", dry_run=True)
+    assert list(transport(url, {}).list("locks")) == leases      # a dry run changes nothing
+    repo.gc_remote("origin")
+    assert list(transport(url, {}).list("locks")) == []
