@@ -162,7 +162,9 @@ class Store:
         known = self.index.known_packs()
         on_disk = self.pack_ids()
         new = []
-        for pack_id in on_disk - known:
+        # oldest first, so a chunk two packs hold is indexed where the newest put it: a repack cut short leaves old
+        # and new copies, and only the new frames are sure to decode together (their bases were rewritten too)
+        for pack_id in sorted(on_disk - known, key=self._pack_mtime):
             try:
                 pid, entries = parse_idx(pack_path(self.packs_dir, pack_id, ".idx").read_bytes())
             except (OSError, PackFormatError):
@@ -171,6 +173,12 @@ class Store:
                 new.append((pack_id, entries))
         self.index.add_packs(new)
         self.index.drop_packs(known - on_disk)
+
+    def _pack_mtime(self, pack_id: bytes) -> tuple[int, bytes]:
+        try:
+            return os.stat(pack_path(self.packs_dir, pack_id)).st_mtime_ns, pack_id
+        except OSError:
+            return 0, pack_id
 
     def reindex(self) -> int:
         """Rebuild the index from the packs' .idx files (a fresh environment: the old one may be damaged, and
