@@ -149,6 +149,12 @@ class Governance:
         governance.require_signatures, every unsigned commit and entry too. Empty: all verified."""
         return signatures.check(self.engine, self.notes_view)
 
+    def verify_audit_against(self, remote: str) -> list[str]:
+        """Problems of the local audit log against the heads `remote` recorded at each push (write-once): a log
+        cut or rewritten below one of them is named."""
+        from ..sync.governance import on_remote, verify_anchors
+        return on_remote(self.engine, remote, lambda r: verify_anchors(self.engine, r))
+
     def audit_problems(self) -> list[str]:
         """Problems of the audit log's hash chain alone (what `audit` warns about before showing it)."""
         return self.engine.refs.audit.verify()
@@ -204,14 +210,20 @@ class Governance:
     # -- protection -----------------------------------------------------------------------------------------------
 
     def protect(self, ref: str, *, no_delete: bool = False, ff_only: bool = False,
-                require_checks: bool = False) -> ProtectionInfo:
+                require_checks: bool = False, remote: str | None = None) -> ProtectionInfo:
         """Protect `ref` (a bare name is a branch; globs allowed): refuse deletes, non-fast-forward moves or
-        unchecked moves, locally and on push."""
+        unchecked moves, locally and on push. With `remote`, the rule goes into that remote's config, where it
+        binds every pusher."""
         if not (no_delete or ff_only or require_checks):
             raise UsageError("say what to protect against: --no-delete, --ff-only, --require-checks")
         pattern = full_pattern(ref)
         cfg = self.engine.config
         flags = {f: v for f, v in zip(FLAGS, (no_delete, ff_only, require_checks)) if v}
+        if remote is not None:
+            from ..sync.governance import on_remote, set_remote_protect
+            on_remote(self.engine, remote, lambda r: set_remote_protect(r, pattern, flags))
+            self.engine.refs.audit.append("protect", pattern, None, None, f"on {remote}: {', '.join(sorted(flags))}")
+            return ProtectionInfo(pattern, sorted(flags))
         self._save_config(replace(cfg, protect={**cfg.protect, pattern: flags}))
         self.engine.refs.audit.append("protect", pattern, None, None, ", ".join(sorted(flags)))
         return ProtectionInfo(pattern, sorted(flags))

@@ -130,6 +130,8 @@ def protect(ref: Optional[str] = typer.Argument(None, help="A ref or glob (a bar
             require_checks: bool = typer.Option(False, "--require-checks",
                                                 help="Moves only through `ckstore promote` with passing checks."),
             remove: bool = typer.Option(False, "--remove", help="Remove the rule for REF."),
+            remote: Optional[str] = typer.Option(None, "--remote", metavar="NAME",
+                                                 help="Put the rule in that remote's config: it binds every pusher."),
             as_json: bool = JsonOpt) -> None:
     """Protect refs: rules kept in the repository config, enforced by every command here and by push."""
     with open_repo() as repo:
@@ -137,7 +139,8 @@ def protect(ref: Optional[str] = typer.Argument(None, help="A ref or glob (a bar
             repo.unprotect(ref)
             return typer.echo(f"unprotected {ref}")
         if ref:
-            rule = repo.protect(ref, no_delete=no_delete, ff_only=ff_only, require_checks=require_checks)
+            rule = repo.protect(ref, no_delete=no_delete, ff_only=ff_only, require_checks=require_checks,
+                                remote=remote)
             return typer.echo(f"protected {rule.pattern}: {', '.join(rule.flags)}")
         rules = repo.protections()
     if as_json:

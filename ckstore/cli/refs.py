@@ -65,11 +65,15 @@ def tag(name: Optional[str] = typer.Argument(None, help="Tag to create."),
 @app.command()
 def audit(verify: bool = typer.Option(False, "--verify", help="Check the chain and every signature; exit 1 on "
                                                               "any problem."),
+          remote: list[str] = typer.Option([], "--remote", metavar="NAME",
+                                           help="With --verify: also against the audit heads NAME recorded."),
           as_json: bool = JsonOpt) -> None:
     """Show the audit log of ref changes: who, when, old, new, why (a broken chain is always warned about)."""
     with open_repo() as repo:
         entries = repo.audit()
         problems = repo.verify_signatures() if verify else repo.audit_problems()
+        for name in remote if verify else []:
+            problems += repo.verify_audit_against(name)
     for p in problems:
         typer.echo(f"warning: {p}", err=True)
     if as_json:

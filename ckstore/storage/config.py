@@ -21,6 +21,12 @@ def _checksum(body: dict) -> str:
     return blake3.blake3(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
+def with_checksum(raw: dict) -> dict:
+    """A config's raw table with its checksum recomputed (a remote's config edited by `protect --remote`)."""
+    body = {k: v for k, v in raw.items() if k != "check"}
+    return {**body, "check": _checksum(body)}
+
+
 @dataclass(frozen=True)
 class Config:
     """A repository's settings, as its config file records them."""

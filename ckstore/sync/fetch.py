@@ -26,7 +26,7 @@ from ..storage.packs import Entry
 from ..storage.refs import ANY
 from ..storage.remotes import RemoteSpec
 from ..transport.base import Transport
-from . import session
+from . import governance, session
 from .remote_view import fetch_record
 from .select import manifest_chunks, topo_order
 from .session import (
@@ -111,6 +111,9 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
         expect.setdefault(oid, (Commit,))
     for oid in tags.values():
         expect.setdefault(oid, (Commit, Tag))
+    alias_heads = governance.remote_aliases(repo, remote, result.warnings)  # their move chains, verified
+    for oid in governance.alias_targets(repo, alias_heads):  # every commit an alias named: rollback needs them
+        expect.setdefault(oid, (Commit,))
     frontier = list(expect)
     tips = set(expect)
     records: dict = {}   # dropped/<id> records of parents the remote no longer has
@@ -203,6 +206,8 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
         elif old != oid:
             result.warnings.append(f"local tag {name} is {old.hex()[:12]}, the remote's is {oid.hex()[:12]}: "
                                    "kept the local one (tags never move)")
+    governance.take_aliases(repo, alias_heads, result, remote.url)
+    governance.fetch_notes(repo, remote, io, result)
     return _Fetched(heads, tags, head)
 
 

@@ -7,19 +7,17 @@ from __future__ import annotations
 import json
 import secrets
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from ..engine.parallel import ordered_map
+from ..engine.protect import rule_for
 from ..engine.repository import Repository
 from ..errors import (
     CorruptObject,
     MissingObject,
     NonFastForward,
-    RemotePreconditionFailed,
-    RemoteRefMoved,
-    RemoteUnavailable,
+    ProtectedRef,
     UnknownRevision,
     UnsupportedFormat,
     UsageError,
@@ -27,15 +25,14 @@ from ..errors import (
 from ..model import codec, graph
 from ..model.objects import Commit, Manifest, hash_bytes
 from ..model.progress import NoProgress, Progress
-from ..model.refnames import HEADS, TAGS, check_ref_name, remote_ref
+from ..model.refnames import ALIASES, HEADS, TAGS, check_ref_name, remote_ref
 from ..results import SyncResult
 from ..storage import remotes
 from ..storage.audit import whoami
 from ..storage.packs import ENTRY, idx_bytes, pack_bytes
 from ..storage.refs import ANY
-from ..transport import retry
 from ..transport.base import Transport
-from . import session
+from . import governance, session
 from .remote_leases import RemoteLease
 from .remote_view import record_key
 from .select import manifest_chunks, topo_order
@@ -47,6 +44,7 @@ from .session import (
     obj_key,
     open_spec,
     pack_key,
+    move_ref,
     read_ref,
     remote_config,
     verified_object,
@@ -101,6 +99,8 @@ def _push_targets(repo: Repository, branches: list[str] | None, all_branches: bo
         targets[ref] = oid
     if tags:
         targets.update(repo.refs.list(TAGS))
+    if targets:
+        targets.update(repo.refs.list(ALIASES))  # aliases (and notes, after the refs) travel with every push
     if not targets:
         raise UsageError("nothing to push", hint="name a branch, or pass --all or --tags")
     return targets
@@ -122,8 +122,19 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
     current = dict(zip(targets, io.map(lambda r: read_ref(remote, r), targets)))
     on_remote: set[bytes] = set()
     plan = []
+    rules = cfg.get("protect") if isinstance(cfg.get("protect"), dict) else {}  # the remote's rules bind pushers
+    aliases = []
     for ref, new in targets.items():
         old, etag = current[ref]
+        if ref.startswith(ALIASES):
+            if old != new:
+                try:
+                    moves = governance.check_alias_push(repo, rules, ref, old, new)
+                except NonFastForward as exc:
+                    result.warnings.append(f"{exc} (left alone)")
+                    continue
+                aliases.append((ref, old, etag, new, moves))
+            continue
         new_commit = repo.peel(new)
         if old == new:
             result.refs.append({"ref": ref, "old": old.hex(), "new": new.hex(), "status": "up-to-date",
@@ -144,13 +155,21 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
                         f"push of {ref.removeprefix(HEADS)} to {remote.name} refused: the remote has "
                         f"{old.hex()[:12]}, which is not an ancestor of {new.hex()[:12]} (non-fast-forward)")
                 forced = True
+                rule = rule_for(rules, ref)
+                if rule is not None and rule.ff_only:
+                    raise ProtectedRef(f"{ref} is protected on {remote.name} (fast-forward only): a forced push "
+                                       "is refused", hint="the rule is in the remote's config")
         plan.append((ref, old, etag, new, new_commit, forced))
-    if not plan:
+    targets_of_aliases = [m.target for _, _, _, new, moves in aliases for m in
+                          (store.get_object(x) for x in moves) if m.target is not None]
+    if not plan and not aliases:
+        governance.push_notes(repo, remote, io, result)
+        governance.anchor_audit(repo, remote)
         return
 
     # 2. commits the remote lacks (walk from each tip, stopping at commits it has)
     new_commits: set[bytes] = set()
-    frontier = list(dict.fromkeys(p[4] for p in plan))
+    frontier = list(dict.fromkeys([p[4] for p in plan] + targets_of_aliases))
     seen: set[bytes] = set()
     while frontier:
         frontier = [c for c in dict.fromkeys(frontier) if c not in seen and c not in on_remote]
@@ -228,10 +247,12 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
     for ref, old, etag, new, new_commit, forced in plan:
         if new != new_commit and not remote.exists(obj_key(new)):
             result.objects += put_object(new)
+    for ref, old, etag, new, moves in aliases:
+        result.objects += governance.upload_moves(repo, remote, io, moves)
 
     # 5. refs by compare-and-swap; then the local tracking ref, the audit log and the remote's push log
     for ref, old, etag, new, new_commit, forced in plan:
-        _move_ref(remote, ref, new, old, etag)
+        move_ref(remote, ref, new, old, etag)
         status = "created" if old is None else ("forced" if forced else "updated")
         result.refs.append({"ref": ref, "old": old.hex() if old else None, "new": new.hex(), "status": status,
                             "forced": forced})
@@ -243,6 +264,14 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
         else:
             repo.refs.audit.append(action, ref, old, new, message)
         _push_log(remote, ref, old, new, forced)
+    for ref, old, etag, new, moves in aliases:
+        move_ref(remote, ref, new, old, etag)
+        result.refs.append({"ref": ref, "old": old.hex() if old else None, "new": new.hex(),
+                            "status": "created" if old is None else "updated", "forced": False})
+        repo.refs.audit.append("push", ref, old, new, f"{remote.url} {ref}")
+        _push_log(remote, ref, old, new, False)
+    governance.push_notes(repo, remote, io, result)
+    governance.anchor_audit(repo, remote)
     if not remote.exists("HEAD"):
         head = repo.refs.head()
         first = head if head in targets else next((r for r in targets if r.startswith(HEADS)), None)
@@ -324,34 +353,6 @@ def _upload_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, ord
                 future.result()
             except BaseException:  # noqa: BLE001 - the first error is the one reported
                 pass
-
-
-def _move_ref(remote: Session, ref: str, new: bytes, expected: bytes | None, etag: str | None) -> None:
-    data = (new.hex() + "\n").encode()
-    delay = retry.BACKOFF
-    for attempt in range(retry.ATTEMPTS):
-        try:
-            remote.put_cas(ref, data, etag)
-            return
-        except RemotePreconditionFailed:
-            cur, _ = read_ref(remote, ref)
-            if cur == new:
-                return                      # our write landed; its reply was lost and the retry was refused
-            raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on {remote.url} "
-                                 f"is now {cur.hex()[:12] if cur else 'gone'})") from None
-        except RemoteUnavailable as exc:
-            if attempt + 1 == retry.ATTEMPTS:
-                raise RemoteUnavailable(f"cannot update {ref} on {remote.url}: {exc}", url=remote.url, key=ref,
-                                        hint="retry the push; what was uploaded is kept") from exc
-            time.sleep(delay)
-            delay *= 3
-            cur, cur_etag = read_ref(remote, ref)
-            if cur == new:
-                return
-            if cur != expected:
-                raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on "
-                                     f"{remote.url})") from None
-            etag = cur_etag
 
 
 def _push_log(remote: Session, ref: str, old: bytes | None, new: bytes, forced: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from ..errors import (
     RemoteError,
     RemoteNotFound,
     RemotePreconditionFailed,
+    RemoteRefMoved,
+    RemoteUnavailable,
     UnsupportedFormat,
     UsageError,
 )
@@ -37,6 +40,7 @@ from ..storage.packs import Entry, PackFormatError, parse_idx
 from ..storage.remotes import RemoteSpec
 from ..storage.store import Store
 from ..transport.base import Transport
+from ..transport import retry
 from ..transport.retry import RetryingTransport
 
 IO_WORKERS = 4                  # requests in flight
@@ -397,3 +401,33 @@ def missing_on(what: str, oid: bytes, url: str) -> MissingObject:
     exc = MissingObject(what, oid.hex())
     exc.hint = f"the remote {url} does not have it: it may be damaged, or a push to it is under way; retry later"
     return exc
+
+
+def move_ref(remote: Session, ref: str, new: bytes, expected: bytes | None, etag: str | None) -> None:
+    """Move a remote ref by compare-and-swap against `etag` (retrying transient faults; RemoteRefMoved when
+    another writer moved it)."""
+    data = (new.hex() + "\n").encode()
+    delay = retry.BACKOFF
+    for attempt in range(retry.ATTEMPTS):
+        try:
+            remote.put_cas(ref, data, etag)
+            return
+        except RemotePreconditionFailed:
+            cur, _ = read_ref(remote, ref)
+            if cur == new:
+                return                      # our write landed; its reply was lost and the retry was refused
+            raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on {remote.url} "
+                                 f"is now {cur.hex()[:12] if cur else 'gone'})") from None
+        except RemoteUnavailable as exc:
+            if attempt + 1 == retry.ATTEMPTS:
+                raise RemoteUnavailable(f"cannot update {ref} on {remote.url}: {exc}", url=remote.url, key=ref,
+                                        hint="retry the push; what was uploaded is kept") from exc
+            time.sleep(delay)
+            delay *= 3
+            cur, cur_etag = read_ref(remote, ref)
+            if cur == new:
+                return
+            if cur != expected:
+                raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on "
+                                     f"{remote.url})") from None
+            etag = cur_etag
