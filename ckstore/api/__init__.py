@@ -19,13 +19,13 @@ from ..engine.repair import repair
 from ..engine.repository import Repository, find_root
 from ..engine.restore import checkout as checkout_files
 from ..engine.restore import file_pieces, read_tensor, select
-from ..errors import QuerySyntaxError, UnknownRevision, UsageError
+from ..errors import UnknownRevision, UsageError
 from ..formats.statedict import unflatten
 from ..model import graph, metadata
 from ..model.diff import Diff
 from ..model.objects import Manifest
 from ..model.progress import NoProgress, Progress
-from ..model.query import compile_query, parse_path, query_paths, record_paths, sort_key
+from ..model.query import compile_query, query_paths, record_paths, sort_key
 from ..model.refnames import HEADS, TAGS
 from ..results import (
     AuditEntry,
@@ -36,6 +36,7 @@ from ..results import (
     FsckReport,
     RepairResult,
     ResetResult,
+    metric_value,
     ShowInfo,
     SyncResult,
     TagInfo,
@@ -49,19 +50,6 @@ from .lifecycle import Lifecycle
 from .remote_lifecycle import RemoteLifecycle
 
 __all__ = ["Policy", "Repo", "clone", "default_clone_dir", "metric_value", "read_meta_file"]
-
-
-def metric_value(info: CommitInfo, name: str) -> Any:
-    """A commit's value for `name`: a metric ("val_loss") or a dotted path ("notes.eval.acc", "params.lr");
-    None when it has none."""
-    try:
-        path = parse_path(name) if "." in name else ("metrics", name)
-    except QuerySyntaxError:
-        path = ("metrics", name)
-    d: Any = info.to_dict()
-    for key in path:
-        d = d.get(key) if isinstance(d, dict) else None
-    return info.metrics.get(name) if d is None else d  # a metric may have a dot in its name
 
 
 class Repo(Lifecycle, RemoteLifecycle, Governance):
@@ -265,20 +253,23 @@ class Repo(Lifecycle, RemoteLifecycle, Governance):
         self._fetched(self.engine.ensure_chunks(manifest, files=[recipe]))
         return file_pieces(self.engine.store, manifest, recipe, self.engine.pool)
 
-    def checkout(self, rev: str, dest: str | os.PathLike, *, include: list[str] | None = None, force: bool = False,
+    def checkout(self, rev: str, dest: str | os.PathLike, *, include: list[str] | None = None,
+                 exclude: list[str] | None = None, force: bool = False,
                  progress: Progress | None = None) -> list[str]:
         """Write the files of `rev` under `dest`, byte-identical to what was committed; `include` globs pick
-        some. A pattern that matches no file is an error that names the files there are."""
+        some, `exclude` globs leave some out. Patterns that leave no file are an error that names the files."""
         manifest = self.manifest(rev)
-        if include and not select(manifest, include):
+        chosen = select(manifest, include, exclude)
+        if (include or exclude) and not chosen:
             names = ", ".join(f.path for f in manifest.files[:8]) + (" …" if len(manifest.files) > 8 else "")
-            raise UsageError(f"--include {' '.join(include)} matches no file of {rev}", hint=f"its files: {names}")
+            given = " ".join([f"--include {g}" for g in include or []] + [f"--exclude {g}" for g in exclude or []])
+            raise UsageError(f"{given} matches no file of {rev}", hint=f"its files: {names}")
         progress = progress or NoProgress()
-        self._fetched(self.engine.ensure_chunks(manifest, include=include, progress=progress))
-        progress.begin("checkout", sum(f.size for f in manifest.files))
+        self._fetched(self.engine.ensure_chunks(manifest, files=chosen, progress=progress))
+        progress.begin("checkout", sum(f.size for f in chosen))
         try:
             files = checkout_files(self.engine.store, manifest, Path(dest), self.engine.pool, include=include,
-                                   force=force, progress=progress.advance)
+                                   exclude=exclude, force=force, progress=progress.advance)
         finally:
             progress.end()
         return [f.path for f in files]
@@ -411,10 +402,11 @@ class Repo(Lifecycle, RemoteLifecycle, Governance):
         return self._fetched(fetch(self.engine, remote, prune=prune, progress=progress))
 
     def pull(self, remote: str | None = None, branch: str | None = None, *, force: bool = False,
-             progress: Progress | None = None) -> SyncResult:
-        """Fetch, then fast-forward `branch` (default: HEAD's) to the remote's; `force` resets it (audited)."""
+             merge: bool = False, progress: Progress | None = None) -> SyncResult:
+        """Fetch, then fast-forward `branch` (default: HEAD's) to the remote's; `force` resets it (audited);
+        `merge` joins a diverged branch with a two-parent commit that keeps our checkpoint."""
         from ..sync.pull import pull
-        return self._fetched(pull(self.engine, remote, branch, force=force, progress=progress))
+        return self._fetched(pull(self.engine, remote, branch, force=force, merge=merge, progress=progress))
 
     def _fetched(self, result: Any) -> Any:
         if result is not None:

@@ -135,7 +135,7 @@ def best(metric: str = typer.Argument(..., help="Metric name, e.g. val_loss."),
         raise typer.Exit(1)
     if as_json:
         return emit(found)
-    from ..api import metric_value
+    from ..results import metric_value
     typer.echo(f"{found.id[:12]} {metric}={metric_value(found, metric):.6g} {found.message}")
 
 

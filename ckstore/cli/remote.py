@@ -119,10 +119,11 @@ def fetch(remote: Optional[str] = typer.Argument(None, help="Remote name (defaul
 def pull(remote: Optional[str] = typer.Argument(None, help="Remote name (default: origin)."),
          branch: Optional[str] = typer.Argument(None, help="Branch to update (default: HEAD's)."),
          force: bool = typer.Option(False, "--force", "-f", help="Reset a diverged branch to the remote's (audited)."),
+         merge: bool = typer.Option(False, "--merge", help="Join a diverged branch with a merge commit (ours)."),
          as_json: bool = JsonOpt) -> None:
     """Fetch, then fast-forward a branch to the remote's."""
     with open_repo() as repo:
-        result = repo.pull(remote, branch, force=force, progress=progress())
+        result = repo.pull(remote, branch, force=force, merge=merge, progress=progress())
     _sync_report(result, as_json)
 
 

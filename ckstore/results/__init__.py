@@ -6,16 +6,19 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import QuerySyntaxError
 from ..model.diff import Diff
 from ..model.metadata import META_SECTIONS
 from ..model.objects import Commit, Manifest
 from ..model.progress import human_bytes
+from ..model.query import parse_path
 from .governance import (AliasInfo, AliasMoveInfo, CheckResult, MergeResult, NoteInfo, PromotionResult,
                          ProtectionInfo)
 
-__all__ = ["AliasInfo", "AliasMoveInfo", "CheckResult", "MergeResult", "NoteInfo", "PromotionResult", "ProtectionInfo", "AuditEntry", "BranchInfo", "CommitInfo", "CommitResult", "Diff", "DuReport", "DuRow", "FileInfo",
+__all__ = ["AliasInfo", "AliasMoveInfo", "AuditEntry", "BranchInfo", "CheckResult", "CommitInfo", "CommitResult",
+           "Diff", "DuReport", "DuRow", "FileInfo", "MergeResult", "NoteInfo", "PromotionResult", "ProtectionInfo",
            "ForgetResult", "FsckReport", "GcResult", "Kept", "Problem", "RepairResult", "ResetResult", "ShowInfo",
-           "SyncResult", "TagInfo", "json_safe"]
+           "SyncResult", "TagInfo", "json_safe", "metric_value"]
 
 
 @dataclass(frozen=True)
@@ -402,6 +405,19 @@ class DuReport:
     def to_dict(self) -> dict:
         """JSON-ready data."""
         return {"by": self.by, "rows": [r.to_dict() for r in self.rows], "disk": self.disk}
+
+
+def metric_value(info: CommitInfo, name: str) -> Any:
+    """A commit's value for `name`: a metric ("val_loss") or a dotted path ("notes.eval.acc", "params.lr");
+    None when it has none."""
+    try:
+        path = parse_path(name) if "." in name else ("metrics", name)
+    except QuerySyntaxError:
+        path = ("metrics", name)
+    d: Any = info.to_dict()
+    for key in path:
+        d = d.get(key) if isinstance(d, dict) else None
+    return info.metrics.get(name) if d is None else d  # a metric may have a dot in its name
 
 
 def json_safe(value: Any) -> Any:

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..engine import history
 from ..engine.repository import CLONING, DIRNAME, Repository, clone_marker
 from ..errors import AlreadyExists, NonFastForward, UnknownRevision
 from ..fs.fileio import fsync_dir, write_atomic
@@ -25,8 +26,9 @@ from .session import Session, open_spec, remote_config
 
 
 def pull(repo: Repository, remote_name: str | None = None, branch: str | None = None, *, force: bool = False,
-         progress: Progress | None = None, transport: Transport | None = None) -> SyncResult:
-    """Fetch, then fast-forward the local branch to the remote's (`force`: reset it; audited)."""
+         merge: bool = False, progress: Progress | None = None, transport: Transport | None = None) -> SyncResult:
+    """Fetch, then fast-forward the local branch to the remote's (`force`: reset it; audited; `merge`: join a
+    diverged branch with a two-parent commit holding our checkpoint, so it can be pushed)."""
     spec = remotes.get(repo.dir, remote_name)
     remote = Session(transport or open_spec(spec, create=False), spec.name)
     try:
@@ -39,6 +41,11 @@ def pull(repo: Repository, remote_name: str | None = None, branch: str | None = 
     if theirs is None:
         raise UnknownRevision(f"remote {spec.name} has no branch {name!r}", hint="see `ckstore branch` and the remote")
     ref = HEADS + name
+    if merge and not force and graph.ff_status(repo.refs.read(ref), theirs, repo.parents) == "diverged":
+        oid, _, status = history.merge(repo, f"{spec.name}/{name}", take="ours", branch=name,
+                                       message=f"Merge {spec.name}/{name} into {name}")
+        result.refs.append({"ref": ref, "old": None, "new": oid.hex(), "status": status, "forced": False})
+        return result
     with repo.refs.locked(ref) as (current, set_ref):
         relation = graph.ff_status(current, theirs, repo.parents)
         status = {"same": "up-to-date", "create": "created", "fast-forward": "updated", "behind": "ahead"}.get(
@@ -51,8 +58,8 @@ def pull(repo: Repository, remote_name: str | None = None, branch: str | None = 
         elif relation == "diverged":
             raise NonFastForward(f"{name} and {spec.name}/{name} have diverged: {current.hex()[:12]} is not an "
                                  f"ancestor of {theirs.hex()[:12]}, so pull cannot fast-forward",
-                                 hint="pass --force to reset the branch to the remote's (the audit log keeps the "
-                                      "old tip), or push your commits to another branch first")
+                                 hint="pass --merge to join them (a two-parent commit keeping your checkpoint), "
+                                      "--force to reset the branch to the remote's (the audit log keeps the old tip)")
     result.refs.append({"ref": ref, "old": current.hex() if current else None, "new": theirs.hex(),
                         "status": status, "forced": status == "forced"})
     return result

@@ -102,3 +102,19 @@ def test_a_rewritten_audit_log_is_detected_against_the_remote(pair):
     assert a.engine.refs.audit.verify() == []  # the chain alone cannot tell
     problems = a.verify_audit_against("origin")
     assert problems and "gone" in problems[0]
+
+
+def test_the_loser_of_a_push_race_merges_instead_of_resetting(pair):
+    a, b, tmp = pair
+    a.commit(tmp / "m0.safetensors", "a's work")
+    b.commit(tmp / "m1.safetensors", "b's work")
+    a.push("origin")
+    from ckstore.errors import NonFastForward
+    with pytest.raises(NonFastForward):
+        b.push("origin")
+    b.pull("origin", merge=True)
+    head = b.log(n=1)[0]
+    assert len(head.parents) == 2 and b.manifest("HEAD") == b.manifest("HEAD^1")  # our checkpoint, both parents
+    b.push("origin")
+    a.pull("origin")
+    assert a.resolve("HEAD") == b.resolve("HEAD") and a.fsck(read_data=True).ok
