@@ -15,11 +15,13 @@ from .app import JsonOpt, app, emit, given_path, open_repo, progress
 def checkout(rev: str = typer.Argument(..., help="The revision to check out."),
              output: Path = typer.Option(..., "-o", "--output", help="Destination directory."),
              include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Only matching paths."),
+             exclude: list[str] = typer.Option([], "--exclude", metavar="GLOB", help="Leave matching paths out."),
              force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty directory."),
              as_json: bool = JsonOpt) -> None:
     """Write a commit's files, byte-identical, into a directory."""
     with open_repo() as repo:
-        files = repo.checkout(rev, given_path(output), include=include or None, force=force, progress=progress())
+        files = repo.checkout(rev, given_path(output), include=include or None, exclude=exclude or None,
+                              force=force, progress=progress())
     if as_json:
         return emit({"rev": rev, "output": str(output), "files": files})
     typer.echo(f"checked out {len(files)} files into {output}")
@@ -56,6 +58,8 @@ def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and h
          source: Optional[str] = typer.Option(None, "--from", metavar="REMOTE",
                                               help="With --repair: fetch what is missing from REMOTE."),
          remote: Optional[str] = typer.Option(None, "--remote", metavar="NAME", help="Check a remote instead."),
+         audit_remote: list[str] = typer.Option([], "--audit-remote", metavar="NAME",
+                                                help="Also check the audit log against the heads NAME recorded."),
          as_json: bool = JsonOpt) -> None:
     """Verify the repository; exits 1 and names every damaged object (--repair: and mends what it can)."""
     from ..errors import UsageError
@@ -69,6 +73,9 @@ def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and h
             report = done.after
         else:
             report = repo.fsck(read_data=read_data, reindex=reindex, remote=remote, progress=progress())
+            for name in audit_remote:  # a rewrite of the whole log is seen only against a copy kept elsewhere
+                from ..results import Problem
+                report.problems += [Problem("audit", name, p) for p in repo.verify_audit_against(name)]
     if as_json:
         emit(done if repair else report)
     else:

@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..model import graph
 from ..model.refnames import HEADS, REMOTES, TAGS, short
 from ..results import DuReport, DuRow
+from ..storage.remotes import min_replicas
 from ..storage.config import MAX_DELTA_DEPTH
 from ..storage.packs import ENTRY, pack_path
 from .gc import pack_entries
@@ -174,7 +175,15 @@ def du(repo: Repository, by: str = "commit", revs: list[bytes] | None = None,
         if prices and "local" in prices:
             row.extra["monthly_cost"] = round(row.unique / GIB * prices["local"], 6)
         rows.append(row)
-    return DuReport(by, rows, disk_usage(repo, reach))
+    disk = disk_usage(repo, reach)
+    least = min_replicas(repo.dir)
+    if least and held:  # commits held by fewer remotes than the configured minimum, by name
+        short_of = sorted(c.hex()[:12] for c in reach.commits if sum(c in h for h in held.values()) < least)
+        if short_of:
+            disk["warnings"] = [f"{len(short_of)} commits are on fewer than {least} remotes (min_replicas): "
+                                + ", ".join(short_of[:8]) + ("…" if len(short_of) > 8 else "")]
+        disk["min_replicas"] = least
+    return DuReport(by, rows, disk)
 
 
 def _direct(repo: Repository, commit: bytes) -> set[bytes]:

@@ -280,3 +280,20 @@ def test_fsck_names_a_damaged_record_and_walks_treat_it_as_kept(filled):
         report = again.fsck()
         assert [p.kind for p in report.problems] == ["record"] and victim.name in report.problems[0].id
         assert len(again.log()) == 3  # the damaged record's commit is history again, not lost
+
+
+def test_du_by_remote_counts_replicas_and_names_commits_short_of_the_minimum(filled, tmp_path):
+    repo, _ = filled
+    repo.remote_add("one", str(tmp_path / "r1"))
+    repo.remote_add("two", str(tmp_path / "r2"))
+    repo.push("one")
+    repo.reset("main", "HEAD~1", "only part goes to two", force=True)
+    repo.push("two")
+    repo.reset("main", repo.engine.refs.read("refs/remotes/one/main").hex(), "back", force=True)
+    from ckstore.storage import remotes
+    remotes.set_min_replicas(repo.dir, 2)
+    by_remote = {r.name: r.commits for r in repo.du(by="remote").rows}
+    assert by_remote == {"one": 5, "two": 4}
+    rows = {r.name: r.extra["replicas"] for r in repo.du().rows}
+    assert sorted(rows.values()) == [1, 2, 2, 2, 2]
+    assert "1 commits are on fewer than 2 remotes" in repo.du().disk["warnings"][0]
