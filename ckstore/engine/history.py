@@ -16,7 +16,7 @@ from ..model.objects import Commit, Manifest, Tag
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, TAGS, branch_ref, tag_ref
 from ..storage.audit import whoami
-from .capture import capture_env
+from .capture import capture_env, checkpoint_record
 from .protect import check_move
 from .repository import Repository
 from .snapshot import CachedFile, SnapshotSettings, Snapshotter
@@ -46,6 +46,7 @@ def commit(repo: Repository, src: str | os.PathLike | dict, message: str, record
 def _commit(repo: Repository, src: str | os.PathLike | dict, message: str, record: dict, *, branch: str | None,
             tag: str | None, author: str | None, env: bool, progress: Progress | None) -> Committed:
     author = author or whoami()
+    record = checkpoint_record(src, record)  # a Trainer checkpoint-N/ directory: its trainer_state.json
     metadata.check_encodable({"message": message, "author": author}, "commit")
     metadata.validate_schema(repo.config.schema, {**record, "message": message, "author": author})
     ref = branch_ref(branch or repo.head_branch())
@@ -85,7 +86,10 @@ def _storable(value: Any) -> Any:
 
 def snapshot(repo: Repository, src: str | os.PathLike | dict, progress: Progress,
              parent: Manifest | None) -> tuple[Manifest, bytes, int]:
-    """Store `src`'s chunks and its manifest: (manifest, its id, bytes of new frames written)."""
+    """Store `src`'s chunks and its manifest: (manifest, its id, bytes of new frames written). A Manifest whose
+    chunks are all stored here (shards committed apart, joined into one checkpoint) is stored as it is."""
+    if isinstance(src, Manifest):
+        return _stored_manifest(repo, src), repo.store.put_object(src), 0
     stats: dict[str, tuple[str, os.stat_result]] = {}
     if isinstance(src, dict):
         tensors, tree = flatten(src)
@@ -114,6 +118,19 @@ def snapshot(repo: Repository, src: str | os.PathLike | dict, progress: Progress
     finally:
         progress.end()
     return manifest, repo.store.put_object(manifest), writer.bytes_written
+
+
+def _stored_manifest(repo: Repository, manifest: Manifest) -> Manifest:
+    """`manifest` if it is well formed and every chunk it needs is stored here; UsageError otherwise."""
+    try:
+        checked = Manifest.from_dict(manifest.to_dict())
+    except ValueError as exc:
+        raise UsageError(f"cannot commit a malformed manifest: {exc}") from None
+    wanted = list(checked.chunk_ids())
+    missing = len(wanted) - len(repo.store.index.get_many(wanted))
+    if missing:
+        raise UsageError(f"cannot commit a manifest whose data is not stored here ({missing} chunks missing)")
+    return manifest
 
 
 def revert(repo: Repository, rev: str, reason: str, *, branch: str | None = None) -> tuple[bytes, Commit, str]:

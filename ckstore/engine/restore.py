@@ -85,11 +85,11 @@ def read_tensor(store: Store, entry: TensorEntry, pool: Executor) -> np.ndarray:
     return out.view(DTYPES[entry.dtype]).reshape(entry.shape)
 
 
-def select(manifest: Manifest, include: list[str] | None) -> list[FileRecipe]:
-    """The manifest's files whose paths match one of the `include` globs (case-sensitive); all files when none."""
-    if not include:
-        return list(manifest.files)
-    return [f for f in manifest.files if any(fnmatch.fnmatchcase(f.path, g) for g in include)]
+def select(manifest: Manifest, include: list[str] | None, exclude: list[str] | None = None) -> list[FileRecipe]:
+    """The manifest's files whose paths match one of the `include` globs (all files when none) and none of the
+    `exclude` globs (case-sensitive)."""
+    files = [f for f in manifest.files if not include or any(fnmatch.fnmatchcase(f.path, g) for g in include)]
+    return [f for f in files if not exclude or not any(fnmatch.fnmatchcase(f.path, g) for g in exclude)]
 
 
 def _is_link(dir_fd: int, name: str) -> bool:
@@ -302,12 +302,13 @@ def open_dest(dest: Path, force: bool) -> int:
 
 
 def checkout(store: Store, manifest: Manifest, dest: Path, pool: Executor, *, include: list[str] | None = None,
-             force: bool = False, progress: Progress | None = None) -> list[FileRecipe]:
+             exclude: list[str] | None = None, force: bool = False,
+             progress: Progress | None = None) -> list[FileRecipe]:
     """Write the selected files all-or-nothing: every file is written and verified (its chunks, its length and its
     whole-file BLAKE3) under a temporary name first, and only when all are good do they get their final names (a
     failure leaves no file of this checkout and no temporary file behind). Every directory, temporary file and
     rename is reached through directory descriptors below the destination (`DestTree`)."""
-    files = select(manifest, include)
+    files = select(manifest, include, exclude)
     check_paths([f.path for f in manifest.files])
     tree = DestTree(open_dest(dest, force), dest)
     written: list[TempFile] = []
