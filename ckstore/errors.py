@@ -10,6 +10,7 @@
     │   ├── UnsupportedFormat       config names a format/version/hash this build does not read
     │   ├── AlreadyExists           init over an existing repository, checkout over files
     │   ├── IncompleteClone         a clone that did not finish (.url): run the same clone again
+    │   ├── ChangeNotDurable        a ref moved but its directory could not be synced (disk full, I/O error)
     │   └── LockTimeout             a lock (ref, audit log, remotes) held by a live process for too long
     ├── RevisionError
     │   ├── UnknownRevision         nothing by that name
@@ -94,6 +95,12 @@ class IncompleteClone(RepositoryError):
     def __init__(self, message: str, url: str, *, hint: str = "") -> None:
         super().__init__(message, hint=hint)
         self.url = url
+
+
+class ChangeNotDurable(RepositoryError):
+    """Raised when a ref moved but its directory could not be synced: the change is made, not yet safe."""
+
+    hint = "free some space (or check the disk), then run `ckstore fsck`: the change was made"
 
 
 class LockTimeout(RepositoryError):

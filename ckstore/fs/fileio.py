@@ -68,5 +68,13 @@ def write_atomic(path: Path, data: bytes | memoryview, tmp_dir: Path, *, exclusi
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise NotDurable(exc.errno, exc.strerror, str(path)) from None
     return True
+
+
+class NotDurable(OSError):
+    """A file got its name, but its directory could not be synced: the change is visible now and may not survive a
+    power loss. Callers for whom that name is the change itself (a ref) say so; to others it is a write error."""

@@ -7,6 +7,7 @@ LMDB raises while it is read; the store then re-indexes the packs (`on_rebuild`)
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import struct
@@ -129,6 +130,9 @@ class ChunkIndex:
             try:
                 return op()
             except (lmdb.Error, struct.error) as exc:
+                code = _os_errno(exc)
+                if code is not None:  # a full disk or a failing device: the cache is sound, the disk is not
+                    raise OSError(code, f"{os.strerror(code)} (the LMDB cache {self.path})") from None
                 if attempt == 2:
                     raise RepositoryError(f"the LMDB cache {self.path} keeps failing after rebuilds: {exc}",
                                           hint=f"remove {self.path} (it is only a cache) and retry") from None
@@ -323,3 +327,15 @@ class ChunkIndex:
             with h.env.begin(db=h.chunks) as txn:
                 return txn.stat(h.chunks)["entries"]
         return self._guarded(op)
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def _os_errno(exc: Exception) -> int | None:
+    """The errno of an LMDB error that reports the disk, not the file (ENOSPC, EDQUOT, EIO, EROFS), else None."""
+    code = getattr(exc, "errno", None) if isinstance(exc, lmdb.Error) else None
+    if code in _DISK_ERRORS:
+        return code
+    text = str(exc)
+    return next((c for c in _DISK_ERRORS if os.strerror(c) in text), None)

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import DamagedRef, RefConflict, UsageError
-from ..fs.fileio import fsync_dir, write_atomic
+from ..errors import ChangeNotDurable, DamagedRef, RefConflict, UsageError
+from ..fs.fileio import NotDurable, fsync_dir, write_atomic
 from ..fs.locks import file_lock
 from ..model.objects import is_hex
 from ..model.refnames import check_ref_name
@@ -108,6 +108,10 @@ class RefStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         try:
             write_atomic(path, (new.hex() + "\n").encode(), self.tmp)
+        except NotDurable as exc:
+            raise ChangeNotDurable(f"{path.relative_to(self.root)} was moved to {new.hex()[:12]}, but its directory "
+                                   f"could not be synced ({exc.strerror}): the change is made but may not survive a "
+                                   "power loss") from None
         except NotADirectoryError:
             raise UsageError(f"cannot create {path.relative_to(self.root)}: a ref is in the way") from None
         except OSError as exc:

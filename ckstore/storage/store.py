@@ -8,6 +8,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
+import lmdb
 import zstandard
 
 from ..errors import CkstoreError, CorruptObject, MissingObject
@@ -87,7 +88,10 @@ class Store:
     def flush_commit_cache(self) -> None:
         """Write the commits verified since the last flush into the LMDB commit cache."""
         if self._commit_cache:
-            self.index.put_commits(list(self._commit_cache.items()))
+            try:
+                self.index.put_commits(list(self._commit_cache.items()))
+            except (OSError, CkstoreError, lmdb.Error):
+                pass  # only a cache: a write it cannot make (a full disk) must not fail a command that has landed
             self._commit_cache.clear()
 
     def get_object(self, oid: bytes) -> Object:
