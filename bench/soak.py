@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Longest first: two workers run them, and the fuzz group alone is about a third of the whole run.
 GROUPS = {"fuzz": ["tests/soak/test_soak_fuzz.py"], "cache": ["tests/soak/test_soak_cache.py"],
           "sync": ["tests/soak/test_soak_sync.py"], "engine": ["tests/soak/test_soak_engine.py"],
-          "io": ["tests/soak/test_soak_io.py"]}
+          "io": ["tests/soak/test_soak_io.py"], "gc": ["tests/engine/test_gc_race.py"]}
 # CI-tier tests already at the soak target: (T-id, what, target, pytest node ids).
 CI_AT_TARGET = [
     ("T7", "one commit and one checkout on a real full tmpfs", "a full filesystem",
@@ -56,11 +56,10 @@ WHAT = {
     "LMDB cache: pages zeroed/flipped, data file truncated", "test_t15_destination_races":
     "destination component swapped ({p}) during a 300-file checkout",
     "test_t2_power_loss": "power loss: every state of every prefix of a recorded {p} (strace)",
-    "test_t7_enospc_every_step": "ENOSPC from every write-like call of a {p} (LD_PRELOAD shim), CLI process"}
-NOT_BUILT = [
-    "T12 gc races: gc is being built alongside this work (its own race tests, tests/engine/test_gc_race.py, are not "
-    "part of this soak yet); the 1,000-iteration commit/gc loop is not run here. The T2 replayer takes a gc as one "
-    "more Scenario (tests/engine/test_powerloss.py SCENARIOS)."]
+    "test_t7_enospc_every_step": "ENOSPC from every write-like call of a {p} (LD_PRELOAD shim), CLI process",
+    "test_t12_soak": "commit (2 per round, deduping against dropped chunks) racing forget + gc, two processes, "
+                     "{p}; rounds"}
+NOT_BUILT: list[str] = []
 
 
 def sh(*cmd: str) -> str:

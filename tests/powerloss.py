@@ -107,7 +107,7 @@ def _string(arg: str) -> bytes:
 
 def _fd(arg: str) -> tuple[int, str | None]:
     """`3<\\x2f...>` -> (3, "/..."); `-100<...>` for AT_FDCWD."""
-    m = re.match(r"^(-?\d+|0x[0-9a-f]+)(?:<(.*)>)?$", arg, re.S)
+    m = re.match(r"^(-?\d+|0x[0-9a-f]+)(?:<(.*)>)?(?:\(deleted\))?$", arg, re.S)  # an fd of an unlinked file
     if not m:
         raise Unsupported(f"not a descriptor: {arg[:80]}")
     n = int(m.group(1), 0)

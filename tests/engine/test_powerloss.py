@@ -108,7 +108,34 @@ def check_push(ctx: dict, acked: bool) -> None:
 
 
 PUSH = pl.Scenario("push-directory", prepare_push, check_push, env={"CKSTORE_AUTHOR": "tester@test"})
-SCENARIOS = [COMMIT, PUSH]  # a gc is one more Scenario here (and in tests/soak/test_soak_powerloss.py)
+
+
+# -- gc after forget -------------------------------------------------------------------------------------------------
+
+def prepare_gc(work: Path) -> tuple[list[str], list[Path], dict]:
+    """b0..b2 on main, forget keeps the last one; the command is `gc --now` (sweeps, repacks, frees)."""
+    srcs = {m: make_checkpoint(work / "src" / m, 90 + i, shared_seed=9) for i, m in enumerate(["b0", "b1", "b2"])}
+    repo = work / "repo"
+    from ckstore.model.retention import Policy
+    with Repo.init(repo, chunk_size=rel.CHUNK) as r:
+        ids = {m: rel.commit(r, srcs[m], m) for m in ("b0", "b1", "b2")}
+        r.forget(Policy(keep_last=1))
+    (work / "check").mkdir()
+    ctx = {"repo": repo, "srcs": srcs, "ids": ids, "work": work / "check", "seen": {}}
+    return [CKSTORE, "-C", str(repo), "gc", "--now"], [repo], ctx
+
+
+def check_gc(ctx: dict, acked: bool) -> None:
+    with Repo.open(ctx["repo"]) as r:
+        report = r.fsck(read_data=True)
+        assert report.ok, [str(p) for p in report.problems]
+        history = [c.message for c in r.log("main")]
+        assert history == ["b2"], history  # what survives retention survives any power loss of gc
+        _checkouts(r, history, ctx["ids"], ctx["srcs"], ctx["work"])
+
+
+GC = pl.Scenario("gc", prepare_gc, check_gc, env={"CKSTORE_AUTHOR": "tester@test"})
+SCENARIOS = [COMMIT, PUSH, GC]
 
 
 def ci_prefixes(rec: pl.Recording) -> list[int]:
