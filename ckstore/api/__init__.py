@@ -48,11 +48,12 @@ from ..model.retention import Policy
 from .governance import Governance
 from .lifecycle import Lifecycle
 from .remote_lifecycle import RemoteLifecycle
+from .repro import Repro
 
 __all__ = ["Policy", "Repo", "clone", "default_clone_dir", "metric_value", "read_meta_file"]
 
 
-class Repo(Lifecycle, RemoteLifecycle, Governance):
+class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
     """A ckstore repository. Use as a context manager, or call `close()`. The lifecycle verbs (forget, gc, du)
     are in `api.lifecycle`, their remote side (gc_remote, forget_remote, archive, groups) in
     `api.remote_lifecycle`."""

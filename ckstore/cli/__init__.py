@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import files, governance, history, lifecycle, refs, remote  # noqa: F401  (each registers its commands on `app`)
+# each registers its commands on `app`
+from . import files, governance, history, lifecycle, refs, remote, repro  # noqa: F401
 from . import lifecycle_remote  # noqa: F401  (archive, restore-archive)
 from .app import app, main
 

@@ -103,6 +103,13 @@ def mark(repo: Repository, start: dict[bytes, str], *, into: Reach | None = None
         elif isinstance(obj, Note):  # notes keep their own history, never the commits they annotate
             stack.extend(obj.parents)
             tips.update(obj.parents)
+            for mid in attachments(obj):  # but what they attach (a probe's inputs and expected outputs)
+                if mid not in reach.objects and repo.store.has_object(mid):
+                    manifest = repo.store.get_object(mid)
+                    if isinstance(manifest, Manifest):
+                        reach.objects.add(mid)
+                        reach.chunked.add(mid)
+                        new_manifests.append(manifest)
         elif isinstance(obj, Commit):
             reach.commits.add(oid)
             stack.extend(obj.parents)
@@ -124,6 +131,19 @@ def mark(repo: Repository, start: dict[bytes, str], *, into: Reach | None = None
     reach.bases -= fresh
     _mark_bases(repo, fresh, reach)
     return reach
+
+
+def attachments(note: Note) -> list[bytes]:
+    """Manifests a note attaches: `{"attachment": HEX}` in any of its top-level values."""
+    out = []
+    for value in note.data.values():
+        att = value.get("attachment") if isinstance(value, dict) else None
+        if isinstance(att, str) and len(att) == 64:
+            try:
+                out.append(bytes.fromhex(att))
+            except ValueError:
+                continue
+    return out
 
 
 def _mark_bases(repo: Repository, chunks: Iterable[bytes], reach: Reach) -> None:
