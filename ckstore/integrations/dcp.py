@@ -100,7 +100,8 @@ class CkstoreWriter(StorageWriter):
             key = _key(item.index, is_bytes)
             if is_bytes:
                 raw = data.getvalue() if isinstance(data, io.BytesIO) else bytes(data)
-                state[key] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
+                state[key] = (torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw
+                              else torch.zeros(0, dtype=torch.uint8))
                 sizes[key] = len(raw)
             else:
                 tensor = data.detach().to("cpu").contiguous()

@@ -1,8 +1,8 @@
 """Lightning: `CkstoreCheckpointIO` stores each checkpoint as a commit and leaves a small pointer file behind.
 
-    trainer = L.Trainer(plugins=[CkstoreCheckpointIO("runs")])            # or AsyncCheckpointIO(CkstoreCheckpointIO(...))
-    trainer.fit(model, ckpt_path="last")                                   # resumes through the pointer file
-    model = Model.load_from_checkpoint("ckstore://best")                    # any revision (with the plugin set)
+    trainer = L.Trainer(plugins=[CkstoreCheckpointIO("runs")])    # or AsyncCheckpointIO(CkstoreCheckpointIO(...))
+    trainer.fit(model, ckpt_path="last")                           # resumes through the pointer file
+    trainer.fit(model, ckpt_path="ckstore://lightning/last.ckpt")  # or any revision
 
 `save_checkpoint(checkpoint, path)` commits the checkpoint dict as a state dict (nesting and dtypes kept; no pickle)
 to `branch`, points the alias `<prefix><file name>` at it and writes at `path` a JSON pointer naming the

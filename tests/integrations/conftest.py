@@ -1,1 +1,0 @@
-"""Integration tests run real frameworks on the CPU; each module skips cleanly when its framework is absent."""
