@@ -22,10 +22,10 @@ from ..model.objects import Commit, Manifest, Tag
 from ..model.refnames import HEADS, TAGS
 from ..storage import remotes
 from ..storage.config import MAX_DELTA_DEPTH
-from ..storage.packs import ENTRY, FOOTER, Entry, PackFormatError, parse_idx
+from ..storage.packs import ENTRY, FOOTER, Entry
 from ..storage.records import Dropped, parse_dropped
 from . import session
-from .session import Session, missing_on, obj_key, pack_key, remote_refs, verified_object
+from .session import Session, missing_on, obj_key, pack_key, remote_idx, remote_refs, verified_object
 
 ARCHIVE = "refs/archive/"       # a cold remote's root per archived commit (never fetched as a branch or tag)
 DROPPED = "dropped/"
@@ -182,30 +182,11 @@ def remote_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, warn
         m = _OBJ_KEY.match(key)
         if m:
             objects.add(bytes.fromhex(m.group(1) + m.group(2)))
-    cache = remotes.cache_dir(repo.dir, remote.name)
     whole = [p for p, kinds in packs.items() if kinds == {"pack", "idx"}]
     strays = {pack_key(p, "." + k) for p, kinds in packs.items() if len(kinds) == 1 for k in kinds}
 
-    def load(pack_id: bytes) -> list[Entry] | None:
-        path = cache / f"{pack_id.hex()}.idx"
-        try:
-            pid, entries = parse_idx(path.read_bytes())
-            if pid == pack_id:
-                return entries
-        except (OSError, PackFormatError):
-            pass
-        data = remote.get(pack_key(pack_id, ".idx"))
-        try:
-            pid, entries = parse_idx(data)
-        except PackFormatError as exc:
-            warnings.append(f"kept pack {pack_id.hex()[:12]}: its .idx on the remote is damaged ({exc})")
-            return None
-        if pid != pack_id:
-            warnings.append(f"kept pack {pack_id.hex()[:12]}: its .idx names another pack")
-            return None
-        cache.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data, repo.store.tmp_dir)
-        return entries
+    def load(pack_id: bytes) -> list[Entry] | None:  # a damaged .idx: its pack is kept, never deleted on a guess
+        return remote_idx(repo, remote, pack_id, warnings)
 
     return dict(zip(whole, io.map(load, whole))), strays, objects
 

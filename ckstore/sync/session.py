@@ -313,28 +313,8 @@ def load_index(repo: Repository, remote: Session, io: ThreadPoolExecutor, warnin
             idxs.append(bytes.fromhex(m.group(2)))
         else:
             packs.add(bytes.fromhex(m.group(2)))
-    cache = remotes.cache_dir(repo.dir, remote.name)
-
     def load(pack_id: bytes) -> list[Entry] | None:
-        path = cache / f"{pack_id.hex()}.idx"
-        try:
-            pid, entries = parse_idx(path.read_bytes())
-            if pid == pack_id:
-                return entries
-        except (OSError, PackFormatError):
-            pass
-        data = remote.get(pack_key(pack_id, ".idx"))
-        try:
-            pid, entries = parse_idx(data)
-        except PackFormatError as exc:
-            warnings.append(f"ignored damaged index packs/{pack_id.hex()}.idx on the remote: {exc}")
-            return None
-        if pid != pack_id:
-            warnings.append(f"ignored index {pack_id.hex()}.idx on the remote: it names another pack")
-            return None
-        cache.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data, repo.store.tmp_dir)
-        return entries
+        return remote_idx(repo, remote, pack_id, warnings)
 
     out: dict[bytes, tuple[bytes, Entry]] = {}
     wanted = [p for p in idxs if p in packs]
@@ -347,6 +327,29 @@ def load_index(repo: Repository, remote: Session, io: ThreadPoolExecutor, warnin
                                     f"{e.raw_length} raw bytes at offset {e.offset}; at most {limits.stored} "
                                     f"and {limits.raw} are possible")
     return out
+
+
+def remote_idx(repo: Repository, remote: Session, pack_id: bytes, warnings: list[str]) -> list[Entry] | None:
+    """The entries of a remote pack's .idx: from this repository's cache of the remote when it is there (and
+    checks), else downloaded, checked and cached; None (with a warning) when the remote's copy is damaged."""
+    path = remotes.cache_dir(repo.dir, remote.name) / f"{pack_id.hex()}.idx"
+    try:
+        pid, entries = parse_idx(path.read_bytes())
+        if pid == pack_id:
+            return entries
+    except (OSError, PackFormatError):
+        pass
+    data = remote.get(pack_key(pack_id, ".idx"))
+    try:
+        pid, entries = parse_idx(data)
+    except PackFormatError as exc:
+        warnings.append(f"ignored damaged index packs/{pack_id.hex()}.idx on the remote: {exc}")
+        return None
+    if pid != pack_id:
+        warnings.append(f"ignored index {pack_id.hex()}.idx on the remote: it names another pack")
+        return None
+    cache_idx(repo, remote, pack_id, data)
+    return entries
 
 
 def cache_idx(repo: Repository, remote: Session, pack_id: bytes, data: bytes) -> None:
