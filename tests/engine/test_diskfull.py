@@ -274,12 +274,9 @@ def test_enospc_at_some_io_steps(shim: Path, tmp_path: Path, name: str) -> None:
 
 @pytest.mark.parametrize("name", ["commit", "pull"])
 def test_enospc_at_the_last_step_after_the_change_landed(shim: Path, tmp_path: Path, name: str) -> None:
-    """The last write-like calls are the LMDB commits-cache write at close: a cache write the disk refuses must
-    not fail a commit or pull that has landed."""
+    """The last write-like calls come after the change landed (the ref directory's fsync, the LMDB commits-cache
+    write at close): a refusal there must not be reported as "the repository is unchanged"."""
     case = CASES[name](tmp_path / "base")
     steps = count_steps(shim, case, tmp_path / "count")
-    work = tmp_path / f"k{steps}"
-    root, args = case.prepare(work)
-    p = run_full(shim, root, steps, *args)
-    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-1500:]
-    case.check_redone(work)  # landed, fsck-clean, byte-identical
+    # landed either way: the cache write skipped (exit 0), or the ref moved and the command says so (exit 1)
+    assert full_at(shim, case, steps, tmp_path / f"k{steps}") in ("landed", "done")
