@@ -6,7 +6,8 @@
         unreferenced). After each commit, check it out and compare it with its source byte for byte. Prints
         "ok <round> <id>" per commit, exits 1 on any mismatch.
     python gc_worker.py collector REPO ROUNDS BARRIERS
-        Each round: forget --keep-last 1, then gc with no grace period.
+        Each round: forget --keep-last 1, then gc with no grace period (free-running: at least ROUNDS rounds, and
+        on until the committer is done).
 
 BARRIERS is a directory for rendezvous files, or "-" to run free. With barriers each round lines up the worst
 moments: the collector forgets after the first commit and marks; then, in even rounds, the committer finds a
@@ -82,6 +83,7 @@ def committer(repo_dir: str, src: str, rounds: int, barriers: str) -> int:
                     print(f"MISMATCH {r} {done.id}", flush=True)
                     return 1
                 print(f"ok {r} {done.id}", flush=True)
+    (Path(repo_dir).parent / "committer-done").touch()
     return 0
 
 
@@ -107,10 +109,13 @@ def collector(repo_dir: str, rounds: int, barriers: str) -> int:
                 _wait(b, f"committed-{r}")
         return reach
     gc_module.mark = mark_then_wait
+    stop = Path(repo_dir).parent / "committer-done"
     with Repo.open(repo_dir) as repo:
-        for r in range(rounds):
+        r = 0
+        while r < rounds or (b is None and not stop.exists()):  # free-running: race the committer to its end
             state["round"] = r
-            _wait(b, f"first-{r}")
+            r += 1
+            _wait(b, f"first-{state['round']}")
             try:
                 repo.forget(Policy(keep_last=1))
             except UsageError:
@@ -120,7 +125,7 @@ def collector(repo_dir: str, rounds: int, barriers: str) -> int:
             except LockTimeout:
                 pass
             if b is not None:
-                _wait(b, f"committed-{r}")  # the round is over when the second commit has landed
+                _wait(b, f"committed-{state['round']}")  # the round is over when the second commit has landed
     print("collector done", flush=True)
     return 0
 
