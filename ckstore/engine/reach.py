@@ -74,16 +74,20 @@ def mark(repo: Repository, start: dict[bytes, str], *, into: Reach | None = None
     stack = [oid for oid in start if oid not in reach.objects]
     tips = set(start)
     seen: set[bytes] = set()
+    passed: set[bytes] = set()
     new_manifests: list[Manifest] = []
     while stack:
         oid = stack.pop()
         if oid in seen or oid in reach.objects:
             continue
-        seen.add(oid)
         rec = (dropping or {}).get(oid) or repo.dropped.get(oid)
         if rec is not None and oid not in tips:
+            if oid in passed:
+                continue
+            passed.add(oid)  # passed through, not seen: a later alias or tag may still name it and keep it
             stack.extend(p for p in rec.parents)  # dropped: keeps nothing, but the history behind it goes on
             continue
+        seen.add(oid)
         try:
             obj = repo.store.get_commit_or_object(oid)
         except MissingObject:

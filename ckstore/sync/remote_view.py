@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine.reach import attachments
 from ..engine.repository import Repository
 from ..errors import CorruptObject, MissingObject, RemoteError
 from ..fs.fileio import write_atomic
 from ..model import codec
-from ..model.objects import Commit, Manifest, Tag
-from ..model.refnames import HEADS, TAGS
+from ..model.objects import AliasMove, Commit, Manifest, Note, Tag
+from ..model.refnames import ALIASES, HEADS, NOTES, TAGS
 from ..storage import remotes
 from ..storage.config import MAX_DELTA_DEPTH
 from ..storage.packs import ENTRY, FOOTER, Entry
@@ -73,8 +74,10 @@ class RemoteView:
         refs = {HEADS + n: v for n, v in remote_refs(remote, io, HEADS, warnings).items()}
         refs.update({TAGS + n: v for n, v in remote_refs(remote, io, TAGS, warnings).items()})
         self.archive = {ARCHIVE + n: v for n, v in remote_refs(remote, io, ARCHIVE, warnings).items()}
-        if archive_refs:
+        if archive_refs:  # gc's view: every root, the aliases' and notes' histories too
             refs.update(self.archive)
+            for prefix in (ALIASES, NOTES):
+                refs.update({prefix + n: v for n, v in remote_refs(remote, io, prefix, warnings).items()})
         self.refs = _Refs(refs)
         self.dropped_ids = {bytes.fromhex(k[len(DROPPED):]) for k in remote.list(DROPPED.rstrip("/"))
                             if _HEX64.match(k[len(DROPPED):])}
@@ -228,16 +231,21 @@ def mark(view: RemoteView, start: dict[bytes, str], into: RemoteReach | None = N
     view.load_history(list(start))
     stack = [o for o in start if o not in reach.objects]
     seen: set[bytes] = set()
+    passed: set[bytes] = set()
     manifests: list[bytes] = []
+    attached: list[bytes] = []  # manifests notes attach (probes): kept when the remote has them, not required
     while stack:
         oid = stack.pop()
         if oid in seen or oid in reach.objects:
             continue
-        seen.add(oid)
         rec = (dropping or {}).get(oid) or view.record(oid)
         if rec is not None and oid not in tips:
+            if oid in passed:
+                continue
+            passed.add(oid)  # passed through, not seen: a later alias or tag may still name it and keep it
             stack.extend(rec.parents)
             continue
+        seen.add(oid)
         obj = view.get(oid)
         if obj is None:
             if rec is not None:
@@ -255,9 +263,18 @@ def mark(view: RemoteView, start: dict[bytes, str], into: RemoteReach | None = N
             reach.commits.add(oid)
             stack.extend(obj.parents)
             manifests.append(obj.manifest)
+        elif isinstance(obj, AliasMove):  # as engine.reach: every holder an alias had stays, and its history
+            nxt = [x for x in (obj.target, obj.previous) if x is not None]
+            stack.extend(nxt)
+            tips.update(nxt)
+        elif isinstance(obj, Note):  # its history and its attachments, never the commit it annotates
+            stack.extend(obj.parents)
+            tips.update(obj.parents)
+            attached.extend(attachments(obj))
         else:
             raise CorruptObject("object", oid.hex(), oid.hex(), detail=f"on {view.remote.url}: a ref or history "
                                 f"names a {type(obj).__name__.lower()}")
+    manifests += [m for m in attached if isinstance(view.get(m, session.MAX_MANIFEST), Manifest)]
     new = [m for m in dict.fromkeys(manifests) if m not in reach.objects]
     view.prefetch(new, session.MAX_MANIFEST)
     for mid in new:

@@ -193,3 +193,12 @@ def test_keep_noted_keeps_evaluated_commits(repo):
     repo.note_add("HEAD~2", {"mmlu": 0.6}, ns="eval")
     repo.forget(Policy(keep_last=1, keep_noted=True))
     assert [c.message for c in repo.log()] == ["c3", "c1"]
+
+
+def test_gc_keeps_every_alias_holder_even_one_retention_dropped(repo, tmp_path):
+    repo.alias_set("champion", "HEAD~3", "first")
+    repo.alias_set("champion", "HEAD", "second")
+    repo.forget(Policy(keep_last=1, keep_tagged=False))  # drops HEAD~3 from history
+    repo.gc(now=True)
+    repo.checkout("champion@{1}", tmp_path / "old")  # the old holder's data is still there
+    assert repo.fsck(read_data=True).ok

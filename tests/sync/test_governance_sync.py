@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from ckstore import Repo, clone
+from ckstore import Policy, Repo, clone
 from ckstore.errors import ProtectedRef
 from conftest import make_safetensors
 from remote_helpers import make_remote
@@ -118,3 +118,22 @@ def test_the_loser_of_a_push_race_merges_instead_of_resetting(pair):
     b.push("origin")
     a.pull("origin")
     assert a.resolve("HEAD") == b.resolve("HEAD") and a.fsck(read_data=True).ok
+
+
+def test_remote_gc_keeps_aliases_notes_and_every_alias_holder(pair):
+    a, b, tmp = pair
+    a.alias_set("champion", "HEAD~2", "old champion")
+    a.alias_set("champion", "HEAD", "new champion")
+    a.note_add("HEAD~1", {"acc": 0.7}, ns="eval")
+    a.push("origin")
+    a.forget_remote("origin", Policy(keep_last=1))
+    a.gc_remote("origin", now=True)
+    spec = a.remote_list()[0]
+    fresh = clone(spec.url, tmp / "fresh", **spec.transport_options())
+    with fresh:
+        assert fresh.resolve("champion@{1}") == a.resolve("HEAD~2")  # the old holder survived the remote gc
+        fresh.checkout("champion@{1}", tmp / "old")
+        assert [h.reason for h in fresh.alias_history("champion")] == ["new champion", "old champion"]
+        # the note survives as the notes history it is, though the commit it is about was dropped and swept
+        assert fresh.noted(ns="eval") == {a.resolve("HEAD~1"): {"eval": {"acc": 0.7}}}
+        assert fresh.fsck(read_data=True).ok
