@@ -58,7 +58,7 @@ def gc(repo: Repository, *, grace: float = DEFAULT_GRACE, now: bool = False, dry
                          "gc cannot tell what the rest of its history needs",
                          hint="fetch everything first (`ckstore fetch --all`), or gc the remote itself")
     effective = 0.0 if now else grace
-    result = GcResult(dry_run=dry_run, grace=effective)
+    result = GcResult(dry_run=dry_run, grace=effective, disk_before=disk_bytes(repo))
     with repo.leases.gc():
         if now and not dry_run and repo.leases.live():
             owners = "; ".join(lease.owner for lease in repo.leases.live()[:3])
@@ -89,7 +89,21 @@ def gc(repo: Repository, *, grace: float = DEFAULT_GRACE, now: bool = False, dry
             _sweep(repo, plan, result, started, progress)
             _purge(repo, reach, result, effective, clock(), progress)
         result.tombstoned_bytes = sum(repo.store.tombstones.size(n) for n, _ in repo.store.tombstones.sets())
+    result.disk_after = disk_bytes(repo)
     return result
+
+
+def disk_bytes(repo: Repository) -> int:
+    """Bytes of packs/, objects/ and tombstones/: what the store takes on disk (net of a repack's rewrites)."""
+    total = 0
+    for sub in (repo.store.packs_dir, repo.store.objects_dir, repo.store.tombstones.dir):
+        for dirpath, _, names in os.walk(sub):
+            for n in names:
+                try:
+                    total += os.stat(os.path.join(dirpath, n)).st_size
+                except FileNotFoundError:
+                    continue
+    return total
 
 
 def _fill(result: GcResult, reach: Reach, plan: Plan) -> None:

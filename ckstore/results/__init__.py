@@ -319,6 +319,8 @@ class GcResult:
     repack_freed: int = 0
     tombstoned_bytes: int = 0     # still held in tombstones after the run
     partly_garbage: list[dict] = field(default_factory=list)  # {pack, size, unused}: repack's candidates
+    disk_before: int = 0          # bytes of packs/, objects/ and tombstones/ before the run, and after it
+    disk_after: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready data."""
@@ -327,9 +329,13 @@ class GcResult:
     def summary(self) -> str:
         """One line of what happened."""
         verb = "would sweep" if self.dry_run else "swept"
-        return (f"gc: {self.live_commits} commits kept; {verb} {self.packs_swept} packs and {self.objects_swept} "
-                f"objects ({human_bytes(self.bytes_swept)}) to tombstones; freed {human_bytes(self.bytes_freed)} "
+        line = (f"gc: {self.live_commits} commits kept; {verb} {self.packs_swept} packs and {self.objects_swept} "
+                f"objects ({human_bytes(self.bytes_swept)}) to tombstones; deleted {human_bytes(self.bytes_freed)} "
                 f"from {self.sets_deleted} tombstone sets; {human_bytes(self.tombstoned_bytes)} still in tombstones")
+        if self.disk_after and not self.dry_run:
+            line += (f"; on disk {human_bytes(self.disk_before)} -> {human_bytes(self.disk_after)} "
+                     f"({human_bytes(self.disk_before - self.disk_after)} freed)")
+        return line
 
 
 @dataclass
