@@ -4,6 +4,8 @@ through them), refs naming only dropped commits are deleted, and gc frees the by
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from ..errors import CkstoreError, UsageError
 from ..model import graph
@@ -55,26 +57,49 @@ def _noted(repo: Repository) -> set[bytes]:
     return {oid for oid in view.noted() if set(view.of(oid)) - {SIGNATURES}}
 
 
+@dataclass
+class Plan:
+    """What a policy decides over a history (a local repository, or a remote's view of one)."""
+
+    decided: list[Candidate]         # every commit, newest first, with the rules keeping it
+    dropped: list[Candidate]
+    tags: dict[str, bytes]           # tags naming only dropped commits: deleted
+    records: dict[bytes, Dropped]    # the records the dropped commits get
+
+    def result(self, source: Any, policy: Policy, dry_run: bool, freed: int) -> ForgetResult:
+        """The ForgetResult reporting this plan (`source` gives each commit's step and message)."""
+        out = ForgetResult(policy.describe(), dry_run, refs_deleted=[short(t) for t in self.tags], bytes_freed=freed)
+        for c in self.decided:
+            commit = source.commit(c.oid)
+            out.commits.append(Kept(c.oid.hex(), c.time, ", ".join(c.groups), commit.step, commit.message,
+                                    list(c.reasons)))
+        return out
+
+
+def plan(source: Any, policy: Policy, now: float) -> Plan:
+    """Apply `policy` to `source` (a Repository, or any history offering refs.list, commit_refs, peel, parents and
+    commit): the one decision local and remote retention share."""
+    decided = decide(candidates(source), policy, now)
+    dropped = [c for c in decided if not c.reasons]
+    gone = {c.oid for c in dropped}
+    tags = {name: oid for name, oid in source.refs.list(TAGS).items() if _peel(source, oid) in gone}
+    records = {c.oid: Dropped(c.oid, source.commit(c.oid).parents, now, policy.describe()) for c in dropped}
+    return Plan(decided, dropped, tags, records)
+
+
 def forget(repo: Repository, policy: Policy, *, dry_run: bool = False, now: float | None = None) -> ForgetResult:
     """Keep what `policy` keeps, drop the rest (with `dry_run`, only report). The result lists every commit with
     the rules keeping it, the refs deleted, and the bytes gc (with repack) frees once they are unreachable."""
     now = time.time() if now is None else now
-    decided = decide(candidates(repo), policy, now)
-    dropped = [c for c in decided if not c.reasons]
-    gone = {c.oid for c in dropped}
-    refs_deleted = [name for name, oid in repo.refs.list(TAGS).items() if _peel(repo, oid) in gone]
-    records = {c.oid: Dropped(c.oid, repo.commit(c.oid).parents, now, policy.describe()) for c in dropped}
+    p = plan(repo, policy, now)
+    dropped, records, refs_deleted = p.dropped, p.records, list(p.tags)
+    gone = set(records)
     start = roots(repo, grace=0.0)
     before = stored_bytes(repo, mark(repo, start))
     kept_roots = {oid: why for oid, why in start.items()
                   if why not in refs_deleted and _peel(repo, oid) not in gone}
     after = stored_bytes(repo, mark(repo, kept_roots, dropping=records))
-    result = ForgetResult(policy.describe(), dry_run, refs_deleted=[short(r) for r in refs_deleted],
-                          bytes_freed=max(0, before - after))
-    for c in decided:
-        commit = repo.commit(c.oid)
-        result.commits.append(Kept(c.oid.hex(), c.time, ", ".join(c.groups), commit.step, commit.message,
-                                   list(c.reasons)))
+    result = p.result(repo, policy, dry_run, max(0, before - after))
     if dry_run or not dropped:
         return result
     repo.dropped.add(list(records.values()))
@@ -82,7 +107,7 @@ def forget(repo: Repository, policy: Policy, *, dry_run: bool = False, now: floa
         old = repo.refs.read(name)
         repo.refs.update(name, None, old, action="forget", message=f"policy: {policy.describe()}")
     repo.refs.audit.append("forget", "dropped/", None, None,
-                           f"{len(dropped)} commits dropped, {len(decided) - len(dropped)} kept; "
+                           f"{len(dropped)} commits dropped, {len(p.decided) - len(dropped)} kept; "
                            f"policy: {policy.describe()}")
     return result
 

@@ -33,9 +33,9 @@ from ..engine.repository import Repository
 from ..errors import UsageError
 from ..fs.locks import LOCK_WAIT
 from ..model.objects import Commit, Tag
-from ..model.refnames import TAGS, short
-from ..model.retention import Policy, decide
-from ..results import ForgetResult, GcResult, Kept, human_bytes
+from ..model.refnames import short
+from ..model.retention import Policy
+from ..results import ForgetResult, GcResult, human_bytes
 from ..storage import remotes
 from ..storage.audit import whoami
 from ..storage.packs import Entry
@@ -256,17 +256,9 @@ def forget_remote(repo: Repository, name: str, policy: Policy, *, dry_run: bool 
         view = RemoteView(remote, io, warnings, archive_refs=False)
         tips = list(view.refs.list().values())
         view.load_history(tips)
-        decided = decide(retention.candidates(view), policy, now)  # type: ignore[arg-type]
-        dropped = [c for c in decided if not c.reasons]
-        gone = {c.oid for c in dropped}
-        tags = {n: oid for n, oid in view.refs.list(TAGS).items() if view.peel(oid) in gone}
-        records = {c.oid: Dropped(c.oid, view.commit(c.oid).parents, now, policy.describe()) for c in dropped}
-        freed = _freed(repo, remote, view, records, set(tags))
-        result = ForgetResult(policy.describe(), dry_run, refs_deleted=[short(t) for t in tags], bytes_freed=freed)
-        for c in decided:
-            commit = view.commit(c.oid)
-            result.commits.append(Kept(c.oid.hex(), c.time, ", ".join(c.groups), commit.step, commit.message,
-                                       list(c.reasons)))
+        p = retention.plan(view, policy, now)
+        dropped, tags, records = p.dropped, p.tags, p.records
+        result = p.result(view, policy, dry_run, _freed(repo, remote, view, records, set(tags)))
         if dry_run or not dropped:
             return result
         list(io.map(lambda r: remote.put_new(record_key(r.oid), r.encode()), records.values()))
@@ -277,7 +269,7 @@ def forget_remote(repo: Repository, name: str, policy: Policy, *, dry_run: bool 
             remote.r.delete(ref)
             _log(remote, ref, oid, policy)
         repo.refs.audit.append("forget-remote", f"remote:{spec.name}", None, None,
-                               f"{remote.url}: {len(dropped)} commits dropped, {len(decided) - len(dropped)} kept, "
+                               f"{remote.url}: {len(dropped)} commits dropped, {len(p.decided) - len(dropped)} kept, "
                                f"tags deleted: {', '.join(short(t) for t in tags) or 'none'}; policy: "
                                f"{policy.describe()}")
         return result
