@@ -1,6 +1,7 @@
 """gc's first phase: unreferenced packs and objects moved to `tombstones/<set>/` instead of deleted.
 
-A set is named `<unix time>-<random>`; gc deletes a set only after its grace period and only if nothing in it is
+Each of the two renames is made durable (both directories fsynced) before the next, so a power loss cannot keep
+the second without the first. A set is named `<unix time>-<random>`; gc deletes a set only after its grace period and only if nothing in it is
 referenced again. A commit that dedups against a chunk in a tombstoned pack revives the pack (renames it back), so
 the commit costs no new bytes and the chunk cannot be deleted under it. A pack moves `.idx` first, then `.pack`
 (a `.pack` left alone in packs/ by a crash is unindexed garbage until the next gc finishes the move); it comes
@@ -60,6 +61,9 @@ class Tombstones:
                 os.rename(src, dest / f"{pack_id.hex()}{suffix}")
             except FileNotFoundError:
                 continue
+            if suffix == ".idx":  # durable before the .pack moves: a power loss must never keep the second alone
+                fsync_dir(src.parent)
+                fsync_dir(dest)
         return moved
 
     def move_object(self, oid: bytes, src: Path, set_name: str) -> int:
@@ -139,6 +143,9 @@ class Tombstones:
             except FileNotFoundError:
                 if not dest.exists():
                     return None
+            if suffix == ".pack":  # the pack is back for good before its .idx makes it indexed
+                fsync_dir(dest.parent)
+                fsync_dir(src)
         fsync_dir(pack_path(self.packs_dir, pack_id).parent)
         self._map = None
         return entries
