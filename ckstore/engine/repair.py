@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from ..errors import CkstoreError
-from ..model.objects import Commit, Manifest, Tag, hash_bytes
+from ..model.objects import AliasMove, Commit, Manifest, Tag, hash_bytes
 from ..model.progress import Progress
 from ..results import RepairResult
 from ..storage.config import Config
@@ -137,8 +137,10 @@ def _missing(repo: Repository) -> tuple[list[bytes], list[bytes]]:
             continue
         if isinstance(obj, Tag):
             stack.append(obj.target)
+        elif isinstance(obj, AliasMove):  # every holder an alias had is needed (rollback)
+            stack.extend(x for x in (obj.target, obj.previous) if x is not None)
         elif isinstance(obj, Commit):
-            stack.extend(obj.parents)
+            stack.extend(repo.past_dropped(obj.parents))  # commits retention dropped are not missing
             stack.append(obj.manifest)
         elif isinstance(obj, Manifest):
             needed = list(obj.chunk_ids())

@@ -292,9 +292,9 @@ class CkstoreReader(StorageReader):
 
 
 def _sanitized(raw: bytes, key: str) -> io.BytesIO:
-    """A byte item for the planner, which unpickles it with torch.load(weights_only=False): it is first read with
-    torch's weights-only unpickler (no code runs; anything outside its allowlist is refused), and what the planner
-    gets is a fresh torch.save of that plain value, so the full unpickler only ever sees bytes made here."""
+    """A byte item for DCP's load planner, whose own loader is not restricted: the stored bytes are first read with
+    torch's weights-only unpickler (no code runs; anything outside its allowlist is refused), and the planner gets
+    a fresh torch.save of that plain value, so it never sees a byte that came from the store unchecked."""
     try:
         value = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -297,3 +297,11 @@ def test_du_by_remote_counts_replicas_and_names_commits_short_of_the_minimum(fil
     rows = {r.name: r.extra["replicas"] for r in repo.du().rows}
     assert sorted(rows.values()) == [1, 2, 2, 2, 2]
     assert "1 commits are on fewer than 2 remotes" in repo.du().disk["warnings"][0]
+
+
+def test_repair_after_retention_finds_nothing_missing(filled):
+    repo, _ = filled
+    repo.forget(Policy(keep_last=2))
+    repo.gc(now=True)  # the dropped commits' objects are gone: that is retention, not damage
+    done = repo.repair()
+    assert done.ok and done.missing_objects == 0 and done.missing_chunks == 0
