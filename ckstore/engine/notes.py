@@ -7,6 +7,7 @@ The view of a commit's notes applies every note of the namespace in time order, 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -90,8 +91,13 @@ class NotesView:
         self._entries: dict[bytes, list[NoteEntry]] = {}
 
     def _load(self) -> None:
+        # Cheap to ask per commit (a log asks for every one): each namespace is a file directly in refs/notes/,
+        # replaced by rename, so its inode changes whenever a note is added here or merged from a fetch.
+        stamp = _stamp(self.repo.dir / NOTES) if hasattr(self.repo, "dir") else None  # a remote view: fixed
+        if self._key is not None and self._key[0] == stamp:
+            return
         heads = self.repo.refs.list(NOTES)
-        key = tuple(sorted(heads.items()))
+        key = (stamp, tuple(sorted(heads.items())))
         if key == self._key:
             return
         by_commit: dict[bytes, dict[str, dict]] = {}
@@ -119,3 +125,12 @@ class NotesView:
         """The commits that have notes."""
         self._load()
         return set(self._by_commit)
+
+
+def _stamp(notes_dir) -> tuple | None:
+    """(name, inode, mtime) of each namespace file: what changes when any notes ref moves."""
+    try:
+        with os.scandir(notes_dir) as it:
+            return tuple(sorted((e.name, e.inode(), e.stat().st_mtime_ns) for e in it))
+    except FileNotFoundError:
+        return None
