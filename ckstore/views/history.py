@@ -17,7 +17,7 @@ def ref_kinds(repo: Repo) -> dict[str, dict[str, str]]:
     return {"branches": {b.name: b.id for b in repo.branches()},
             "tags": {t.name: t.id for t in repo.tags()},
             "aliases": {a.name: a.id for a in repo.aliases()},
-            "head": {"branch": repo.head_branch}}
+            "head": {"branch": repo.head_branch()}}
 
 
 def verdict(info: CommitInfo) -> bool | None:

@@ -1,0 +1,92 @@
+"""The JSON API of the web view: one function per endpoint, each answering from the repository through
+`ckstore.views`. The history is laid out once per state of the refs and then served in pages."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import UsageError
+from ..views import history, metrics, pages
+
+if TYPE_CHECKING:
+    from ..api import Repo
+
+MAX_PAGE = 5000
+
+
+class Routes:
+    """Endpoint name -> handler(path, query) -> JSON-ready data, over one open repository."""
+
+    def __init__(self, repo: Repo) -> None:
+        self.repo = repo
+        self._history: dict[tuple, dict] = {}
+        self.table: dict[str, Callable[[dict[str, str]], Any]] = {
+            "repo": self.summary, "history": self.history, "commit": self.commit, "diff": self.diff,
+            "hist": self.hist, "metrics": self.metrics, "metric-names": self.metric_names,
+            "storage": self.storage}
+
+    def find(self, path: str) -> Callable[[str, dict[str, str]], Any] | None:
+        """The handler for /api/PATH, or None."""
+        fn = self.table.get(path.strip("/"))
+        return None if fn is None else (lambda _path, query: fn(query))
+
+    def _laid_out(self, where: str | None) -> dict:
+        """The whole history with its lanes, recomputed only when a ref (or note) moved."""
+        stamp = (tuple(sorted((k, v) for k, v in self.repo.engine.refs.list().items())), where)
+        if stamp not in self._history:
+            if len(self._history) > 8:
+                self._history.clear()
+            self._history[stamp] = history.history(self.repo, where)
+        return self._history[stamp]
+
+    def summary(self, query: dict[str, str]) -> dict:
+        """The repository: where it is, its refs by kind, how many commits."""
+        laid = self._laid_out(None)
+        return {"dir": str(self.repo.dir), "refs": laid["refs"], "commits": laid["total"]}
+
+    def history(self, query: dict[str, str]) -> dict:
+        """A page of the history: ?offset=&limit= (at most 5000), ?where= a `find` query."""
+        offset, limit = _int(query, "offset", 0), min(_int(query, "limit", 500), MAX_PAGE)
+        laid = self._laid_out(query.get("where") or None)
+        return {"offset": offset, "total": laid["total"], "all": laid["all"], "width": laid["width"],
+                "refs": laid["refs"], "commits": laid["commits"][offset:offset + limit]}
+
+    def commit(self, query: dict[str, str]) -> dict:
+        """One commit: ?rev= (any revision, default HEAD)."""
+        return pages.commit_page(self.repo, query.get("rev") or "HEAD")
+
+    def diff(self, query: dict[str, str]) -> dict:
+        """?a=&b=: the diff of two commits with its change map (without b: a against its parent)."""
+        if not query.get("a"):
+            raise UsageError("diff needs ?a=REV (and ?b=REV)")
+        return pages.diff_page(self.repo, query["a"], query.get("b") or None)
+
+    def hist(self, query: dict[str, str]) -> dict:
+        """?rev=&tensor=: the value histogram of one tensor."""
+        if not query.get("tensor"):
+            raise UsageError("hist needs ?tensor=NAME (and ?rev=REV)")
+        return pages.histogram(self.repo, query.get("rev") or "HEAD", query["tensor"])
+
+    def metrics(self, query: dict[str, str]) -> dict:
+        """?name=&by=branch|none&x=step|time|index: the curves of one metric or note field."""
+        if not query.get("name"):
+            raise UsageError("metrics needs ?name=METRIC")
+        return metrics.series(self.repo, query["name"], by=query.get("by") or "branch", x=query.get("x") or "step")
+
+    def metric_names(self, query: dict[str, str]) -> dict:
+        """Every plottable name: metrics, note fields, params."""
+        return metrics.names(self.repo)
+
+    def storage(self, query: dict[str, str]) -> dict:
+        """?by=commit|branch|tag|remote: where the bytes go."""
+        return pages.storage_page(self.repo, query.get("by") or "branch")
+
+
+def _int(query: dict[str, str], key: str, default: int) -> int:
+    try:
+        value = int(query.get(key, default))
+    except ValueError:
+        raise UsageError(f"?{key}= must be a whole number, not {query[key]!r}") from None
+    if value < 0:
+        raise UsageError(f"?{key}= must not be negative")
+    return value

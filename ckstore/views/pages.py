@@ -1,0 +1,59 @@
+"""The commit, diff and storage views: what `ckstore show`, `diff` and `du` know, gathered for one page each."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..results import json_safe
+from . import heat
+
+if TYPE_CHECKING:
+    from ..api import Repo
+
+
+def commit_page(repo: Repo, rev: str) -> dict[str, Any]:
+    """A commit with its files and tensors (with statistics), storage (logical, stored, new, unique), probe and
+    verification verdicts, notes, and the audit entries that moved a ref to or from it."""
+    info = repo.show(rev)
+    data = info.to_dict()
+    oid = data["id"]
+    rows = repo.du([oid], by="commit").rows
+    unique = next((r.unique for r in rows if r.kind == "commit"), None)
+    data["storage"] = {"logical": info.logical_bytes, "stored": info.stored_bytes, "new": info.new_bytes,
+                       "unique": unique}
+    data["probe"] = repo.probe(oid)
+    data["verdict"] = data.get("notes", {}).get("verify", {}).get("verdict")
+    data["audit"] = [e.to_dict() for e in repo.audit() if oid in (e.old, e.new)]
+    data["env"] = data["meta"].get("env", {})
+    return json_safe(data)
+
+
+def diff_page(repo: Repo, a: str, b: str | None = None) -> dict[str, Any]:
+    """The diff of two commits (files, tensors, metric and param deltas) with its per-layer change map."""
+    d = repo.diff(a, b).to_dict()
+    d["heat"] = heat.heat(d)
+    return json_safe(d)
+
+
+def storage_page(repo: Repo, by: str = "commit") -> dict[str, Any]:
+    """`du` by commit, branch, tag or remote: per item its unique and shared bytes, and the totals on disk."""
+    return json_safe(repo.du(by=by).to_dict())
+
+
+def histogram(repo: Repo, rev: str, tensor: str) -> dict[str, Any]:
+    """The value histogram of one tensor of `rev` (as diff names it: "name" or "file:name"): the stored one, or,
+    for commits made before histograms were stored, one computed from the tensor's data now."""
+    from ..errors import UsageError
+    from ..model import stats
+    oid = repo.resolve(rev)
+    entry = next((t for t in repo.manifest(oid).tensors if tensor in (t.name, f"{t.file}:{t.name}")), None)
+    if entry is None:
+        raise UsageError(f"{rev} has no tensor {tensor!r}")
+    counts = (entry.stats or {}).get("hist")
+    if counts is None:
+        arr = repo.load(oid, names=[entry.name])[entry.name]
+        counts = stats.finish(stats.partial(arr))["hist"]
+    return json_safe({"rev": oid, "tensor": tensor, "dtype": entry.dtype, "shape": list(entry.shape),
+                      "edges": list(stats.hist_edges()), "counts": list(counts),
+                      "zeros": entry.stats.get("zeros"), "nan": entry.stats.get("nan"),
+                      "inf": entry.stats.get("inf"), "count": entry.stats.get("count")})
