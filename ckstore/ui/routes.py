@@ -20,6 +20,7 @@ class Routes:
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
         self._history: dict[tuple, dict] = {}
+        self._du: tuple[tuple, dict] | None = None
         self.table: dict[str, Callable[[dict[str, str]], Any]] = {
             "repo": self.summary, "history": self.history, "commit": self.commit, "diff": self.diff,
             "hist": self.hist, "metrics": self.metrics, "metric-names": self.metric_names,
@@ -30,9 +31,20 @@ class Routes:
         fn = self.table.get(path.strip("/"))
         return None if fn is None else (lambda _path, query: fn(query))
 
+    def _stamp(self) -> tuple:
+        """Every ref and its value: what the cached views depend on (a commit, a note, a gc moves one)."""
+        return tuple(sorted(self.repo.engine.refs.list().items()))
+
+    def _du_rows(self) -> dict:
+        """`du` by commit, id -> row, recomputed only when a ref moved."""
+        stamp = self._stamp()
+        if self._du is None or self._du[0] != stamp:
+            self._du = (stamp, {r.name: r for r in self.repo.du(by="commit").rows})
+        return self._du[1]
+
     def _laid_out(self, where: str | None) -> dict:
         """The whole history with its lanes, recomputed only when a ref (or note) moved."""
-        stamp = (tuple(sorted((k, v) for k, v in self.repo.engine.refs.list().items())), where)
+        stamp = (self._stamp(), where)
         if stamp not in self._history:
             if len(self._history) > 8:
                 self._history.clear()
@@ -53,7 +65,7 @@ class Routes:
 
     def commit(self, query: dict[str, str]) -> dict:
         """One commit: ?rev= (any revision, default HEAD)."""
-        return pages.commit_page(self.repo, query.get("rev") or "HEAD")
+        return pages.commit_page(self.repo, query.get("rev") or "HEAD", self._du_rows())
 
     def diff(self, query: dict[str, str]) -> dict:
         """?a=&b=: the diff of two commits with its change map (without b: a against its parent)."""

@@ -6,9 +6,9 @@ nothing a page needs. Requests are answered one at a time against one open repos
 single reader and long views never interleave.
 
 Who may ask: on loopback, anyone on this machine (as with the files themselves) — but only with a Host header
-naming loopback, so a web page elsewhere cannot reach the API through DNS rebinding. Bound anywhere else, every
-request needs the token printed at start (a `?token=` query once, then a cookie, or an `Authorization: Bearer`
-header).
+naming loopback, so a web page elsewhere cannot reach the API through DNS rebinding. Bound anywhere else (or
+given --token), every request needs the token printed at start (a `?token=` query once, then a cookie, or an
+`Authorization: Bearer` header).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class ViewServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], routes: Routes, token: str | None) -> None:
         super().__init__(address, Handler)
-        self.routes, self.token, self.lock = routes, token, threading.Lock()
+        self.routes, self.token, self.lock = routes, token or None, threading.Lock()
 
     @property
     def url(self) -> str:
@@ -198,12 +198,10 @@ def _cookie(header: str | None) -> str | None:
 
 
 def make_server(routes: Routes, host: str = "127.0.0.1", port: int = 8471, token: str | None = None) -> ViewServer:
-    """A server bound to host:port (port 0: any free one). Off loopback a token is required: the given one or a
-    fresh random one."""
-    if not is_loopback(host) and token is None:
+    """A server bound to host:port (port 0: any free one). A given token is always required; off loopback one
+    is required anyway (a fresh random one unless given)."""
+    if not is_loopback(host) and not token:
         token = secrets.token_urlsafe(24)
-    if is_loopback(host):
-        token = token or None
     try:
         return ViewServer((host, port), routes, token)
     except OSError as exc:

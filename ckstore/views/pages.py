@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CkstoreError
 from ..results import json_safe
 from . import heat
 
@@ -11,21 +12,32 @@ if TYPE_CHECKING:
     from ..api import Repo
 
 
-def commit_page(repo: Repo, rev: str) -> dict[str, Any]:
-    """A commit with its files and tensors (with statistics), storage (logical, stored, new, unique), probe and
-    verification verdicts, notes, and the audit entries that moved a ref to or from it."""
+def commit_page(repo: Repo, rev: str, du_rows: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A commit with its files and tensors (with statistics), storage, probe and verification verdicts, notes,
+    and the audit entries that moved a ref to or from it. Storage: logical, the frames of its own chunks, new
+    against its parents, and from `du` by commit (`du_rows`: id -> row, computed once by the caller for every
+    commit, since what only this commit keeps depends on all the others) stored-with-bases and unique."""
     info = repo.show(rev)
     data = info.to_dict()
     oid = data["id"]
-    rows = repo.du([oid], by="commit").rows
-    unique = next((r.unique for r in rows if r.kind == "commit"), None)
-    data["storage"] = {"logical": info.logical_bytes, "stored": info.stored_bytes, "new": info.new_bytes,
-                       "unique": unique}
+    row = (du_rows if du_rows is not None else {r.name: r for r in repo.du(by="commit").rows}).get(oid)
+    data["storage"] = {"logical": info.logical_bytes, "frames": info.stored_bytes, "new": info.new_bytes,
+                       "stored": row.stored if row else None, "unique": row.unique if row else None}
     data["probe"] = repo.probe(oid)
     data["verdict"] = data.get("notes", {}).get("verify", {}).get("verdict")
-    data["audit"] = [e.to_dict() for e in repo.audit() if oid in (e.old, e.new)]
+    data["audit"] = [e.to_dict() for e in repo.audit() if oid in (_peel(repo, e.old), _peel(repo, e.new))]
     data["env"] = data["meta"].get("env", {})
     return json_safe(data)
+
+
+def _peel(repo: Repo, value: str | None) -> str | None:
+    """The commit an audit entry's value names (a tag or an alias move peeled), or None (a note, nothing)."""
+    if not value:
+        return None
+    try:
+        return repo.resolve(value)
+    except CkstoreError:
+        return None
 
 
 def diff_page(repo: Repo, a: str, b: str | None = None) -> dict[str, Any]:

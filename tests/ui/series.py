@@ -8,6 +8,14 @@ from pathlib import Path
 import numpy as np
 
 LAYERS = 4
+LOADER = """
+from pathlib import Path
+from safetensors.numpy import load_file
+
+def load(ckpt):
+    w = load_file(str(Path(ckpt) / "state.safetensors"))
+    return lambda x: {"out": x @ w["embed.weight"]}
+"""
 
 
 def state(versions: dict[int, int], ft: int = 0) -> dict[str, np.ndarray]:
@@ -51,6 +59,10 @@ def build(path: Path) -> dict:
         repo.note_add(out["main"][4], {"acc": 0.71, "suite": "mmlu-mini"}, ns="eval")
         repo.note_add(out["main"][5], {"acc": 0.74, "suite": "mmlu-mini"}, ns="eval")
         repo.alias_set("prod", out["main"][3], reason="best so far")
+        (repo.root / "seriesmodel.py").write_text(LOADER)  # the project's loader, beside the repository
+        np.savez(path / "inputs.npz", x=np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32))
+        repo.add_probe(out["main"][5], path / "inputs.npz", "seriesmodel:load")
+        out["verified"] = repo.verify(out["main"][5]).passed
     # main: 6 points of loss; ft: its lineage = main's first 3 + 3 of its own
     out["changed_last"] = ["blocks.1.attn.qkv.weight", "blocks.1.mlp.fc.weight"]  # main[4] -> main[5]: 5 % 4
     return out

@@ -33,8 +33,8 @@ async function commitPage(view, rev) {
        (c.describe ? ` · ${c.describe}` : ""), " ", verdictBadge(c.verdict ? c.verdict.passed : null),
        parent ? el("span", {}, " · ", el("a", {href: `#/diff/${parent}/${c.id}`, id: "diff-parent",
                                               text: "diff with parent " + short(parent)})) : null),
-    el("div", {class: "cards", id: "storage"}, [["logical", s.logical], ["stored", s.stored],
-      ["new vs parents", s.new], ["unique (dropping frees)", s.unique]].map(([k, v]) =>
+    el("div", {class: "cards", id: "storage"}, [["logical", s.logical], ["own frames", s.frames],
+      ["new vs parents", s.new], ["stored with bases", s.stored], ["unique: dropping it frees", s.unique]].map(([k, v]) =>
       el("div", {class: "card"}, el("div", {class: "v", text: bytes(v)}), el("div", {class: "k", text: k})))),
     el("h3", {text: "Metrics"}), kv(c.metrics),
     el("h3", {text: "Parameters"}), kv(c.params),
