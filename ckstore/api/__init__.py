@@ -107,11 +107,13 @@ class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
         """The full hex id of the commit a revision names: branch, tag, id or prefix, with ~N and ^N."""
         return self.engine.resolve(rev).hex()
 
-    def _info(self, oid: bytes, refs: dict[bytes, list[str]] | None = None) -> CommitInfo:
+    def _info(self, oid: bytes, refs: dict[bytes, list[str]] | None = None,
+              notes: dict[bytes, dict] | None = None) -> CommitInfo:
         commit = self.engine.commit(oid)
         history = self.engine.parents(oid)
         return CommitInfo(oid.hex(), commit, tuple((refs or {}).get(oid, ())),
-                          history if history != commit.parents else None, self.notes_view.of(oid))
+                          history if history != commit.parents else None,
+                          self.notes_view.of(oid) if notes is None else notes.get(oid, {}))
 
     # -- writing --------------------------------------------------------------------------------------------------
 
@@ -168,13 +170,15 @@ class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
                     raise
                 starts = []  # a new repository has no history yet
         out: list[CommitInfo] = []
+        notes = self.notes_view.by_commit()  # one look at the notes refs for the whole walk
+
         def parents(oid: bytes) -> tuple[bytes, ...]:
             return tuple(p for p in engine.parents(oid) if p not in hidden)
 
         for oid in graph.walk([s for s in starts if s not in hidden], parents, engine.time_of):
             if n is not None and len(out) >= n:
                 break
-            info = self._info(oid, refs)
+            info = self._info(oid, refs, notes)
             if match is None or match(info.to_dict()):
                 out.append(info)
         engine.store.flush_commit_cache()

@@ -116,6 +116,12 @@ class NotesView:
         self._load()
         return self._by_commit.get(commit, {})
 
+    def by_commit(self) -> dict[bytes, dict[str, dict]]:
+        """{commit: {namespace: merged data}} for every noted commit, from one look at the notes refs (a walk
+        over many commits asks this once instead of `of` per commit)."""
+        self._load()
+        return self._by_commit
+
     def entries(self, commit: bytes) -> list[NoteEntry]:
         """Every note on a commit, oldest first, with who added it and when."""
         self._load()

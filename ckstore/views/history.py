@@ -26,14 +26,23 @@ def verdict(info: CommitInfo) -> bool | None:
     return bool(v.get("passed")) if isinstance(v, dict) else None
 
 
-def row(info: CommitInfo, kinds: dict[str, dict[str, str]], branch: str | None) -> dict[str, Any]:
-    """One commit as the history page lists it."""
+def names_by_commit(kinds: dict[str, dict[str, str]]) -> dict[str, dict[str, list[str]]]:
+    """{commit id: {"branches"|"tags"|"aliases": [names]}} from `ref_kinds`."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for kind in ("branches", "tags", "aliases"):
+        for name, oid in sorted(kinds[kind].items()):
+            out.setdefault(oid, {"branches": [], "tags": [], "aliases": []})[kind].append(name)
+    return out
+
+
+_NONE: dict[str, list[str]] = {"branches": [], "tags": [], "aliases": []}
+
+
+def row(info: CommitInfo, named: dict[str, list[str]], branch: str | None) -> dict[str, Any]:
+    """One commit as the history page lists it (`named`: its refs by kind)."""
     c = info.commit
-    named = {kind: sorted(n for n, oid in names.items() if oid == info.id)
-             for kind, names in kinds.items() if kind != "head"}
     return {"id": info.id, "parents": info.parents, "message": c.message.split("\n", 1)[0], "author": c.author,
-            "time": c.time, "step": c.step, "metrics": c.metrics, "branches": named["branches"],
-            "tags": named["tags"], "aliases": named["aliases"], "notes": sorted(info.notes),
+            "time": c.time, "step": c.step, "metrics": c.metrics, **named, "notes": sorted(info.notes),
             "verified": verdict(info), "branch": branch}
 
 
@@ -45,15 +54,17 @@ def history(repo: Repo, where: str | None = None) -> dict[str, Any]:
     owner = _owners(infos, kinds)
     kept = infos if where is None else repo.log(all=True, where=where)
     parents = _nearest_kept(infos, {i.id for i in kept}) if where is not None else None
+    named = names_by_commit(kinds)
     rows = []
     for info in kept:
-        r = row(info, kinds, owner.get(info.id))
+        r = row(info, named.get(info.id, _NONE), owner.get(info.id))
         if parents is not None:
             r["parents"] = parents[info.id]
         rows.append(r)
     layout = lanes.layout((r["id"], r["parents"]) for r in rows)
     for r, lay in zip(rows, layout):
         r.update(lay)
+        r["parent_branches"] = [owner.get(p) for p in r["parents"]]  # a lane takes its parent's colour
     return {"commits": rows, "total": len(rows), "all": len(infos), "width": lanes.width(layout), "refs": kinds}
 
 

@@ -1,8 +1,10 @@
-"""Lane layout of a commit graph for drawing: a column per commit and the line segments to the next row.
+"""Lane layout of a commit graph for drawing: a column per commit and the lines to its parents.
 
-Pure: the input is commits newest first with their parents; the output says, for every row, where its dot goes
-and which lines leave it downwards, so a renderer draws row i's segments from y(i) to y(i+1) without knowing
-the graph.
+Pure: the input is commits newest first with their parents; the output gives every row its dot's column and
+one edge per parent: [from_col, to_col, end_row]. A renderer draws the edge from the dot to `to_col` on the next
+row and, when `end_row` is given, straight down that lane to the parent's dot on row `end_row` — so a branch is
+one line however many rows it passes, and nothing is sent per passing lane per row. `end_row` is None where the
+lane was already open (a second child joining it) or the parent is not among the rows.
 """
 
 from __future__ import annotations
@@ -11,41 +13,36 @@ from typing import Iterable
 
 
 def layout(rows: Iterable[tuple[str, list[str]]]) -> list[dict]:
-    """For (id, parents) newest first: [{"col": c, "edges": [[from_col, to_col, kind], ...]}] per row, where an
-    edge leaves this row at from_col and reaches the next row at to_col; kind is "parent" (from the commit's
-    dot) or "pass" (a lane going by). Lanes close as soon as they are joined, like `git log --graph`."""
-    lanes: list[str | None] = []
-    out = []
-    for oid, parents in rows:
+    """For (id, parents) newest first: [{"col": c, "edges": [[from_col, to_col, end_row | None], ...]}] per
+    row, lanes reused as soon as they close, like `git log --graph`. A commit's first parent keeps its lane."""
+    lanes: list[str | None] = []  # the commit each open lane is waiting for
+    out: list[dict] = []
+    waiting: dict[str, list[list]] = {}  # parent id -> edges whose end_row is that parent's row
+    for index, (oid, parents) in enumerate(rows):
+        for edge in waiting.pop(oid, ()):
+            edge[2] = index
         if oid in lanes:
             col = lanes.index(oid)
-            for i, lane in enumerate(lanes):  # other lanes waiting for this commit join it here: the lines
-                if lane == oid and i != col:  # that reached them from the row above bend to this dot instead
-                    lanes[i] = None
-                    for e in out[-1]["edges"] if out else ():
-                        if e[1] == i:
-                            e[1] = col
-        else:
+        else:  # a tip: the first free lane
             col = lanes.index(None) if None in lanes else len(lanes)
             if col == len(lanes):
                 lanes.append(None)
-        before = list(lanes)
         lanes[col] = None
-        targets: list[int] = []
+        edges: list[list] = []
         for k, p in enumerate(parents):
-            if p in lanes:
-                targets.append(lanes.index(p))  # a lane already waits for that parent: merge into it
-            elif k == 0:
-                lanes[col] = p
-                targets.append(col)
+            if p in lanes:  # a lane already waits for that parent: join it
+                edges.append([col, lanes.index(p), None])
+                continue
+            if k == 0:
+                target = col
             else:
-                j = lanes.index(None) if None in lanes else len(lanes)
-                if j == len(lanes):
+                target = lanes.index(None) if None in lanes else len(lanes)
+                if target == len(lanes):
                     lanes.append(None)
-                lanes[j] = p
-                targets.append(j)
-        edges = [[col, t, "parent"] for t in targets]
-        edges += [[i, i, "pass"] for i, lane in enumerate(before) if lane is not None and i != col]
+            lanes[target] = p
+            edge = [col, target, None]
+            waiting.setdefault(p, []).append(edge)
+            edges.append(edge)
         while lanes and lanes[-1] is None:
             lanes.pop()
         out.append({"col": col, "edges": edges})
@@ -54,4 +51,4 @@ def layout(rows: Iterable[tuple[str, list[str]]]) -> list[dict]:
 
 def width(layout_rows: list[dict]) -> int:
     """The number of columns the layout uses."""
-    return 1 + max((max([r["col"], *(max(e[0], e[1]) for e in r["edges"])]) for r in layout_rows), default=0)
+    return 1 + max((max([r["col"], *(e[1] for e in r["edges"])]) for r in layout_rows), default=0)

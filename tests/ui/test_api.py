@@ -33,14 +33,19 @@ def test_history_lists_every_commit_newest_first_with_lanes(served, series_repo)
     assert by_id[made["main"][5]]["verified"] is True and "eval" in by_id[made["main"][5]]["notes"]
     assert {by_id[i]["branch"] for i in made["ft"]} == {"ft"}
     assert {by_id[i]["branch"] for i in made["main"]} == {"main"}
-    # every edge leaves its row at the dot or a passing lane and lands on a lane of the next row
-    for row, nxt in zip(page["commits"], page["commits"][1:]):
-        for a, b, kind in row["edges"]:
-            assert 0 <= a < page["width"] and 0 <= b < page["width"]
-            assert kind in ("parent", "pass") and (a == row["col"]) == (kind == "parent")
-    fork = by_id[made["main"][2]]  # where ft forked: both lines end on its dot
-    above = page["commits"][page["commits"].index(fork) - 1]
-    assert any(b == fork["col"] for _, b, _ in above["edges"])
+    # one edge per parent, from the dot to the parent's lane; an opened lane ends on the parent's own dot
+    rows = page["commits"]
+    index = {c["id"]: i for i, c in enumerate(rows)}
+    for i, row in enumerate(rows):
+        assert len(row["edges"]) == len(row["parents"])
+        for (a, b, end), parent in zip(row["edges"], row["parents"]):
+            assert a == row["col"] and 0 <= b < page["width"]
+            if end is not None:
+                assert end == index[parent] > i and rows[end]["col"] == b
+    fork = by_id[made["main"][2]]  # where ft forked: ft (newer) opened the lane down to it, main joins that lane
+    assert by_id[made["ft"][0]]["edges"] == [[by_id[made["ft"][0]]["col"], fork["col"], index[fork["id"]]]]
+    assert by_id[made["main"][3]]["edges"] == [[by_id[made["main"][3]]["col"], fork["col"], None]]
+    assert by_id[made["main"][3]]["col"] != fork["col"]
 
 
 def test_history_pages_and_filters(served, series_repo):

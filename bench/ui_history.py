@@ -1,0 +1,132 @@
+"""Web view benchmark: the history page of a 10,000-commit repository in headless Chromium.
+
+    python bench/ui_history.py [--commits 10000] [--repo /tmp/bench-ui] [--runs 3] [--md docs/bench-ui.md]
+
+The repository (made once, then reused) is a long main line with 20 side branches of 50 commits forked along
+it (so up to 21 lanes are open at once), a tag every 500 commits, a note every 100 and metrics on every commit.
+Each run starts a fresh `ckstore ui` process (so the server lays out the whole history from cold) and a fresh
+headless Chromium, then times, from the navigation:
+
+  - first page: the first 1,000 commits drawn (lanes, badges, metrics) and the page marked ready;
+  - all commits: scrolling to the bottom until every one of the 10,000 rows is in the page (the lazy loading
+    fetches them 1,000 at a time as the list scrolls);
+and, separately, the API's own time for the whole history (cold: layout of every commit; warm: a cached page).
+Figures are medians over --runs, with the spread; the DOM is checked to hold exactly --commits rows at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "ui"))
+
+import numpy as np  # noqa: E402
+
+from served import chromium, start  # noqa: E402
+
+
+def build(path: Path, commits: int, branches: int = 20, length: int = 50) -> None:
+    """The repository, unless it is already there with that many commits."""
+    from ckstore import Repo
+    if (path / ".ckstore").exists():
+        with Repo.open(path) as r:
+            if len(r.log(all=True)) == commits:
+                return
+        raise SystemExit(f"{path} holds another repository: remove it or pick another --repo")
+    main_len = commits - branches * length
+    fork_every = main_len // (branches + 1)
+    t0 = time.perf_counter()
+    with Repo.init(path) as r:
+        for i in range(main_len):
+            r.commit({"w": np.full(4, i, np.float32)}, f"main step {i}", metrics={"loss": 1 / (i + 1), "acc": i / 1e4},
+                     step=i, capture_env=False)
+            if i % 500 == 0:
+                r.tag(f"v{i // 500}")
+            if i % 100 == 0:
+                r.note_add("HEAD", {"acc": i / 1e4}, ns="eval")
+            if i and i % fork_every == 0 and i // fork_every <= branches:
+                r.branch(f"exp-{i // fork_every}", "HEAD")
+        for b in range(1, branches + 1):
+            for k in range(length):
+                r.commit({"w": np.full(4, -k, np.float32), "b": np.full(2, b, np.float32)}, f"exp {b} step {k}",
+                         metrics={"loss": 0.5 / (k + 1)}, step=b * fork_every + k, branch=f"exp-{b}",
+                         capture_env=False)
+    print(f"built {commits} commits in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+def one_run(repo: Path, commits: int) -> dict:
+    proc, url = start(repo)
+    driver = None
+    try:
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(url.rstrip("/") + "/api/history?limit=1", timeout=300) as res:
+            assert json.loads(res.read())["total"] == commits
+        api_cold = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(url.rstrip("/") + "/api/history?offset=5000&limit=1000", timeout=60) as res:
+            res.read()
+        api_warm = time.perf_counter() - t0
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc, url = start(repo)  # the browser's run starts from a cold server too
+        driver = chromium()
+        driver.get("about:blank")
+        t0 = time.perf_counter()
+        driver.get(url.rstrip("/") + "/#/history")
+        while driver.execute_script("return document.body.dataset.ready") != "history":
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit("the history page did not render in 300 s")
+            time.sleep(0.01)
+        first = time.perf_counter() - t0
+        deadline = time.monotonic() + 300
+        while True:
+            loaded = driver.execute_script(
+                "window.scrollTo(0, document.body.scrollHeight);"
+                "return Number(document.getElementById('history').dataset.loaded || 0)")
+            if loaded >= commits:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {loaded} of {commits} rows after 300 s")
+            time.sleep(0.01)
+        full = time.perf_counter() - t0
+        rows = driver.execute_script("return document.querySelectorAll('.row.commit').length")
+        dots = driver.execute_script("return document.querySelectorAll('svg.lanes circle.node').length")
+        assert rows == commits and dots == commits, (rows, dots)
+        return {"api_cold_s": api_cold, "api_warm_page_s": api_warm, "first_page_s": first, "all_rows_s": full,
+                "rows": rows}
+    finally:
+        if driver is not None:
+            driver.quit()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--commits", type=int, default=10_000)
+    ap.add_argument("--repo", type=Path, default=Path("/tmp/bench-ui"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--md", type=Path, default=None)
+    args = ap.parse_args()
+    build(args.repo, args.commits)
+    runs = [one_run(args.repo, args.commits) for _ in range(args.runs)]
+    keys = ["api_cold_s", "api_warm_page_s", "first_page_s", "all_rows_s"]
+    summary = {k: {"median": statistics.median(r[k] for r in runs), "min": min(r[k] for r in runs),
+                   "max": max(r[k] for r in runs)} for k in keys}
+    print(json.dumps({"commits": args.commits, "runs": runs, "summary": summary}, indent=2))
+    if args.md:
+        lines = [f"| {k} | {v['median']:.3f} | {v['min']:.3f} – {v['max']:.3f} |" for k, v in summary.items()]
+        args.md.write_text(args.md.read_text().split("<!-- figures -->")[0] + "<!-- figures -->\n\n"
+                           f"{args.commits} commits, {args.runs} runs (median, min – max, seconds):\n\n"
+                           "| measure | median | range |\n| --- | --- | --- |\n" + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
