@@ -152,6 +152,12 @@ class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
             where: str | None = None) -> list[CommitInfo]:
         """Commits reachable from `rev` (default HEAD; `all`: every ref; "A..B": from B but not from A), newest
         first; `where` filters them by a metadata query such as ``metrics.val_loss < 0.3 and params.lr >= 1e-4``."""
+        return list(self.iter_log(rev, n=n, all=all, where=where))
+
+    def iter_log(self, rev: str | None = None, *, n: int | None = None, all: bool = False,
+                 where: str | None = None) -> Iterator[CommitInfo]:
+        """`log`, one commit at a time as the walk reaches it (a long history streams; a bad `rev` or `where`
+        raises at the first next())."""
         match = compile_query(where) if where else None
         engine = self.engine
         refs = engine.refs_by_commit()
@@ -169,20 +175,22 @@ class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
                 if rev is not None:
                     raise
                 starts = []  # a new repository has no history yet
-        out: list[CommitInfo] = []
         notes = self.notes_view.by_commit()  # one look at the notes refs for the whole walk
 
         def parents(oid: bytes) -> tuple[bytes, ...]:
             return tuple(p for p in engine.parents(oid) if p not in hidden)
 
-        for oid in graph.walk([s for s in starts if s not in hidden], parents, engine.time_of):
-            if n is not None and len(out) >= n:
-                break
-            info = self._info(oid, refs, notes)
-            if match is None or match(info.to_dict()):
-                out.append(info)
-        engine.store.flush_commit_cache()
-        return out
+        found = 0
+        try:
+            for oid in graph.walk([s for s in starts if s not in hidden], parents, engine.time_of):
+                if n is not None and found >= n:
+                    break
+                info = self._info(oid, refs, notes)
+                if match is None or match(info.to_dict()):
+                    found += 1
+                    yield info
+        finally:  # also when the reader stops early (`log --json-lines | head`)
+            engine.store.flush_commit_cache()
 
     def find(self, expr: str, *, rev: str | None = None, sort: str | None = None,
              limit: int | None = None) -> list[CommitInfo]:

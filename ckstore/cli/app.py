@@ -1,13 +1,15 @@
-"""The `ckstore` command's frame: the typer app, repository lookup, JSON output, and errors turned into exit codes."""
+"""The `ckstore` command's frame: the typer app, repository lookup, output (JSON, JSON lines, --quiet, warnings),
+and errors turned into exit codes."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 
@@ -17,9 +19,27 @@ if TYPE_CHECKING:  # the library (numpy, lmdb, ...) is imported only when a comm
 app = typer.Typer(no_args_is_help=True, add_completion=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Version model checkpoints the way you version code.")
-_state: dict[str, Any] = {"dir": None}
+# One command's settings: -C DIR, and whether --json/--json-lines or -q was given (set while its options parse).
+_state: dict[str, Any] = {"dir": None, "json": False, "quiet": False, "nan_warned": False}
 
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+def _json_mode(value: bool) -> bool:
+    if value:
+        _state["json"] = True
+    return value
+
+
+def _quiet_mode(value: bool) -> bool:
+    if value:
+        _state["quiet"] = True
+    return value
+
+
+JsonOpt = typer.Option(False, "--json", callback=_json_mode, help="Print machine-readable JSON.")
+JsonLinesOpt = typer.Option(False, "--json-lines", callback=_json_mode,
+                            help="Print one JSON object per line (NDJSON), each as soon as it is known.")
+QuietOpt = typer.Option(False, "-q", "--quiet", callback=_quiet_mode,
+                        help="Print only errors and the data asked for: no progress or informational lines.")
 
 
 def _version(value: bool) -> None:
@@ -31,9 +51,11 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(directory: Optional[Path] = typer.Option(None, "-C", help="Run as if started in DIR.", metavar="DIR"),
+          quiet: bool = QuietOpt,
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
-    _state["dir"] = directory
+    # The root runs before the command's options parse (their callbacks set json and quiet).
+    _state.update(dir=directory, json=False, quiet=quiet, nan_warned=False)
 
 
 def open_repo() -> Repo:
@@ -57,22 +79,76 @@ def base_dir() -> Path:
     return _state["dir"] or Path(".")
 
 
-def emit(value: Any) -> None:
-    """Print `value` as JSON. Non-finite floats become null (JSON has no NaN), with a warning on stderr."""
+def emit(value: Any, *, lines: bool = False) -> None:
+    """Print `value` as JSON; with `lines`, `value` is an iterable and each item is printed as one line of JSON the
+    moment it arrives (NDJSON, for --json-lines). Non-finite floats become null (JSON has no NaN), with a warning."""
+    if not lines:
+        return typer.echo(json.dumps(_json_ready(value), indent=2, default=str, allow_nan=False))
+    for item in value:
+        typer.echo(json.dumps(_json_ready(item), default=str, allow_nan=False))  # echo flushes: a reader sees it now
+
+
+def _json_ready(value: Any) -> Any:
     from ..results import json_safe
     data = value.to_dict() if hasattr(value, "to_dict") else value
     if isinstance(data, list):
         data = [v.to_dict() if hasattr(v, "to_dict") else v for v in data]
     safe = json_safe(data)
-    if safe != data:
-        typer.echo("warning: non-finite numbers (NaN, Infinity) are printed as null", err=True)
-    typer.echo(json.dumps(safe, indent=2, default=str, allow_nan=False))
+    if safe != data and not _state["nan_warned"]:  # NaN != NaN: any non-finite number makes them differ
+        _state["nan_warned"] = True  # once per command, not once per line
+        warn("non-finite numbers (NaN, Infinity) are printed as null")
+    return safe
+
+
+def info(message: str, *, err: bool = False) -> None:
+    """An informational line (what a command did): not printed under --quiet, nor on stderr in JSON mode."""
+    if not (_state["quiet"] or (err and _state["json"])):
+        typer.echo(message, err=err)
+
+
+def is_quiet() -> bool:
+    """Whether -q / --quiet was given (to the command or before it)."""
+    return bool(_state["quiet"])
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: `warning: MESSAGE`, or {"warning": MESSAGE} as one line in JSON mode."""
+    if _state["json"]:
+        typer.echo(json.dumps({"warning": message}), err=True)
+    else:
+        typer.echo(f"warning: {message}", err=True)
+
+
+def fail(message: str, *, hint: str = "", code: int = 1) -> NoReturn:
+    """End the command with an error on stderr (as main() prints library errors) and exit `code`."""
+    _error(message, hint, code, _state["json"])
+    raise typer.Exit(code)
+
+
+def _error(message: str, hint: str | None, code: int, as_json: bool) -> None:
+    """`error:` and `hint:` lines, or in JSON mode one line {"error", "hint", "code"}."""
+    if as_json:
+        typer.echo(json.dumps({"error": message, "hint": hint or None, "code": code}), err=True)
+        return
+    typer.echo(f"error: {message}", err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+
+
+def _json_requested(argv: list[str]) -> bool:
+    """--json or --json-lines on the command line (before a `--`): then even an error found before the command
+    runs, such as a misspelt option, is reported as JSON."""
+    args = argv[:argv.index("--")] if "--" in argv else argv
+    return "--json" in args or "--json-lines" in args
 
 
 def progress() -> Any:
-    """A progress bar on stderr that appears only for long work."""
+    """Progress on stderr for long work: a bar on a terminal, a line every few seconds elsewhere; none under -q."""
+    if _state["quiet"]:
+        from ..model.progress import NoProgress
+        return NoProgress()
     from .progress import DelayedProgress
-    return DelayedProgress()
+    return DelayedProgress(as_json=_state["json"])
 
 
 def main() -> None:
@@ -82,6 +158,7 @@ def main() -> None:
     tune()
     warnings.showwarning = _one_line_warning
     exits, aborts, usage = _parser_exceptions()
+    as_json = _json_requested(sys.argv[1:])
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
@@ -89,11 +166,15 @@ def main() -> None:
     except exits as exc:
         sys.exit(exc.exit_code)
     except usage as exc:
-        if hasattr(exc, "show"):
+        code = getattr(exc, "exit_code", 2)
+        if as_json:
+            ctx = getattr(exc, "ctx", None)
+            _error(exc.format_message(), f"see '{ctx.command_path} --help'" if ctx else None, code, True)
+        elif hasattr(exc, "show"):
             exc.show()
         else:
             typer.echo(f"Error: {exc}", err=True)
-        sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(code)
     except aborts:
         sys.exit(130)
     except BrokenPipeError:  # `ckstore log | head -1`: the reader has all it wanted
@@ -108,18 +189,15 @@ def main() -> None:
     except CkstoreError as exc:
         if os.environ.get("CKSTORE_DEBUG") == "1":
             raise
-        typer.echo(f"error: {exc}", err=True)
-        if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
+        _error(str(exc), exc.hint, exc.exit_code, as_json or _state["json"])
         sys.exit(exc.exit_code)
     except OSError as exc:  # disk full, permissions, a vanished file: one line, never a traceback
         if os.environ.get("CKSTORE_DEBUG") == "1":
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
-        if exc.errno == 28:
-            typer.echo("hint: free some space; the repository is unchanged and nothing half-written remains",
-                       err=True)
+        full = "free some space; the repository is unchanged and nothing half-written remains"
+        hint = full if exc.errno == errno.ENOSPC else None
+        _error(f"{exc.strerror or exc}{where}", hint, 1, as_json or _state["json"])
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -133,7 +211,7 @@ def main() -> None:
 def _one_line_warning(message: Warning | str, category: type, filename: str, lineno: int, file: Any = None,
                       line: str | None = None) -> None:
     # Library warnings (a rebuilt cache, say) are one line on stderr, like errors, not Python's two-line format.
-    typer.echo(f"warning: {message}", err=True)
+    warn(str(message))
 
 
 def _quiet_stdout() -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import JsonOpt, app, emit, given_path, open_repo, progress
+from .app import JsonLinesOpt, JsonOpt, QuietOpt, app, emit, given_path, info, open_repo, progress
 
 
 @app.command()
@@ -17,24 +17,24 @@ def checkout(rev: str = typer.Argument(..., help="The revision to check out."),
              include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Only matching paths."),
              exclude: list[str] = typer.Option([], "--exclude", metavar="GLOB", help="Leave matching paths out."),
              force: bool = typer.Option(False, "--force", "-f", help="Write into a non-empty directory."),
-             as_json: bool = JsonOpt) -> None:
+             quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Write a commit's files, byte-identical, into a directory."""
     with open_repo() as repo:
         files = repo.checkout(rev, given_path(output), include=include or None, exclude=exclude or None,
                               force=force, progress=progress())
     if as_json:
         return emit({"rev": rev, "output": str(output), "files": files})
-    typer.echo(f"checked out {len(files)} files into {output}")
+    info(f"checked out {len(files)} files into {output}")
 
 
 @app.command()
 def ls(rev: str = typer.Argument("HEAD", help="The revision to list (default HEAD)."),
-       as_json: bool = JsonOpt) -> None:
+       as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """List the files of a commit."""
     with open_repo() as repo:
         files = repo.ls(rev)
-    if as_json:
-        return emit(files)
+    if as_json or as_lines:
+        return emit(files, lines=as_lines)
     for f in files:
         typer.echo(f"{f.size:>14}  {f.path}")
 
@@ -60,7 +60,7 @@ def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and h
          remote: Optional[str] = typer.Option(None, "--remote", metavar="NAME", help="Check a remote instead."),
          audit_remote: list[str] = typer.Option([], "--audit-remote", metavar="NAME",
                                                 help="Also check the audit log against the heads NAME recorded."),
-         as_json: bool = JsonOpt) -> None:
+         as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Verify the repository; exits 1 and names every damaged object (--repair: and mends what it can)."""
     from ..errors import UsageError
     if source and not repair:
@@ -76,7 +76,9 @@ def fsck(read_data: bool = typer.Option(False, "--read-data", help="Decode and h
             for name in audit_remote:  # a rewrite of the whole log is seen only against a copy kept elsewhere
                 from ..results import Problem
                 report.problems += [Problem("audit", name, p) for p in repo.verify_audit_against(name)]
-    if as_json:
+    if as_lines:
+        emit(report.problems, lines=True)
+    elif as_json:
         emit(done if repair else report)
     else:
         if repair:

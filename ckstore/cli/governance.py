@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import JsonOpt, app, emit, given_path, open_repo
+from .app import JsonLinesOpt, JsonOpt, QuietOpt, app, emit, given_path, info, open_repo
 
 note_app = typer.Typer(no_args_is_help=True, help="Data about a commit added after it was made (evaluations, "
                                                    "reviews); the commit's id never changes.")
@@ -23,9 +23,10 @@ NsOpt = typer.Option("default", "--ns", help="Notes namespace, e.g. eval.")
 def note_add(rev: str = typer.Argument(..., help="The commit the note is about."),
              values: list[str] = typer.Argument(None, metavar="KEY=VALUE...", help="Values; KEY:=JSON types one."),
              ns: str = NsOpt,
-             json_file: Optional[Path] = typer.Option(None, "--json", help="Values from a JSON file (an object)."),
+             json_file: Optional[Path] = typer.Option(None, "--json-file", metavar="FILE",
+                                                      help="Values from a JSON file (an object)."),
              message: str = typer.Option("", "-m", "--message", help="Why, or where the values come from."),
-             as_json: bool = typer.Option(False, "--print-json", help="Print the note as JSON.")) -> None:
+             as_json: bool = JsonOpt) -> None:
     """Attach values to a commit: `ckstore note add HEAD --ns eval mmlu=0.62 -m "harness v3"`."""
     from ..errors import UsageError
     from ..model import metadata
@@ -39,21 +40,21 @@ def note_add(rev: str = typer.Argument(..., help="The commit the note is about."
             raise UsageError(f"{json_file} must hold a JSON object")
     data = metadata.deep_merge(data, metadata.parse_assignments(values or []))
     with open_repo() as repo:
-        info = repo.note_add(rev, data, ns=ns, message=message)
+        note = repo.note_add(rev, data, ns=ns, message=message)
     if as_json:
-        return emit(info)
-    typer.echo(f"noted {info.target[:12]} in {info.ns}: {json.dumps(info.data, sort_keys=True)}")
+        return emit(note)
+    info(f"noted {note.target[:12]} in {note.ns}: {json.dumps(note.data, sort_keys=True)}")
 
 
 @note_app.command("show")
 def note_show(rev: str = typer.Argument("HEAD", help="The commit."),
               ns: Optional[str] = typer.Option(None, "--ns", help="Only this namespace."),
-              as_json: bool = JsonOpt) -> None:
+              as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Every note on a commit, oldest first, with who added it and when."""
     with open_repo() as repo:
         found = repo.notes(rev, ns=ns)
-    if as_json:
-        return emit(found)
+    if as_json or as_lines:
+        return emit(found, lines=as_lines)
     from .render import when
     for n in found:
         typer.echo(f"{when(n.time)}  {n.author}  [{n.ns}] {json.dumps(n.data, sort_keys=True)}"
@@ -62,10 +63,12 @@ def note_show(rev: str = typer.Argument("HEAD", help="The commit."),
 
 @note_app.command("list")
 def note_list(ns: Optional[str] = typer.Option(None, "--ns", help="Only this namespace."),
-              as_json: bool = JsonOpt) -> None:
+              as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Every noted commit with its merged notes."""
     with open_repo() as repo:
         found = repo.noted(ns=ns)
+    if as_lines:
+        return emit(({"id": oid, "notes": spaces} for oid, spaces in found.items()), lines=True)
     if as_json:
         return emit(found)
     for oid, spaces in found.items():
@@ -84,7 +87,7 @@ def alias_set(name: str = typer.Argument(..., help="The alias, e.g. champion."),
         move = repo.alias_set(name, rev, reason, expected=expect)
     if as_json:
         return emit(move)
-    typer.echo(f"{name}: {(move.old or '-')[:12]} -> {move.new[:12]}")
+    info(f"{name}: {(move.old or '-')[:12]} -> {move.new[:12]}")
 
 
 @alias_app.command("delete")
@@ -95,28 +98,28 @@ def alias_delete(name: str = typer.Argument(...), reason: str = typer.Option(...
         move = repo.alias_delete(name, reason)
     if as_json:
         return emit(move)
-    typer.echo(f"deleted alias {name} (was {(move.old or '-')[:12]})")
+    info(f"deleted alias {name} (was {(move.old or '-')[:12]})")
 
 
 @alias_app.command("list")
-def alias_list(as_json: bool = JsonOpt) -> None:
+def alias_list(as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Every alias and what it names."""
     with open_repo() as repo:
         found = repo.aliases()
-    if as_json:
-        return emit(found)
+    if as_json or as_lines:
+        return emit(found, lines=as_lines)
     from .render import when
     for a in found:
         typer.echo(f"{a.name:<20} {a.id[:12]}  {when(a.last.time)}  {a.last.author}: {a.last.reason}")
 
 
 @alias_app.command("history")
-def alias_history(name: str = typer.Argument(...), as_json: bool = JsonOpt) -> None:
+def alias_history(name: str = typer.Argument(...), as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Every move of an alias, newest first: who, when, from, to, why."""
     with open_repo() as repo:
         moves = repo.alias_history(name)
-    if as_json:
-        return emit(moves)
+    if as_json or as_lines:
+        return emit(moves, lines=as_lines)
     from .render import when
     for i, m in enumerate(moves):
         typer.echo(f"{name}@{{{i}}}  {when(m.time)}  {m.author}  {m.action:<8} {(m.old or '-')[:12]} -> "
@@ -137,11 +140,11 @@ def protect(ref: Optional[str] = typer.Argument(None, help="A ref or glob (a bar
     with open_repo() as repo:
         if ref and remove:
             repo.unprotect(ref)
-            return typer.echo(f"unprotected {ref}")
+            return emit({"unprotected": ref}) if as_json else info(f"unprotected {ref}")
         if ref:
             rule = repo.protect(ref, no_delete=no_delete, ff_only=ff_only, require_checks=require_checks,
                                 remote=remote)
-            return typer.echo(f"protected {rule.pattern}: {', '.join(rule.flags)}")
+            return emit(rule) if as_json else info(f"protected {rule.pattern}: {', '.join(rule.flags)}")
         rules = repo.protections()
     if as_json:
         return emit(rules)
@@ -212,10 +215,11 @@ def rollback(alias: str = typer.Argument(..., help="The alias to move back."),
 
 
 @app.command()
-def describe(rev: str = typer.Argument("HEAD")) -> None:
+def describe(rev: str = typer.Argument("HEAD"), as_json: bool = JsonOpt) -> None:
     """Name a commit by the nearest alias or tag behind it: champion-3-g1a2b3c4 (usable as a revision)."""
     with open_repo() as repo:
-        typer.echo(repo.describe(rev))
+        name = repo.describe(rev)
+    return emit({"rev": rev, "name": name}) if as_json else typer.echo(name)
 
 
 @app.command("parse-name")
@@ -233,12 +237,14 @@ def parse_name(name: str = typer.Argument(..., help="An artifact name (config go
 
 @app.command("name-template")
 def name_template(template: Optional[str] = typer.Argument(None, help='e.g. "{model}-{branch}-v{n}-{phase}".'),
-                  remove: bool = typer.Option(False, "--remove", help="Remove the template.")) -> None:
+                  remove: bool = typer.Option(False, "--remove", help="Remove the template."),
+                  as_json: bool = JsonOpt) -> None:
     """Set the artifact name template that `show` prints and revisions accept."""
     with open_repo() as repo:
         if remove or template:
             repo.set_name_template(None if remove else template)
-        typer.echo(repo.config.governance.get("name_template") or "(no name template)")
+        now = repo.config.governance.get("name_template")
+    return emit({"name_template": now}) if as_json else typer.echo(now or "(no name template)")
 
 
 @app.command()
@@ -246,13 +252,13 @@ def merge(other: str = typer.Argument(..., help="The branch (or revision) to joi
           message: Optional[str] = typer.Option(None, "-m", "--message", help="The merge commit's message."),
           take: str = typer.Option("ours", "--take", metavar="ours|theirs|REV",
                                    help="Whose checkpoint the merge commit holds."),
-          as_json: bool = JsonOpt) -> None:
+          quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Join another line of history with a two-parent commit (a checkpoint cannot be blended: pick one)."""
     with open_repo() as repo:
         done = repo.merge(other, take=take, message=message)
     if as_json:
         return emit(done)
-    typer.echo(f"{done.status}: {done.id[:12]}" + (f" {done.commit.message}" if done.commit is not None else ""))
+    info(f"{done.status}: {done.id[:12]}" + (f" {done.commit.message}" if done.commit is not None else ""))
 
 
 @app.command()
@@ -261,9 +267,12 @@ def signing(key: Optional[str] = typer.Option(None, "--key", help="SSH private k
             allowed_signers: Optional[str] = typer.Option(None, "--allowed-signers", metavar="FILE",
                                                           help="Who may sign: 'PRINCIPAL KEYTYPE KEY' lines."),
             require: Optional[bool] = typer.Option(None, "--require/--no-require",
-                                                   help="Unsigned commits and audit entries are problems.")) -> None:
+                                                   help="Unsigned commits and audit entries are problems."),
+            as_json: bool = JsonOpt) -> None:
     """Sign commits, tags, alias moves and audit entries with an SSH key (ssh-keygen -Y), and verify them."""
     with open_repo() as repo:
         settings = repo.configure_signing(key=key, signer=signer, allowed_signers=allowed_signers, require=require)
+    if as_json:
+        return emit(settings)
     for k, v in settings.items():
         typer.echo(f"{k}: {v if v is not None else '-'}")

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import closing
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .app import JsonOpt, app, base_dir, emit, given_path, open_repo, progress
+from .app import JsonLinesOpt, JsonOpt, QuietOpt, app, base_dir, emit, fail, given_path, info, open_repo, progress, warn
+
+if TYPE_CHECKING:
+    from ..results import CommitInfo
 
 
 @app.command()
 def init(directory: Path = typer.Argument(Path("."), help="Where to create the repository."),
          require: list[str] = typer.Option([], "--require", metavar="KEY:TYPE",
                                            help="Metadata every commit must carry, e.g. metrics.val_loss:number."),
-         chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB).")) -> None:
+         chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB)."),
+         quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Create an empty repository."""
     from ..api import Repo
     from ..model.metadata import parse_requirements
     with Repo.init(base_dir() / directory, chunk_size=chunk_size, required=parse_requirements(require)) as repo:
-        typer.echo(f"Initialized empty ckstore repository in {repo.dir}")
+        where = repo.dir
+    if as_json:
+        return emit({"path": str(where)})
+    info(f"Initialized empty ckstore repository in {where}")
 
 
 @app.command()
@@ -32,10 +41,11 @@ def commit(src: str = typer.Argument(..., help="A checkpoint file or directory."
            metric: list[str] = typer.Option([], "--metric", metavar="NAME=VALUE", help="A metric (a number)."),
            meta_file: Optional[Path] = typer.Option(None, "--meta-file", help="Metadata from JSON, YAML or TOML."),
            step: Optional[int] = typer.Option(None, "--step", help="Training step."),
-           as_json: bool = JsonOpt) -> None:
+           quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Snapshot a checkpoint as a new commit."""
     from ..api import read_meta_file
     from ..model import metadata
+    from ..model.pretty import subject
     from ..model.progress import human_bytes
     meta_dict = read_meta_file(given_path(meta_file)) if meta_file else {}
     meta_dict = metadata.deep_merge(meta_dict, metadata.parse_assignments(meta))
@@ -44,9 +54,9 @@ def commit(src: str = typer.Argument(..., help="A checkpoint file or directory."
                            meta=meta_dict, step=step, branch=branch, tag=tag, progress=progress())
     if as_json:
         return emit(done)
-    typer.echo(f"[{done.branch} {done.id[:12]}] {message}")
-    typer.echo(f" {done.files} files, {done.tensors} tensors, {human_bytes(done.logical_bytes)} logical, "
-               f"{human_bytes(done.new_bytes)} new stored")
+    info(f"[{done.branch} {done.id[:12]}] {subject(message)}")
+    info(f" {done.files} files, {done.tensors} tensors, {human_bytes(done.logical_bytes)} logical, "
+         f"{human_bytes(done.new_bytes)} new stored")
 
 
 @app.command()
@@ -57,14 +67,45 @@ def log(rev: Optional[str] = typer.Argument(None, help="Where to start (default 
         all_refs: bool = typer.Option(False, "--all", help="Start from every ref."),
         where: Optional[str] = typer.Option(None, "--where", metavar="EXPR",
                                             help="Only commits matching a query, e.g. 'metrics.loss < 0.3'."),
-        as_json: bool = JsonOpt) -> None:
+        fmt: Optional[str] = typer.Option(None, "--format", "--pretty", metavar="FORMAT",
+                                          help="oneline, short, full (the default), json, or a template of "
+                                               "%H %h %s %b %an %ae %ad %ar %at %d %D %p %P %n %%, %(step), "
+                                               "%(metric:NAME), %(param:NAME), %(note:NS.KEY)."),
+        metric: Optional[str] = typer.Option(None, "--metric", metavar="NAME",
+                                             help="Each commit's value of NAME (a metric, or params.lr, "
+                                                  "notes.eval.acc), then its sparkline, oldest to newest."),
+        as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Show commit history, newest first."""
-    with open_repo() as repo:
-        entries = repo.log(rev, n=n, all=all_refs, where=where)
+    from ..model.pretty import NAMED_FORMATS, compile_format
+    as_json = as_json or fmt == "json"
+    # compiled before the repository is read, so a bad placeholder fails at once, history or none
+    template = None if fmt in (None, "full", "json") else compile_format(NAMED_FORMATS.get(fmt, fmt))
+    with open_repo() as repo, closing(repo.iter_log(rev, n=n, all=all_refs, where=where)) as walk:
+        if as_lines:
+            return emit(walk, lines=True)
+        entries = list(walk)
     if as_json:
         return emit(entries)
-    from .render import render_log
-    render_log(entries, oneline=oneline, graph=graph)
+    from . import render
+    if template is not None:
+        render.render_formatted(entries, template, graph=graph, now=time.time())
+    elif metric:
+        render.render_metric_log(entries, metric, graph=graph)
+    else:
+        render.render_log(entries, oneline=oneline, graph=graph)
+    if metric:
+        _sparkline(metric, entries)
+
+
+def _sparkline(metric: str, newest_first: list[CommitInfo]) -> None:
+    """The sparkline footer of `log --metric` and `lineage --metric`, or a warning when no commit has the value."""
+    from ..model.pretty import is_number
+    from ..results import metric_value
+    values = [metric_value(e, metric) for e in reversed(newest_first)]
+    if not any(is_number(v) for v in values):
+        return warn(f"no commit listed has a number for {metric}")
+    from .render import render_sparkline
+    render_sparkline(metric, values)
 
 
 @app.command()
@@ -105,15 +146,15 @@ def find(expr: str = typer.Argument(..., help="e.g. 'metrics.val_loss < 0.3 and 
          rev: Optional[str] = typer.Option(None, "--rev", help="Search what REV reaches (default: every ref)."),
          sort: Optional[str] = typer.Option(None, "--sort", metavar="KEY", help="Sort by KEY; '-KEY' descending."),
          limit: Optional[int] = typer.Option(None, "--limit", help="At most N results."),
-         as_json: bool = JsonOpt) -> None:
+         as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Find commits by their metadata: comparisons joined with and / or / not."""
     with open_repo() as repo:
         found = repo.find(expr, rev=rev, sort=sort, limit=limit)
         unknown = repo.unknown_keys(expr, rev=rev) if not found else {}
     for key, like in unknown.items():
-        typer.echo(f"warning: no commit has {key}" + (f"; did you mean {', '.join(like)}?" if like else ""), err=True)
-    if as_json:
-        return emit(found)
+        warn(f"no commit has {key}" + (f"; did you mean {', '.join(like)}?" if like else ""))
+    if as_json or as_lines:
+        return emit(found, lines=as_lines)
     from .render import render_log
     render_log(found, oneline=True, graph=False)
 
@@ -131,8 +172,7 @@ def best(metric: str = typer.Argument(..., help="Metric name, e.g. val_loss."),
     with open_repo() as repo:
         found = repo.best(metric, mode="max" if maximize else "min", rev=rev)
     if found is None:
-        typer.echo(f"no commit reachable from {rev} has metric {metric!r}", err=True)
-        raise typer.Exit(1)
+        fail(f"no commit reachable from {rev} has metric {metric!r}")
     if as_json:
         return emit(found)
     from ..results import metric_value
@@ -141,15 +181,18 @@ def best(metric: str = typer.Argument(..., help="Metric name, e.g. val_loss."),
 
 @app.command()
 def lineage(rev: str = typer.Argument("HEAD"),
-            metric: Optional[str] = typer.Option(None, "--metric", help="Show this metric along the way."),
-            as_json: bool = JsonOpt) -> None:
+            metric: Optional[str] = typer.Option(None, "--metric",
+                                                 help="Show this metric along the way, and its sparkline."),
+            as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """The ancestry of a checkpoint (first parents), with a metric along it."""
     with open_repo() as repo:
         chain = repo.lineage(rev)
-    if as_json:
-        return emit(chain)
+    if as_json or as_lines:
+        return emit(chain, lines=as_lines)
     from .render import render_lineage
     render_lineage(chain, metric)
+    if metric:
+        _sparkline(metric, chain)
 
 
 @app.command()
@@ -162,7 +205,7 @@ def revert(rev: str = typer.Argument(..., help="The checkpoint to go back to."),
         done = repo.revert(rev, reason, branch=branch)
     if as_json:
         return emit(done)
-    typer.echo(f"[{done.branch} {done.id[:12]}] {done.message}")
+    info(f"[{done.branch} {done.id[:12]}] {done.message}")
 
 
 @app.command()
@@ -170,10 +213,10 @@ def reset(branch: str = typer.Argument(..., help="Branch to move."),
           rev: str = typer.Argument(..., help="Where it should point."),
           reason: str = typer.Option(..., "--reason", help="Why: kept in the audit log."),
           force: bool = typer.Option(False, "--force", "-f", help="Allow commits to leave the branch."),
-          as_json: bool = JsonOpt) -> None:
+          quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Move a branch to another commit (tags never move)."""
     with open_repo() as repo:
         moved = repo.reset(branch, rev, reason, force=force)
     if as_json:
         return emit(moved)
-    typer.echo(f"{branch}: {(moved.old or '-')[:12]} -> {moved.new[:12]}")
+    info(f"{branch}: {(moved.old or '-')[:12]} -> {moved.new[:12]}")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .app import JsonOpt, app, emit, open_repo, progress
+from .app import JsonLinesOpt, JsonOpt, QuietOpt, app, emit, info, is_quiet, open_repo, progress
 
 if TYPE_CHECKING:
     from ..model.retention import Policy
@@ -43,7 +43,7 @@ def forget(keep_last: int = typer.Option(0, "--keep-last", metavar="N", help="Ke
            save: bool = typer.Option(False, "--save", help="Save the policy in the repository config."),
            auto: bool = typer.Option(False, "--auto", help="With --save: apply it after every commit."),
            remote: Optional[str] = RemoteOpt,
-           as_json: bool = JsonOpt) -> None:
+           as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Apply a retention policy: drop the commits no rule keeps (gc then frees their bytes). Rules are ORed;
     branch tips are always kept. With no rule, the policy saved with --save is applied."""
     from ..errors import UsageError
@@ -63,8 +63,10 @@ def forget(keep_last: int = typer.Option(0, "--keep-last", metavar="N", help="Ke
             result = repo.forget_remote(remote, policy, dry_run=dry_run)
         else:
             result = repo.forget(policy, dry_run=dry_run, save=save, auto=auto)
-    if as_json:
-        return emit(result)
+    if as_json or as_lines:
+        return emit(result.commits if as_lines else result, lines=as_lines)
+    if is_quiet() and not dry_run:  # what a dry run would do is the data asked for; what was done is information
+        return
     from .render import render_forget
     render_forget(result)
 
@@ -84,7 +86,7 @@ def gc(grace: Optional[str] = typer.Option(None, "--grace", metavar="DURATION",
                                         help="Rewrite packs with more garbage than this (0.10 = 10%)."),
        no_repack: bool = typer.Option(False, "--no-repack", help="Only sweep whole packs; rewrite none."),
        remote: Optional[str] = RemoteOpt,
-       as_json: bool = JsonOpt) -> None:
+       quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Free the bytes nothing needs: unreferenced packs and objects go to tombstones, tombstones older than the
     grace period are deleted, partly-garbage packs are rewritten. Never touches what a ref, a recent ref change
     or a running writer needs."""
@@ -97,13 +99,13 @@ def gc(grace: Optional[str] = typer.Option(None, "--grace", metavar="DURATION",
                              max_unused=None if no_repack else max_unused, progress=progress())
     if as_json:
         return emit(result)
-    typer.echo(result.summary())
+    say = typer.echo if dry_run else info  # what a dry run would do is the data asked for
+    say(result.summary())
     if result.repacked:
         from ..model.progress import human_bytes
-        typer.echo(f"repacked {result.repacked} packs ({human_bytes(result.repack_freed)} of garbage in them)")
+        say(f"repacked {result.repacked} packs ({human_bytes(result.repack_freed)} of garbage in them)")
     if dry_run and result.partly_garbage:
-        typer.echo(f"{len(result.partly_garbage)} packs are partly garbage (repack rewrites those over "
-                   f"--max-unused)")
+        say(f"{len(result.partly_garbage)} packs are partly garbage (repack rewrites those over --max-unused)")
 
 
 @app.command()
@@ -111,14 +113,14 @@ def repack(max_unused: float = typer.Option(0.10, "--max-unused", metavar="FRACT
                                             help="Rewrite packs with more garbage than this."),
            invert: bool = typer.Option(True, "--invert/--no-invert",
                                        help="Store each branch tip whole and older versions as deltas against it."),
-           as_json: bool = JsonOpt) -> None:
+           quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Rewrite packs: drop their garbage, merge small ones, and keep the newest versions whole (fastest to
     check out)."""
     with open_repo() as repo:
         result = repo.repack(max_unused=max_unused, invert=invert, progress=progress())
     if as_json:
         return emit(result)
-    typer.echo(result.summary())
+    info(result.summary())
 
 
 @app.command()
@@ -126,7 +128,7 @@ def du(revs: list[str] = typer.Argument(None, help="Commits to account for (defa
        by: str = typer.Option("commit", "--by", help="commit, branch, tag or remote."),
        set_price: list[str] = typer.Option([], "--set-price", metavar="TIER=USD",
                                            help="Save a price per GiB-month (tier: local, or a remote's name)."),
-       as_json: bool = JsonOpt) -> None:
+       as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Storage accounting: logical bytes, stored bytes, bytes unique to each item (what dropping it frees) and
     shared; the totals add up to the bytes on disk."""
     from ..model import metadata
@@ -134,7 +136,7 @@ def du(revs: list[str] = typer.Argument(None, help="Commits to account for (defa
         if set_price:
             repo.set_prices(metadata.parse_assignments(set_price, "--set-price"))
         report = repo.du(revs or None, by=by)
-    if as_json:
-        return emit(report)
+    if as_json or as_lines:
+        return emit(report.rows if as_lines else report, lines=as_lines)
     from .render import render_du
     render_du(report)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import JsonOpt, app, emit, open_repo, progress
+from .app import JsonOpt, app, emit, info, open_repo, progress
 
 
 @app.command()
@@ -21,7 +21,7 @@ def archive(revs: Optional[list[str]] = typer.Argument(None, help="Commits: REV 
         result = repo.archive(revs or None, older_than=older_than, to=to, progress=progress())
     if as_json:
         return emit(result)
-    typer.echo(result.summary())
+    info(result.summary())
 
 
 @app.command("restore-archive")
@@ -32,4 +32,4 @@ def restore_archive(revs: list[str] = typer.Argument(..., help="Archived commits
         result = repo.restore_archive(revs, progress=progress())
     if as_json:
         return emit(result)
-    typer.echo(result.summary())
+    info(result.summary())

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import JsonOpt, app, emit, open_repo
+from .app import JsonLinesOpt, JsonOpt, QuietOpt, app, emit, fail, info, open_repo, warn
 
 
 @app.command()
@@ -17,28 +17,30 @@ def branch(name: Optional[str] = typer.Argument(None, help="Branch to create."),
            force_delete: Optional[str] = typer.Option(None, "-D", metavar="NAME",
                                                       help="Delete a branch even if its commits are on no other ref."),
            force: bool = typer.Option(False, "--force", "-f", help="Move an existing branch."),
-           as_json: bool = JsonOpt) -> None:
+           quiet: bool = QuietOpt, as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """List, create or delete branches."""
     with open_repo() as repo:
         if delete or force_delete:
-            old = repo.delete_branch(delete or force_delete, force=bool(force_delete))
-            return typer.echo(f"deleted branch {delete or force_delete} (was {old[:12]})")
+            gone = delete or force_delete
+            old = repo.delete_branch(gone, force=bool(force_delete))
+            return emit({"deleted": gone, "was": old}) if as_json else info(f"deleted branch {gone} (was {old[:12]})")
         if name:
             b = repo.branch(name, rev, force=force)
-            return typer.echo(f"branch {b.name} at {b.id[:12]}")
+            return emit(b) if as_json else info(f"branch {b.name} at {b.id[:12]}")
         branches = repo.branches()
-    if as_json:
-        return emit(branches)
+    if as_json or as_lines:
+        return emit(branches, lines=as_lines)
     for b in branches:
         typer.echo(f"{'*' if b.current else ' '} {b.name:<24} {b.id[:12]}")
 
 
 @app.command()
-def switch(name: str = typer.Argument(..., help="Branch that new commits go to.")) -> None:
+def switch(name: str = typer.Argument(..., help="Branch that new commits go to."),
+           quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Point HEAD at another branch."""
     with open_repo() as repo:
         repo.switch(name)
-    typer.echo(f"switched to {name}")
+    return emit({"head": name}) if as_json else info(f"switched to {name}")
 
 
 @app.command()
@@ -46,18 +48,19 @@ def tag(name: Optional[str] = typer.Argument(None, help="Tag to create."),
         rev: str = typer.Argument("HEAD", help="What it marks."),
         message: Optional[str] = typer.Option(None, "-m", "--message", help="Annotate the tag."),
         delete: Optional[str] = typer.Option(None, "-d", "--delete", metavar="NAME", help="Delete a tag."),
-        as_json: bool = JsonOpt) -> None:
+        as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """List, create or delete tags. Tags never move."""
     with open_repo() as repo:
         if delete:
             old = repo.delete_tag(delete)
-            return typer.echo(f"deleted tag {delete} (was {old[:12]})")
+            return emit({"deleted": delete, "was": old}) if as_json else info(f"deleted tag {delete} (was {old[:12]})")
         if name:
             oid = repo.tag(name, rev, message=message)
-            return typer.echo(f"tag {name} at {oid[:12]}")
+            from ..results import TagInfo
+            return emit(TagInfo(name, oid, message or "")) if as_json else info(f"tag {name} at {oid[:12]}")
         tags = repo.tags()
-    if as_json:
-        return emit(tags)
+    if as_json or as_lines:
+        return emit(tags, lines=as_lines)
     for t in tags:
         typer.echo(f"{t.name:<24} {t.id[:12]} {t.message}")
 
@@ -67,7 +70,7 @@ def audit(verify: bool = typer.Option(False, "--verify", help="Check the chain a
                                                               "any problem."),
           remote: list[str] = typer.Option([], "--remote", metavar="NAME",
                                            help="With --verify: also against the audit heads NAME recorded."),
-          as_json: bool = JsonOpt) -> None:
+          as_json: bool = JsonOpt, as_lines: bool = JsonLinesOpt) -> None:
     """Show the audit log of ref changes: who, when, old, new, why (a broken chain is always warned about)."""
     with open_repo() as repo:
         entries = repo.audit()
@@ -75,13 +78,13 @@ def audit(verify: bool = typer.Option(False, "--verify", help="Check the chain a
         for name in remote if verify else []:
             problems += repo.verify_audit_against(name)
     for p in problems:
-        typer.echo(f"warning: {p}", err=True)
-    if as_json:
-        emit(entries)
+        warn(str(p))
+    if as_json or as_lines:
+        emit(entries, lines=as_lines)
     else:
         from .render import render_audit
         render_audit(entries)
+    if verify and problems:
+        fail(f"audit: {len(problems)} problems")
     if verify:
-        typer.echo(f"audit: {'verified' if not problems else f'{len(problems)} problems'}", err=True)
-        if problems:
-            raise typer.Exit(1)
+        info("audit: verified", err=True)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .app import JsonOpt, app, emit, given_path, open_repo, progress
+from .app import JsonOpt, QuietOpt, app, emit, given_path, info, open_repo, progress, warn
 
 remote_app = typer.Typer(no_args_is_help=True, help="Manage the remotes this repository pushes to and fetches from.")
 app.add_typer(remote_app, name="remote")
@@ -18,38 +18,44 @@ def remote_add(name: str = typer.Argument(..., help="Short name, e.g. origin."),
                url: str = typer.Argument(..., help="A directory, file:///path, s3://bucket/prefix or memory://name."),
                endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
                                                           help="S3-compatible endpoint (MinIO, SeaweedFS, R2)."),
-               region: Optional[str] = typer.Option(None, "--region", help="S3 region.")) -> None:
+               region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
+               as_json: bool = JsonOpt) -> None:
     """Remember a remote under a name."""
     with open_repo() as repo:
         spec = repo.remote_add(name, url, endpoint_url=endpoint_url, region=region)
-    typer.echo(f"added remote {spec.name}: {spec.url}")
+    return emit(spec) if as_json else info(f"added remote {spec.name}: {spec.url}")
 
 
 @remote_app.command("remove")
-def remote_remove(name: str = typer.Argument(..., help="The remote (or remote group) to forget.")) -> None:
+def remote_remove(name: str = typer.Argument(..., help="The remote (or remote group) to forget."),
+                  as_json: bool = JsonOpt) -> None:
     """Forget a remote and its remote-tracking refs, or a remote group (its members stay)."""
     with open_repo() as repo:
         is_group = name in repo.remote_groups()
         repo.remote_remove(name)
-    typer.echo(f"removed remote {'group ' if is_group else ''}{name}")
+    if as_json:
+        return emit({"removed": name, "group": is_group})
+    info(f"removed remote {'group ' if is_group else ''}{name}")
 
 
 @remote_app.command("add-group")
 def remote_add_group(name: str = typer.Argument(..., help="The group's name, e.g. offsite."),
-                     members: list[str] = typer.Argument(..., help="Remotes in the group.")) -> None:
+                     members: list[str] = typer.Argument(..., help="Remotes in the group."),
+                     as_json: bool = JsonOpt) -> None:
     """A group of remotes: `push GROUP` pushes to each member, `fsck --remote GROUP` checks each."""
     with open_repo() as repo:
         repo.remote_add_group(name, members)
-    typer.echo(f"added remote group {name}: {' '.join(members)}")
+    return emit({"group": name, "members": members}) if as_json else info(f"added remote group {name}: "
+                                                                          f"{' '.join(members)}")
 
 
 @remote_app.command("set-min-replicas")
-def remote_set_min_replicas(n: int = typer.Argument(..., help="Remotes each commit should be on (0: unset).")
-                            ) -> None:
+def remote_set_min_replicas(n: int = typer.Argument(..., help="Remotes each commit should be on (0: unset)."),
+                            as_json: bool = JsonOpt) -> None:
     """How many remotes should hold each commit: `du --by remote` names the commits on fewer."""
     with open_repo() as repo:
         repo.set_min_replicas(n or None)
-    typer.echo(f"min replicas: {n or 'not set'}")
+    return emit({"min_replicas": n or None}) if as_json else info(f"min replicas: {n or 'not set'}")
 
 
 @remote_app.command("list")
@@ -73,10 +79,10 @@ def _sync_report(result: Any, as_json: bool, **extra: Any) -> None:
     if as_json:
         return emit({**result.to_dict(), **extra})
     for r in result.refs:
-        typer.echo(f"  {r['status']:<10} {r['ref']}  {(r['old'] or '-')[:12]} -> {(r['new'] or '-')[:12]}")
+        info(f"  {r['status']:<10} {r['ref']}  {(r['old'] or '-')[:12]} -> {(r['new'] or '-')[:12]}")
     for w in result.warnings:
-        typer.echo(f"warning: {w}", err=True)
-    typer.echo(result.summary())
+        warn(w)
+    info(result.summary())
 
 
 @app.command()
@@ -85,7 +91,7 @@ def push(remote: Optional[str] = typer.Argument(None, help="Remote name (default
          all_branches: bool = typer.Option(False, "--all", help="Push every branch."),
          tags: bool = typer.Option(False, "--tags", help="Push the tags too."),
          force: bool = typer.Option(False, "--force", "-f", help="Allow a non-fast-forward (audited)."),
-         as_json: bool = JsonOpt) -> None:
+         quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Upload branches (and tags) with their history and data to a remote."""
     with open_repo() as repo:
         result = repo.push(remote, branches or None, all=all_branches, tags=tags, force=force, progress=progress())
@@ -94,7 +100,7 @@ def push(remote: Optional[str] = typer.Argument(None, help="Remote name (default
             emit(result)
         else:
             for r in result.results:
-                typer.echo(f"{r.remote}:")
+                info(f"{r.remote}:")
                 _sync_report(r, False)
             for m, why in result.failures.items():
                 typer.echo(f"error: push to {m} failed: {why}", err=True)
@@ -108,7 +114,7 @@ def push(remote: Optional[str] = typer.Argument(None, help="Remote name (default
 def fetch(remote: Optional[str] = typer.Argument(None, help="Remote name (default: origin)."),
           prune: bool = typer.Option(False, "--prune", "-p",
                                      help="Delete refs/remotes/REMOTE/* the remote no longer has (audited)."),
-          as_json: bool = JsonOpt) -> None:
+          quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Download a remote's new history; moves refs/remotes/REMOTE/*, never your branches."""
     with open_repo() as repo:
         result = repo.fetch(remote, prune=prune, progress=progress())
@@ -120,7 +126,7 @@ def pull(remote: Optional[str] = typer.Argument(None, help="Remote name (default
          branch: Optional[str] = typer.Argument(None, help="Branch to update (default: HEAD's)."),
          force: bool = typer.Option(False, "--force", "-f", help="Reset a diverged branch to the remote's (audited)."),
          merge: bool = typer.Option(False, "--merge", help="Join a diverged branch with a merge commit (ours)."),
-         as_json: bool = JsonOpt) -> None:
+         quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Fetch, then fast-forward a branch to the remote's."""
     with open_repo() as repo:
         result = repo.pull(remote, branch, force=force, merge=merge, progress=progress())
@@ -135,7 +141,7 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
           metadata_only: bool = typer.Option(False, "--metadata-only", help="History and manifests, no data."),
           endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
           region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
-          as_json: bool = JsonOpt) -> None:
+          quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Create a repository from a remote: history, branches and (unless partial) the data."""
     from ..api import clone as clone_repo
     from ..api import default_clone_dir
@@ -144,5 +150,5 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
                     progress=progress()) as repo:
         result, where = repo.last_transfer, str(repo.root)
     if not as_json:
-        typer.echo(f"cloned {url} into {where}")
+        info(f"cloned {url} into {where}")
     _sync_report(result, as_json, path=where)

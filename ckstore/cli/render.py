@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ..model.metadata import SECTIONS
+from ..model.pretty import is_number, sparkline, subject, when
 from ..model.progress import human_bytes
+from ..results import metric_value
+from .app import warn
 
 if TYPE_CHECKING:
     from ..results import CommitInfo, ShowInfo
@@ -25,12 +28,6 @@ class _Console(Console):
 
 
 out = _Console(highlight=False, soft_wrap=True)
-err = _Console(stderr=True)
-
-
-def when(ts: float) -> str:
-    """A Unix timestamp (seconds) as local time, "YYYY-MM-DD HH:MM:SS +zzzz"."""
-    return datetime.fromtimestamp(ts, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 def _metrics(c: CommitInfo) -> str:
@@ -70,7 +67,7 @@ def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None
         lead = f"{prefix} " if graph else ""
         metrics = _metrics(e)
         if oneline:
-            out.print(f"{lead}[yellow]{e.id[:12]}[/]{_decor(e)} {escape(e.message)}"
+            out.print(f"{lead}[yellow]{e.id[:12]}[/]{_decor(e)} {escape(subject(e.message))}"
                       + (f"  [dim]{escape(metrics)}[/]" if metrics else ""))
             continue
         pad = prefix.replace("*", "|") + " " if graph else ""  # body lines continue every lane, as git does
@@ -86,7 +83,42 @@ def render_log(entries: list[CommitInfo], *, oneline: bool, graph: bool) -> None
         for ns, data in sorted(e.notes.items()):
             shown = "  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(data.items()))
             out.print(f"{pad}Notes:  {escape(f'[{ns}] {shown}')}")
-        out.print(f"{pad}\n{pad}    {escape(e.message)}\n{pad}")
+        message = "\n".join(f"{pad}    {escape(line)}" for line in e.message.split("\n"))  # each line indented
+        out.print(f"{pad}\n{message}\n{pad}")
+
+
+def render_formatted(entries: list[CommitInfo], template: Callable[[dict, float], str], *, graph: bool,
+                     now: float) -> None:
+    """`log --format`: each commit through a compiled template (plain text, no markup), with graph lanes before
+    its first line and continued beside the others."""
+    prefixes = graph_prefixes(entries) if graph else [""] * len(entries)
+    for prefix, e in zip(prefixes, entries):
+        first, *rest = template(e.to_dict(), now).split("\n")
+        pad = prefix.replace("*", "|") + " " if graph else ""
+        typer.echo(f"{prefix} {first}" if graph else first)
+        for line in rest:
+            typer.echo(pad + line)
+
+
+def _value(v: Any) -> str:
+    return "-" if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def render_metric_log(entries: list[CommitInfo], metric: str, *, graph: bool) -> None:
+    """`log --metric NAME`: one line per commit with its value of NAME ('-' where it has none)."""
+    prefixes = graph_prefixes(entries) if graph else [""] * len(entries)
+    for prefix, e in zip(prefixes, entries):
+        lead = f"{prefix} " if graph else ""
+        shown = f"{metric}={_value(metric_value(e, metric))}  {subject(e.message)}"
+        out.print(f"{lead}[yellow]{e.id[:12]}[/]{_decor(e)}  {escape(shown)}")
+
+
+def render_sparkline(metric: str, oldest_first: list[Any]) -> None:
+    """A metric over the listed commits as one line: its sparkline (oldest to newest; a space where a commit has
+    no value), then the lowest, the highest and the newest value."""
+    nums = [v for v in oldest_first if is_number(v)]
+    out.print(escape(f"{metric}  {sparkline(oldest_first)}  min {_value(min(nums))}  max {_value(max(nums))}  "
+                     f"last {_value(nums[-1])}  ({len(nums)} of {len(oldest_first)} commits, oldest → newest)"))
 
 
 def render_show(info: ShowInfo) -> None:
@@ -176,10 +208,10 @@ def render_audit(entries: list[dict[str, Any]]) -> None:
 def render_lineage(chain: list[CommitInfo], metric: str | None) -> None:
     """One line per commit of a first-parent chain: id, step, the metric, the message."""
     for e in chain:
-        value = e.metrics.get(metric) if metric else None
-        shown = f"{metric}={value:.6g}  " if isinstance(value, (int, float)) else ""
+        value = metric_value(e, metric) if metric else None
+        shown = f"{metric}={_value(value)}  " if metric else ""
         step = f"step {e.step:>7}  " if e.step is not None else ""
-        out.print(escape(f"{e.id[:12]}  {step}{shown}{e.message}"))
+        out.print(escape(f"{e.id[:12]}  {step}{shown}{subject(e.message)}"))
 
 
 def render_repair(done: Any) -> None:
@@ -233,4 +265,4 @@ def render_du(report: Any) -> None:
               f"{human_bytes(d['reclaimable'])}, pack overhead {human_bytes(d['pack_overhead'])}; in tombstones "
               f"{human_bytes(d['tombstones'])}")
     for warning in d.get("warnings", []):
-        err.print(f"warning: {escape(warning)}")
+        warn(warning)

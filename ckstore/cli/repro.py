@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .app import JsonOpt, app, emit, given_path, open_repo
+from .app import JsonOpt, app, emit, fail, given_path, info, open_repo
 
 probe_app = typer.Typer(no_args_is_help=True, help="Canonical inputs and expected outputs kept with a commit.")
 app.add_typer(probe_app, name="probe")
@@ -30,7 +30,7 @@ def probe_add(rev: str = typer.Argument(..., help="The commit to probe."),
     if as_json:
         return emit(rec)
     shapes = ", ".join(f"{k} {v['dtype']}{v['shape']}" for k, v in rec["outputs"].items())
-    typer.echo(f"probe on {rev}: {loader} -> {shapes}")
+    info(f"probe on {rev}: {loader} -> {shapes}")
 
 
 @probe_app.command("show")
@@ -39,8 +39,7 @@ def probe_show(rev: str = typer.Argument("HEAD"), as_json: bool = JsonOpt) -> No
     with open_repo() as repo:
         rec = repo.probe(rev)
     if rec is None:
-        typer.echo(f"{rev} has no probe", err=True)
-        raise typer.Exit(1)
+        fail(f"{rev} has no probe", hint=f"add one: `ckstore probe add {rev} --inputs FILE --loader MODULE:FUNCTION`")
     if as_json:
         return emit(rec)
     typer.echo(json.dumps(rec, indent=2, sort_keys=True, default=str))

@@ -79,7 +79,7 @@ def _check_config(repo: Repository, report: FsckReport) -> None:
 def _check_packs(repo: Repository, read_data: bool, report: FsckReport, progress: Progress) -> _Packs:
     packs = _Packs()
     ids = sorted(repo.store.pack_ids() | repo.store.index.known_packs())
-    progress.begin("fsck", len(ids))
+    progress.begin("fsck", len(ids), "packs")
     for pack_id in ids:
         report.packs += 1
         found = len(report.problems)

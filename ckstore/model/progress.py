@@ -6,10 +6,10 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    """begin(what, total units: bytes, or packs for fsck), advance(units done) any number of times, end()."""
+    """begin(what, total units, unit), advance(units done) any number of times, end()."""
 
-    def begin(self, description: str, total: int) -> None:
-        """Start a task of `total` units (bytes; packs for fsck)."""
+    def begin(self, description: str, total: int, unit: str = "bytes") -> None:
+        """Start a task of `total` units: bytes, or a count of `unit` ("packs" for fsck)."""
 
     def advance(self, n: int) -> None:
         """Report `n` more units done."""
@@ -21,7 +21,7 @@ class Progress(Protocol):
 class NoProgress:
     """A Progress that reports nothing: the default for library callers."""
 
-    def begin(self, description: str, total: int) -> None:
+    def begin(self, description: str, total: int, unit: str = "bytes") -> None:
         """Ignore the start of a task."""
         pass
 

@@ -245,6 +245,10 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.kind} {self.id}: {self.message}" if self.id else f"{self.kind}: {self.message}"
 
+    def to_dict(self) -> dict:
+        """JSON-ready data."""
+        return {"kind": self.kind, "id": self.id, "message": self.message}
+
 
 @dataclass
 class FsckReport:
@@ -270,7 +274,7 @@ class FsckReport:
         return {"ok": self.ok, "packs": self.packs, "chunks": self.chunks, "objects": self.objects,
                 "commits": self.commits, "refs": self.refs, "not_fetched": self.not_fetched, "affected": self.affected,
                 "damaged_packs": self.damaged_packs,
-                "problems": [{"kind": p.kind, "id": p.id, "message": p.message} for p in self.problems]}
+                "problems": [p.to_dict() for p in self.problems]}
 
 
 @dataclass
@@ -354,6 +358,10 @@ class Kept:
         """Whether any rule keeps it."""
         return bool(self.reasons)
 
+    def to_dict(self) -> dict:
+        """JSON-ready data: the decision with its reasons."""
+        return {**asdict(self), "kept": self.kept}
+
 
 @dataclass
 class ForgetResult:
@@ -379,7 +387,7 @@ class ForgetResult:
         """JSON-ready data."""
         return {"policy": self.policy, "dry_run": self.dry_run, "kept": len(self.kept), "dropped": len(self.dropped),
                 "refs_deleted": self.refs_deleted, "bytes_freed": self.bytes_freed,
-                "commits": [{**asdict(c), "kept": c.kept} for c in self.commits]}
+                "commits": [c.to_dict() for c in self.commits]}
 
 
 @dataclass

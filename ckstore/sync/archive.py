@@ -59,7 +59,7 @@ class ArchiveResult:
         if self.action == "restore-archive":
             return (f"restored {len(self.commits)} commits from {self.remote} ({self.url}): {self.chunks} chunks, "
                     f"{human_bytes(self.bytes_local)} fetched")
-        sent = human_bytes(self.push.bytes_sent) if self.push else "0 B"
+        sent = human_bytes(self.push.bytes_sent if self.push else 0)
         return (f"archived {len(self.commits)} commits to {self.remote} ({self.url}): {sent} sent, "
                 f"{self.verified_chunks} chunks verified in {self.verified_packs} packs; {self.chunks} chunks "
                 f"({human_bytes(self.bytes_local)}) are now only needed there: `ckstore gc` frees them here")
@@ -167,7 +167,7 @@ def verify(repo: Repository, remote: Session, commits: list[bytes], result: Arch
         by_pack: dict[bytes, list] = {}
         for c in todo:
             by_pack.setdefault(ridx[c][0], []).append((c, ridx[c][1]))
-        progress.begin(f"archive: verifying on {remote.name}", len(by_pack))
+        progress.begin(f"archive: verifying on {remote.name}", len(by_pack), "packs")
         nxt: set[bytes] = set()
         for pack_id, items in sorted(by_pack.items()):
             data = remote.get(pack_key(pack_id))

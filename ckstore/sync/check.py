@@ -42,7 +42,7 @@ def check_remote(repo: Repository, name: str, *, read_data: bool, progress: Prog
 
 def _check_packs(remote: Session, read_data: bool, report: FsckReport, progress: Progress) -> set[bytes]:
     keys = [k for k in remote.list("packs") if k.endswith(_PACK_SUFFIX)]
-    progress.begin("fsck remote", len(keys))
+    progress.begin("fsck remote", len(keys), "packs")
     chunks: set[bytes] = set()
     for key in keys:
         report.packs += 1

@@ -46,8 +46,8 @@ class _Labelled:
     def __init__(self, inner: Progress, label: str) -> None:
         self.inner, self.label = inner, label
 
-    def begin(self, description: str, total: int) -> None:
-        self.inner.begin(f"{description} {self.label}", total)
+    def begin(self, description: str, total: int, unit: str = "bytes") -> None:
+        self.inner.begin(f"{description} {self.label}", total, unit)
 
     def advance(self, n: int) -> None:
         self.inner.advance(n)

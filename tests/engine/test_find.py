@@ -71,6 +71,7 @@ def test_cli_find_best_lineage(repo, monkeypatch):
     r = run(app, ["best", "val_loss", "--rev", "main"])
     assert r.exit_code == 0 and "epoch 2" in r.output
     r = run(app, ["lineage", "main", "--metric", "val_loss"])
-    assert r.exit_code == 0 and r.output.count("\n") == 4 and "val_loss=0.31" in r.output
+    assert r.exit_code == 0 and r.output.count("\n") == 5 and "val_loss=0.31" in r.output
+    assert r.output.splitlines()[-1].startswith("val_loss  █▃▁▃  min 0.31  max 0.9  last 0.45")  # the sparkline
     r = run(app, ["log", "--where", "step == 1000", "--json"])
     assert [e["message"] for e in json.loads(r.output)] == ["epoch 1"]
