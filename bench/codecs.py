@@ -105,7 +105,9 @@ def report(rows: list[dict], source: str, out: Path) -> None:
         lines.append(f"| {r['dtype']} | {r['codec']} | {r['ratio']:.3f} | {r['xor_ratio']:.3f} | "
                      f"{r['compress_ms']:.2f} | {speed:.0f} | {dec} |")
     lines += ["", "```json", json.dumps(rows, indent=1), "```", ""]
-    out.write_text("\n".join(lines))
+    old = out.read_text() if out.exists() else ""
+    kept = old.find("\n## ")  # sections other benches write (bench/hist_cost.py) stay
+    out.write_text("\n".join(lines) + (old[kept:] if kept >= 0 else ""))
 
 
 def main() -> None:

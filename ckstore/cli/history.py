@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import time
 from contextlib import closing
 from pathlib import Path
@@ -128,9 +129,14 @@ def diff(a: str = typer.Argument(..., help="Older revision, or the one to compar
          atol: float = typer.Option(0.0, "--atol", help="Changes within atol + rtol·|old| count as unchanged."),
          rtol: float = typer.Option(0.0, "--rtol", help="Relative tolerance (see --atol)."),
          exit_code: bool = typer.Option(False, "--exit-code", help="Exit 1 when the versions differ."),
+         hist: Optional[str] = typer.Option(None, "--hist", metavar="TENSOR",
+                                            help="Instead: both versions' value histograms of TENSOR, side by side."),
          as_json: bool = JsonOpt) -> None:
     """Compare two checkpoints tensor by tensor, and their metadata."""
     with open_repo() as repo:
+        if hist is not None:
+            from .render_hist import show_hists
+            return show_hists(repo, repo.diff(a, b, tensors=[glob.escape(hist)]), hist, as_json)
         result = repo.diff(a, b, tensors=tensors or None, atol=atol, rtol=rtol)
     if as_json:
         emit(result)

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..formats.base import DTYPES
 from ..model import stats
-from ..model.diff import Diff, TensorPair, compare_files, compare_metadata, compare_tensors, shape_change
+from ..model.diff import (Diff, TensorPair, compare_files, compare_metadata, compare_tensors, hist_pair,
+                          shape_change)
 from ..model.objects import Commit, Manifest
 from ..storage.store import Store
 from .parallel import ordered_map
@@ -54,6 +55,7 @@ def diff_commits(store: Store, pool: Executor, old_id: bytes | None, old: Commit
     changed = []
     for pair in pairs:
         entry = _pair_stats(store, pool, pair, atol, rtol) if pair.comparable else shape_change(pair)
+        entry.update(hist_pair(pair))
         if entry.get("comparable") and entry["changed"] == 0:
             same.append(pair.name)  # within tolerance, or only NaN payload noise under a tolerance
         else:

@@ -12,6 +12,7 @@ from ..errors import AlreadyExists, ProtectedRef, UnknownRevision, UsageError
 from ..formats import scan_path, walk_source
 from ..formats.statedict import flatten, scan_state
 from ..model import graph, metadata
+from ..model import stats as tensor_stats
 from ..model.objects import Commit, Manifest, Tag
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, TAGS, branch_ref, tag_ref
@@ -99,6 +100,8 @@ def snapshot(repo: Repository, src: str | os.PathLike | dict, progress: Progress
         for path, rel in walk_source(src):
             st = os.stat(path)  # before reading: a change during the read makes the next stat differ
             hit = repo.stat_cache.get(str(path), rel, st, repo.config.chunk_size)
+            if hit and any(tensor_stats.stale(t.stats) for t in hit[1]):
+                hit = None  # cached by an older build, without histograms: read the file again to compute them
             sources.append(CachedFile(*hit) if hit else scan_path(path, rel))
             stats[rel] = (str(path), st)
     cfg = repo.config

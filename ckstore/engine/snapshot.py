@@ -120,11 +120,13 @@ class Snapshotter:
                     yield _Job(piece, sp.width, base, dtype)
 
     def _stats(self, path: str, sp: _Span) -> dict:
-        """Statistics of a tensor: copied from the parent when its chunks are the same, else merged per chunk
-        (chunks equal to their base skipped statistics on the stream; they are computed now)."""
+        """Statistics of a tensor: copied from the parent when its chunks are the same and its statistics are
+        current, else merged per chunk (chunks equal to their base skipped statistics on the stream; they are
+        computed now, so an older build's statistics without a histogram are replaced in full)."""
         info = sp.span.tensor
         t = self._parent(path, info.name)
-        if t is not None and t.chunks == tuple(sp.ids) and t.dtype == info.dtype and t.stats:
+        if (t is not None and t.chunks == tuple(sp.ids) and t.dtype == info.dtype and t.stats
+                and not stats.stale(t.stats)):
             return t.stats
         dtype = _stats_dtype(info)
         if dtype is None:

@@ -41,13 +41,15 @@ class Diff:
         return bool(t["added"] or t["removed"] or t["changed"] or f["added"] or f["removed"] or f["changed"])
 
     def to_dict(self) -> dict:
-        """The diff as a JSON-ready dict, metrics also at the top level."""
+        """The diff as a JSON-ready dict, metrics also at the top level. Each changed tensor's entry carries
+        `hist: {"old": [...], "new": [...]}`, both versions' value histograms (edges: `stats.hist_edges()`; null
+        for a version whose statistics predate histograms), when either version has one."""
         return {"old": self.old, "new": self.new, "files": self.files, "tensors": self.tensors,
                 "metrics": self.metadata.get("metrics", {}), "metadata": self.metadata, "summary": self.summary}
 
 
-def _keyed(manifest: Manifest) -> dict[str, TensorEntry]:
-    """Tensors by name; names that repeat across files are qualified as "file:name"."""
+def tensors_by_name(manifest: Manifest) -> dict[str, TensorEntry]:
+    """Tensors by the names diff reports: names that repeat across files are qualified as "file:name"."""
     counts: dict[str, int] = {}
     for t in manifest.tensors:
         counts[t.name] = counts.get(t.name, 0) + 1
@@ -66,7 +68,7 @@ def compare_files(old: Manifest, new: Manifest) -> dict:
 def compare_tensors(old: Manifest, new: Manifest, globs: list[str] | None = None
                     ) -> tuple[list[str], list[str], list[TensorPair], list[str]]:
     """(added, removed, changed pairs, unchanged) — unchanged means the same chunks, so the same bytes."""
-    a, b = _keyed(old), _keyed(new)
+    a, b = tensors_by_name(old), tensors_by_name(new)
     if globs:
         keep = lambda n: any(fnmatch.fnmatchcase(n, g) for g in globs)  # noqa: E731
         a = {k: v for k, v in a.items() if keep(k)}
@@ -97,6 +99,13 @@ def compare_metadata(old: Commit, new: Commit) -> dict:
     if old.step != new.step:
         out["step"] = {"old": old.step, "new": new.step}
     return out
+
+
+def hist_pair(pair: TensorPair) -> dict:
+    """`{"hist": {"old": counts, "new": counts}}` for a changed tensor's diff entry, a side without a stored
+    histogram null; {} when neither version has one."""
+    old, new = pair.old.stats.get("hist"), pair.new.stats.get("hist")
+    return {"hist": {"old": old, "new": new}} if old is not None or new is not None else {}
 
 
 def shape_change(pair: TensorPair) -> dict:

@@ -1,20 +1,33 @@
 """Pure tensor statistics: per-chunk partials merged exactly (Chan et al.), and change statistics between versions.
 
 Moments (mean, std, L2 norm) and min/max are over the finite elements; NaN and Inf are counted separately, so one
-bad value does not hide the shape of the rest.
+bad value does not hide the shape of the rest. The histogram counts the finite nonzero elements in fixed bins
+(see `hist_edges`): the same edges for every chunk, tensor and commit, so histograms add up and compare.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 
+# The histogram: one bin per octave of magnitude [2^k, 2^(k+1)) for k = HIST_LOW .. HIST_HIGH-1, per sign.
+# 2^-24 is the smallest float16 subnormal; the top octave [128, 256) is beyond almost every weight. Magnitudes
+# below 2^(HIST_LOW+1) (subnormals included) count in the lowest bin of their sign, magnitudes of 2^(HIST_HIGH-1)
+# and up in the highest; zeros, NaN and Inf are not binned (they have their own counts).
+HIST_LOW, HIST_HIGH = -24, 8
+OCTAVES = HIST_HIGH - HIST_LOW  # bins per sign
+HIST_BINS = 2 * OCTAVES  # negative values in bins 0..31 (largest magnitude first), positive in 32..63
+_NO_HIST = (0,) * HIST_BINS
+
+
 @dataclass(frozen=True, slots=True)
 class Partial:
-    """Mergeable statistics of some elements: counts, mean/M2/sum of squares and min/max of the finite ones."""
+    """Mergeable statistics of some elements: counts, mean/M2/sum of squares and min/max of the finite ones, and
+    the histogram (HIST_BINS counts) of the finite nonzero ones."""
 
     count: int = 0
     finite: int = 0
@@ -26,6 +39,71 @@ class Partial:
     zeros: int = 0
     nan: int = 0
     inf: int = 0
+    hist: tuple[int, ...] = _NO_HIST
+
+
+def hist_edges() -> list[float]:
+    """The HIST_BINS + 1 bin edges, ascending: -2^8, -2^7, ..., -2^-23, 0, 2^-23, ..., 2^8.
+
+    Bins are octaves of magnitude per sign: bin 32 + j holds values in [2^(j-24), 2^(j-23)) and bin 31 - j their
+    negatives, so a negative bin is closed at its upper (smaller-magnitude) edge. The outer edges ±2^8 and the middle
+    0 are nominal: bins 0 and 63 also hold every larger magnitude, bins 31 and 32 every nonzero magnitude below
+    2^-23, subnormals included."""
+    pos = [2.0 ** k for k in range(HIST_LOW + 1, HIST_HIGH + 1)]
+    return [-m for m in reversed(pos)] + [0.0] + pos
+
+
+def histogram(stored: dict) -> tuple[list[float], list[int]] | None:
+    """A stored stats dict's histogram as (edges, counts) for renderers; None when it has none (stats written
+    before histograms, or of a tensor that has no statistics)."""
+    counts = stored.get("hist")
+    if not isinstance(counts, list) or len(counts) != HIST_BINS:
+        return None
+    return hist_edges(), [int(c) for c in counts]
+
+
+def stale(stored: dict) -> bool:
+    """True for statistics written by an older version: they exist but lack the histogram, so they are computed
+    again rather than reused."""
+    return bool(stored) and "hist" not in stored
+
+
+def _key_bins(exp_bits: int) -> np.ndarray:
+    """Bin of every sign+exponent key of a float layout with `exp_bits` exponent bits; HIST_BINS for NaN/Inf."""
+    keys = np.arange(1 << (exp_bits + 1))
+    exp = keys & ((1 << exp_bits) - 1)
+    octave = np.clip(exp - ((1 << (exp_bits - 1)) - 1) - HIST_LOW, 0, OCTAVES - 1)  # exponent 0 (subnormal): 0
+    bins = np.where(keys >> exp_bits, OCTAVES - 1 - octave, OCTAVES + octave)
+    bins[exp == (1 << exp_bits) - 1] = HIST_BINS
+    return bins
+
+
+# float32 and float64 working views: (bits type, signed type of the same width, mantissa bits, key -> bin)
+_LAYOUTS = {4: (np.uint32, np.int32, 23, _key_bins(8)), 8: (np.uint64, np.int64, 52, _key_bins(11))}
+
+
+def _hist(a: np.ndarray) -> tuple[tuple[int, ...], int]:
+    """(histogram, zeros) of a float32 or float64 working view, from its sign and exponent bits: one shift and one
+    bincount over the sign+exponent keys, then the few hundred key counts folded into bins. Measured per 1 MiB of
+    float32: 0.31 ms; mapping each element to its bin first (a lookup table, or clip and or) 0.6 ms, one key per
+    pair of elements 2.1 ms, np.histogram of log2|x| 1.8 ms; bincount in cache-sized blocks was no faster (it
+    costs about 1 ns per element however it is fed). Zeros have exponent 0, like subnormals:
+    only when some element has exponent 0 are the zeros counted (weights seldom hold any), and only when some of
+    those are subnormals is the data looked at a third time, for the sign of the zeros."""
+    bits_t, signed_t, mantissa, key_bins = _LAYOUTS[a.dtype.itemsize]
+    bits = a.view(bits_t)
+    counts = np.bincount((bits >> mantissa).view(signed_t), minlength=key_bins.size)
+    neg = key_bins.size // 2  # the key of -0.0 and of the negative subnormals; +0.0 and the positive ones: 0
+    exp0 = int(counts[0] + counts[neg])
+    zeros = int(np.count_nonzero(a == 0)) if exp0 else 0
+    if zeros == exp0:  # no subnormals: every exponent-0 element is a zero
+        counts[0] = counts[neg] = 0
+    elif zeros:
+        neg_zeros = int(np.count_nonzero(bits == bits_t(neg) << bits_t(mantissa)))
+        counts[0] -= zeros - neg_zeros
+        counts[neg] -= neg_zeros
+    binned = np.bincount(key_bins, weights=counts, minlength=HIST_BINS + 1)[:HIST_BINS]  # exact below 2^53
+    return tuple(binned.astype(np.int64).tolist()), zeros
 
 
 def as_float64(arr: np.ndarray) -> np.ndarray:
@@ -65,12 +143,12 @@ def partial(arr: np.ndarray) -> Partial:
     lo, hi = float(a.min()), float(a.max())  # in the narrow type: fast, and NaN or Inf shows up in one of them
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return _partial_masked(a)
-    zeros = int(np.count_nonzero(a == 0))
+    hist, zeros = _hist(a)
     x = a.astype(np.float64)  # our own working copy: sums in float64, centred in place
     mean = float(x.sum()) / n
     x -= mean
     m2 = sumsq(x)
-    return Partial(n, n, mean, m2, m2 + n * mean * mean, lo, hi, zeros, 0, 0)  # sum x² = sum (x-mean)² + n mean²
+    return Partial(n, n, mean, m2, m2 + n * mean * mean, lo, hi, zeros, 0, 0, hist)  # Σx² = Σ(x-mean)² + n·mean²
 
 
 def _partial_masked(a: np.ndarray) -> Partial:
@@ -78,20 +156,21 @@ def _partial_masked(a: np.ndarray) -> Partial:
     x = a.astype(np.float64)
     n = x.size
     nan = int(np.count_nonzero(np.isnan(x)))
-    zeros = n - int(np.count_nonzero(x))
+    hist, zeros = _hist(a)  # NaN and Inf fall in no bin
     x = x[np.isfinite(x)]
     if x.size == 0:
-        return Partial(n, 0, 0.0, 0.0, 0.0, math.inf, -math.inf, zeros, nan, n - nan)
+        return Partial(n, 0, 0.0, 0.0, 0.0, math.inf, -math.inf, zeros, nan, n - nan, hist)
     finite = x.size
     mean = float(x.sum()) / finite
     lo, hi = float(x.min()), float(x.max())
     sq = sumsq(x)
     x -= mean
-    return Partial(n, finite, mean, sumsq(x), sq, lo, hi, zeros, nan, n - finite - nan)
+    return Partial(n, finite, mean, sumsq(x), sq, lo, hi, zeros, nan, n - finite - nan, hist)
 
 
 def merge(a: Partial, b: Partial) -> Partial:
-    """The statistics of two disjoint sets of elements combined exactly (Chan et al. for mean and M2)."""
+    """The statistics of two disjoint sets of elements combined exactly (Chan et al. for mean and M2; the
+    histograms add bin by bin)."""
     if not a.finite:
         mean, m2 = b.mean, b.m2
     elif not b.finite:
@@ -102,16 +181,27 @@ def merge(a: Partial, b: Partial) -> Partial:
         mean = a.mean + delta * b.finite / n
         m2 = a.m2 + b.m2 + delta * delta * a.finite * b.finite / n
     return Partial(a.count + b.count, a.finite + b.finite, mean, m2, a.sumsq + b.sumsq, min(a.min, b.min),
-                   max(a.max, b.max), a.zeros + b.zeros, a.nan + b.nan, a.inf + b.inf)
+                   max(a.max, b.max), a.zeros + b.zeros, a.nan + b.nan, a.inf + b.inf,
+                   tuple(x + y for x, y in zip(a.hist, b.hist)))
 
 
 def finish(p: Partial) -> dict:
-    """The stored form: count, mean, std (population), min, max, l2, zeros, nan, inf."""
+    """The stored form: count, mean, std (population), min, max, l2, zeros, nan, inf, and hist (HIST_BINS counts
+    over `hist_edges()`, summing to count - zeros - nan - inf)."""
     if not p.finite:
         return {"count": p.count, "mean": None, "std": None, "min": None, "max": None, "l2": 0.0,
-                "zeros": p.zeros, "nan": p.nan, "inf": p.inf}
+                "zeros": p.zeros, "nan": p.nan, "inf": p.inf, "hist": list(p.hist)}
     return {"count": p.count, "mean": p.mean, "std": math.sqrt(max(p.m2, 0.0) / p.finite), "min": p.min,
-            "max": p.max, "l2": math.sqrt(p.sumsq), "zeros": p.zeros, "nan": p.nan, "inf": p.inf}
+            "max": p.max, "l2": math.sqrt(p.sumsq), "zeros": p.zeros, "nan": p.nan, "inf": p.inf,
+            "hist": list(p.hist)}
+
+
+def of_array(arr: np.ndarray, block: int = 1 << 20) -> dict:
+    """The stored statistics of a whole array, computed `block` elements at a time and merged (the working copies
+    stay small): the same figures a commit stores, for tensors whose stored ones are stale."""
+    flat = arr.reshape(-1)
+    parts = (partial(flat[k:k + block]) for k in range(0, flat.size, block))
+    return finish(functools.reduce(merge, parts, Partial()))
 
 
 # -- change statistics between two versions of a tensor ---------------------------------------------------------

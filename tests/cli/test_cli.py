@@ -579,6 +579,107 @@ def test_show_human(initialized: Path) -> None:
     assert ck("show").stdout == out  # the default is HEAD
 
 
+# ------------------------------------------------------------------------------------------------ value histograms
+
+
+def hist_reference(a: np.ndarray) -> list[int]:
+    """np.histogram per sign over the magnitude octaves of the documented edges (outer bins open-ended)."""
+    from ckstore.model.stats import OCTAVES, hist_edges
+    x = a.astype(np.float64).reshape(-1)
+    x = x[np.isfinite(x) & (x != 0)]
+    octaves = np.concatenate([[0.0], hist_edges()[OCTAVES + 1:-1], [np.inf]])
+    return np.histogram(-x[x < 0], octaves)[0][::-1].tolist() + np.histogram(x[x > 0], octaves)[0].tolist()
+
+
+def hist_checkpoints(root: Path) -> tuple[dict, dict]:
+    """Two versions of a checkpoint: `w` changes (zeros, NaN, Inf in the second), `only_new` is added."""
+    rng = np.random.default_rng(12)
+    v0 = {"w": (rng.standard_normal((64, 64)) * 0.02).astype(np.float32), "keep": np.arange(5, dtype=np.int64)}
+    w = v0["w"].copy()
+    w[0, :4] = 0
+    w[1, 0], w[1, 1], w[1, 2] = np.nan, np.inf, -np.inf
+    w[2] *= 50
+    v1 = {**v0, "w": w, "only_new": rng.standard_normal(100).astype(np.float16)}
+    make_safetensors(root / "v0" / "model.safetensors", v0)
+    make_safetensors(root / "v1" / "model.safetensors", v1)
+    return v0, v1
+
+
+def test_show_json_has_histograms_and_show_human_does_not_print_them(initialized: Path) -> None:
+    _, v1 = hist_checkpoints(initialized)
+    ck("commit", "v1", "-m", "v1")
+    for t in ckj("show")["tensors"]:
+        s = t["stats"]
+        assert len(s["hist"]) == 64 and sum(s["hist"]) == s["count"] - s["zeros"] - s["nan"] - s["inf"]
+        assert s["hist"] == hist_reference(v1[t["name"]])
+    w = {t["name"]: t["stats"] for t in ckj("show")["tensors"]}["w"]
+    assert (w["zeros"], w["nan"], w["inf"]) == (4, 1, 2)
+    out = ck("show").stdout
+    assert "hist" not in out and str(w["hist"][:8])[1:-1] not in out
+
+
+def test_diff_hist_side_by_side(initialized: Path) -> None:
+    v0, v1 = hist_checkpoints(initialized)
+    a, b = (ckj("commit", v, "-m", v)["id"] for v in ("v0", "v1"))
+    out = ck("diff", a, b, "--hist", "w").stdout
+    lines = out.splitlines()
+    assert lines[0] == f"w: value histograms, {a[:12]} → {b[:12]}" and "changed: " in lines[1]
+    old, new = hist_reference(v0["w"]), hist_reference(v1["w"])
+    from ckstore.model.stats import OCTAVES
+    for i in (j for j in range(64) if old[j] or new[j]):  # every occupied bin, with both counts
+        sign, k = ("+", i - OCTAVES) if i >= OCTAVES else ("-", OCTAVES - 1 - i)
+        label = sign + ("(0" if k == 0 else f"[2^{k - 24}") + ", " + ("∞)" if k == OCTAVES - 1 else f"2^{k - 23})")
+        row = next(line for line in lines if line.startswith(label + " "))
+        assert row.split()[-1] == f"{new[i]:,}" and f"{old[i]:,}" in row.split()[1:-1], row
+    assert "█" in out
+    assert [line.split() for line in lines[-4:]] == [["zeros", "0", "4"], ["NaN", "0", "1"], ["Inf", "0", "2"],
+                                                     ["elements", "4,096", "4,096"]]
+    one = ck("diff", a, b, "--hist", "only_new").stdout  # in one commit only: one side
+    assert f"not in old {a[:12]}" in one and "added" in one and a[:12] not in one.splitlines()[3]
+    assert one.splitlines()[-1].split() == ["elements", "100"]
+    assert "unchanged" in ck("diff", b, "--hist", "keep").stdout  # B alone: against its parent
+
+
+def test_diff_hist_of_a_missing_tensor_names_it(initialized: Path, ck_main) -> None:
+    hist_checkpoints(initialized)
+    a, b = (ckj("commit", v, "-m", v)["id"] for v in ("v0", "v1"))
+    assert_error(ck_main("diff", a, b, "--hist", "no.such.tensor"), 2, "'no.such.tensor'", a[:12], b[:12],
+                 hint="ckstore show")
+
+
+def test_diff_hist_computes_what_old_statistics_lack(initialized: Path) -> None:
+    """A commit written before histograms (its stats have none): the histogram is computed from its data."""
+    import dataclasses
+    from ckstore import Repo
+    from ckstore.model.objects import Manifest
+    _, v1 = hist_checkpoints(initialized)
+    ck("commit", "v1", "-m", "v1")
+    with Repo.open(initialized) as repo:
+        m = repo.manifest()
+        old = tuple(dataclasses.replace(t, stats={k: v for k, v in t.stats.items() if k != "hist"})
+                    for t in m.tensors)
+        repo.commit(Manifest(m.files, old, m.tree), "as an older build wrote it", capture_env=False)
+    assert "hist" not in {t["name"]: t["stats"] for t in ckj("show")["tensors"]}["w"]
+    out = ck("diff", "HEAD~1", "HEAD", "--hist", "w").stdout
+    assert "new " in out and "computed from the data" in out
+    got = ckj("diff", "HEAD~1", "HEAD", "--hist", "w")
+    assert got["new"]["computed"] and not got["old"]["computed"]
+    assert got["new"]["hist"] == got["old"]["hist"] == hist_reference(v1["w"])
+    assert (got["new"]["zeros"], got["new"]["nan"], got["new"]["inf"]) == (4, 1, 2)
+
+
+def test_diff_json_has_both_histograms(initialized: Path) -> None:
+    v0, v1 = hist_checkpoints(initialized)
+    a, b = (ckj("commit", v, "-m", v)["id"] for v in ("v0", "v1"))
+    d = ckj("diff", a, b)
+    changed = {c["name"]: c for c in d["tensors"]["changed"]}
+    assert list(changed) == ["w"] and d["tensors"]["added"] == ["only_new"]
+    assert changed["w"]["hist"] == {"old": hist_reference(v0["w"]), "new": hist_reference(v1["w"])}
+    h = ckj("diff", a, b, "--hist", "only_new")
+    assert h["tensor"] == "only_new" and h["old"] is None and len(h["edges"]) == 65
+    assert h["new"]["commit"] == b and h["new"]["hist"] == hist_reference(v1["only_new"])
+
+
 # ----------------------------------------------------------------------------------------------------------- checkout
 
 

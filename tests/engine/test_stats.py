@@ -1,6 +1,9 @@
 """Tensor statistics at commit time and change statistics, each checked against numpy computed independently."""
 
+import dataclasses
 import math
+import os
+import time
 
 import ml_dtypes
 import numpy as np
@@ -8,6 +11,8 @@ import pytest
 
 from ckstore import Repo
 from ckstore.model import stats
+from ckstore.model.objects import Manifest
+from conftest import make_safetensors
 
 DTYPES = [np.float32, np.float16, ml_dtypes.bfloat16]
 
@@ -119,3 +124,62 @@ def test_stats_of_chunks_partly_equal_to_their_base(tmp_path):
         w2[:100] += 1
         repo.commit({"w": w2}, "b", capture_env=False)
         close(repo.manifest().tensors[0].stats, reference(w2))
+
+
+# -- the value histogram through commits ------------------------------------------------------------------------
+
+
+def without_hist(m: Manifest) -> Manifest:
+    """The manifest an older build wrote: the same tensors, statistics without the histogram."""
+    tensors = tuple(dataclasses.replace(t, stats={k: v for k, v in t.stats.items() if k != "hist"})
+                    for t in m.tensors)
+    return Manifest(m.files, tensors, m.tree)
+
+
+def test_commit_stores_histograms_and_unchanged_tensors_keep_them(tmp_path):
+    rng = np.random.default_rng(4)
+    w, v = rng.standard_normal(50_000).astype(np.float32), rng.standard_normal(3000).astype(ml_dtypes.bfloat16)
+    with Repo.init(tmp_path / "r", chunk_size=16384) as repo:
+        repo.commit({"w": w, "v": v}, "a", capture_env=False)
+        first = {t.name: t.stats for t in repo.manifest().tensors}
+        assert first["w"]["hist"] == stats.of_array(w)["hist"] and first["v"]["hist"] == stats.of_array(v)["hist"]
+        w2 = w.copy()
+        w2[:10] = 1000.0  # past the top edge: the highest bin
+        repo.commit({"w": w2, "v": v}, "b", capture_env=False)
+        second = {t.name: t.stats for t in repo.manifest().tensors}
+        assert second["v"]["hist"] == first["v"]["hist"]
+        assert second["w"]["hist"] == stats.of_array(w2)["hist"] and second["w"]["hist"][63] == 10
+
+
+def test_stats_without_histogram_are_computed_again_on_the_next_commit(tmp_path):
+    rng = np.random.default_rng(5)
+    state = {"w": rng.standard_normal(40_000).astype(np.float32), "b": np.arange(7, dtype=np.int64)}
+    with Repo.init(tmp_path / "r", chunk_size=16384) as repo:
+        repo.commit(state, "current", capture_env=False)
+        fresh = {t.name: t.stats for t in repo.manifest().tensors}
+        repo.commit(without_hist(repo.manifest()), "as an older build wrote it", capture_env=False)
+        assert all("hist" not in t.stats and t.stats for t in repo.manifest().tensors)
+        repo.commit(state, "same tensors again", capture_env=False)  # every chunk equals its parent's
+        again = {t.name: t.stats for t in repo.manifest().tensors}
+        assert {k: s["hist"] for k, s in again.items()} == {k: s["hist"] for k, s in fresh.items()}
+        close(again["w"], reference(state["w"]))
+
+
+def test_stat_cache_entry_without_histogram_is_a_miss(tmp_path):
+    """An unchanged file whose stat-cache entry an older build wrote is read again, so its tensors get histograms."""
+    f = make_safetensors(tmp_path / "ckpt" / "model.safetensors",
+                         {"w": np.random.default_rng(6).standard_normal(3000).astype(np.float16)})
+    past = time.time() - 60  # older than the racy window, so the stat cache keeps it
+    os.utime(f, (past, past))
+    with Repo.init(tmp_path / "r") as repo:
+        repo.commit(f, "a", capture_env=False)
+        want = repo.manifest().tensors[0].stats
+        cache, st, size = repo.engine.stat_cache, os.stat(f), repo.engine.config.chunk_size
+        recipe, tensors = cache.get(str(f), f.name, st, size)
+        old = tuple(dataclasses.replace(t, stats={k: v for k, v in t.stats.items() if k != "hist"}) for t in tensors)
+        cache.put([(str(f), st, size, recipe, old)])
+        assert "hist" not in cache.get(str(f), f.name, st, size)[1][0].stats
+        repo.commit(without_hist(repo.manifest()), "older stats everywhere", capture_env=False)
+        repo.commit(f, "b", capture_env=False)
+        assert repo.manifest().tensors[0].stats["hist"] == want["hist"]
+        assert "hist" in cache.get(str(f), f.name, st, size)[1][0].stats  # and the cache entry is current again
