@@ -17,7 +17,7 @@ def ref_kinds(repo: Repo) -> dict[str, dict[str, str]]:
     return {"branches": {b.name: b.id for b in repo.branches()},
             "tags": {t.name: t.id for t in repo.tags()},
             "aliases": {a.name: a.id for a in repo.aliases()},
-            "head": {"branch": repo.head_branch}}
+            "head": {"branch": repo.head_branch()}}
 
 
 def verdict(info: CommitInfo) -> bool | None:
@@ -37,13 +37,13 @@ def row(info: CommitInfo, kinds: dict[str, dict[str, str]], branch: str | None) 
             "verified": verdict(info), "branch": branch}
 
 
-def history(repo: Repo, where: str | None = None) -> dict[str, Any]:
-    """Every commit (newest first) with its lane layout; `where` (the `find` query language) keeps only matching
-    commits, each then drawn with its nearest kept ancestors as parents."""
+def history(repo: Repo, where: str | None = None, *, rev: str | None = None) -> dict[str, Any]:
+    """Every commit (newest first; with `rev`, only those `rev` reaches) with its lane layout; `where` (the `find`
+    query language) keeps only matching commits, each then drawn with its nearest kept ancestors as parents."""
     kinds = ref_kinds(repo)
-    infos = repo.log(all=True)
+    infos = repo.log(rev) if rev is not None else repo.log(all=True)
     owner = _owners(infos, kinds)
-    kept = infos if where is None else repo.log(all=True, where=where)
+    kept = infos if where is None else repo.log(rev, all=rev is None, where=where)
     parents = _nearest_kept(infos, {i.id for i in kept}) if where is not None else None
     rows = []
     for info in kept:
