@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # each registers its commands on `app`
 from . import files, governance, history, lifecycle, refs, remote, repro  # noqa: F401
+from . import plot  # noqa: F401  (plot metric, plot diff, plot lineage)
 from . import lifecycle_remote  # noqa: F401  (archive, restore-archive)
 from . import ui  # noqa: F401  (the web view)
 from .app import app, main

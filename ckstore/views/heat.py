@@ -4,6 +4,7 @@ of elements changed."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -53,7 +54,8 @@ def heat(diff: dict) -> dict[str, Any]:
         cols = sorted({c for r in rows.values() for c in r})
         out.append({"name": name, "rows": indices, "cols": cols,
                     "cells": [[rows[i].get(c) for c in cols] for i in indices]})
-    finite = [c["rel_l2"] for c in cells(diff) if isinstance(c["rel_l2"], float) and c["rel_l2"] != float("inf")]
+    # a tensor whose old norm is 0 or NaN has an infinite or NaN change: it must not become the scale's maximum
+    finite = [c["rel_l2"] for c in cells(diff) if isinstance(c["rel_l2"], float) and math.isfinite(c["rel_l2"])]
     return {"groups": out, "other": other, "max_rel_l2": max(finite, default=0.0)}
 
 

@@ -46,13 +46,13 @@ def row(info: CommitInfo, named: dict[str, list[str]], branch: str | None) -> di
             "verified": verdict(info), "branch": branch}
 
 
-def history(repo: Repo, where: str | None = None) -> dict[str, Any]:
-    """Every commit (newest first) with its lane layout; `where` (the `find` query language) keeps only matching
-    commits, each then drawn with its nearest kept ancestors as parents."""
+def history(repo: Repo, where: str | None = None, *, rev: str | None = None) -> dict[str, Any]:
+    """Every commit (newest first; with `rev`, only those `rev` reaches) with its lane layout; `where` (the `find`
+    query language) keeps only matching commits, each then drawn with its nearest kept ancestors as parents."""
     kinds = ref_kinds(repo)
-    infos = repo.log(all=True)
+    infos = repo.log(rev) if rev is not None else repo.log(all=True)
     owner = _owners(infos, kinds)
-    kept = infos if where is None else repo.log(all=True, where=where)
+    kept = infos if where is None else repo.log(rev, all=rev is None, where=where)
     parents = _nearest_kept(infos, {i.id for i in kept}) if where is not None else None
     named = names_by_commit(kinds)
     rows = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from ..api import similar
 from ..errors import UsageError
 from ..results import metric_value
 
@@ -46,6 +47,25 @@ def series(repo: Repo, name: str, *, by: str = "branch", x: str = "step") -> dic
         raise UsageError(f"unknown grouping {by!r}", hint="use --by branch or --by none")
     out = [{"label": label, "points": _points(chain, name, x)} for label, chain in groups]
     return {"name": name, "x": x, "by": by, "series": [s for s in out if s["points"]]}
+
+
+def require_points(repo: Repo, view: dict[str, Any]) -> None:
+    """Raise UsageError when a `series` view has no point: for a name no commit has (numeric), naming the known
+    ones that look like it and what can be plotted; for a known one, saying which choice left every point out."""
+    if view["series"]:
+        return
+    name, x, by = view["name"], view["x"], view["by"]
+    known = names(repo)
+    plottable = known["metrics"] + known["notes"] + known["params"]
+    spelled = set(plottable) | {f"metrics.{m}" for m in known["metrics"]}  # "metrics.loss" names "loss" too
+    if name not in spelled:
+        like = similar(name, spelled)
+        shown = ", ".join(plottable[:12]) + (", ..." if len(plottable) > 12 else "")
+        raise UsageError(f"no commit has a numeric {name!r}" + (f"; did you mean {', '.join(like)}?" if like else ""),
+                         hint=f"plottable: {shown}" if plottable else "no commit has a metric or numeric note yet")
+    if x != "index" and series(repo, name, by=by, x="index")["series"]:
+        raise UsageError(f"no commit with {name!r} has a {x}", hint="plot it in commit order: --x index")
+    raise UsageError(f"no branch's first-parent history has {name!r}", hint="--by none plots every commit")
 
 
 def _points(chain: list[CommitInfo], name: str, x: str) -> list[dict[str, Any]]:
