@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "ui": {"views", "api", "errors", "results", "model"},  # the local web view's server
     "cli": {"errors", "model", "results", "api", "allocator", "formats", "views", "ui", ""},
     "": {"api", "errors", "results", "integrations"},  # ckstore/__init__.py (Checkpointer, snapshot)
+    "__main__": {"cli"},  # python -m ckstore
 }
 FORBIDDEN_MODULES = {"transport": {"model.objects"}}  # transports move bytes by key and know no objects
 IO_MODULES = {"os", "io", "mmap", "shutil", "tempfile", "subprocess", "socket", "lmdb", "pathlib"}

@@ -6,7 +6,6 @@ is reachable as `repo.engine` for tools that need it.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -25,7 +24,7 @@ from ..model import graph, metadata
 from ..model.diff import Diff
 from ..model.objects import Manifest
 from ..model.progress import NoProgress, Progress
-from ..model.query import compile_query, query_paths, record_paths, sort_key
+from ..model.query import compile_query
 from ..model.refnames import HEADS, TAGS
 from ..results import (
     AuditEntry,
@@ -47,13 +46,14 @@ from ..storage.remotes import RemoteSpec
 from ..model.retention import Policy
 from .governance import Governance
 from .lifecycle import Lifecycle
+from .queries import Queries, similar  # noqa: F401  (similar: did-you-mean lists for callers)
 from .remote_lifecycle import RemoteLifecycle
 from .repro import Repro
 
 __all__ = ["Policy", "Repo", "clone", "default_clone_dir", "metric_value", "read_meta_file"]
 
 
-class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
+class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro):
     """A ckstore repository. Use as a context manager, or call `close()`. The lifecycle verbs (forget, gc, du)
     are in `api.lifecycle`, their remote side (gc_remote, forget_remote, archive, groups) in
     `api.remote_lifecycle`."""
@@ -191,36 +191,6 @@ class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
                     yield info
         finally:  # also when the reader stops early (`log --json-lines | head`)
             engine.store.flush_commit_cache()
-
-    def find(self, expr: str, *, rev: str | None = None, sort: str | None = None,
-             limit: int | None = None) -> list[CommitInfo]:
-        """Commits matching `expr` (all refs, or what `rev` reaches); `sort` is a key, "-key" for descending."""
-        found = self.log(rev, all=rev is None, where=expr)
-        if sort:
-            key = sort_key(sort)  # "-key" sorts descending; missing values last either way
-            found.sort(key=lambda e: key(e.to_dict()))
-        return found[:limit] if limit is not None else found
-
-    def unknown_keys(self, expr: str, *, rev: str | None = None) -> dict[str, list[str]]:
-        """The keys `expr` names that no commit `rev` reaches (default: every ref) has, each with the known keys
-        that look like it (a did-you-mean list)."""
-        wanted = query_paths(expr)
-        have: set[tuple[str, ...]] = set()
-        for e in self.log(rev, all=rev is None):
-            have |= record_paths(e.to_dict())
-        known = {".".join(p) for p in have}
-        return {".".join(p): similar(".".join(p), known) for p in wanted if p not in have}
-
-    def best(self, metric: str, *, mode: str = "min", rev: str = "HEAD") -> CommitInfo | None:
-        """The ancestor of `rev` (itself included) with the lowest (`min`) or highest (`max`) finite metric."""
-        if mode not in ("min", "max"):
-            raise UsageError(f"mode must be 'min' or 'max', not {mode!r}")
-        scored = [(v, e) for e in self.log(rev) for v in [metric_value(e, metric)]
-                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-        if not scored:
-            return None
-        pick = min if mode == "min" else max
-        return pick(scored, key=lambda pair: pair[0])[1]
 
     def lineage(self, rev: str = "HEAD") -> list[CommitInfo]:
         """The first-parent chain from `rev` back to the root: how this checkpoint came to be."""
@@ -462,16 +432,6 @@ class Repo(Lifecycle, RemoteLifecycle, Governance, Repro):
             def refetch(chunks: list[bytes], objects: list[bytes]) -> tuple[int, int]:
                 return from_remote(self.engine, spec, chunks, objects, progress)
         return repair(self.engine, progress, refetch)
-
-
-def similar(key: str, known: set[str], n: int = 5) -> list[str]:
-    """Known keys of the same depth that look like `key` (same last part, or close spelling)."""
-    import difflib
-    known = {k for k in known if k.count(".") == key.count(".")}
-    tail = key.rsplit(".", 1)[-1]
-    same_tail = sorted(k for k in known if k.rsplit(".", 1)[-1] == tail)
-    close = difflib.get_close_matches(key, sorted(known), n=n, cutoff=0.6)
-    return list(dict.fromkeys(same_tail + close))[:n]
 
 
 def _to_torch(arr: Any) -> Any:

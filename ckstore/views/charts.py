@@ -234,10 +234,9 @@ def lineage_chart(view: dict[str, Any], *, title: str, size: tuple[int, int] | N
     x0 = -0.5 - SIDE / LANE
     ax.set_xlim(x0, x0 + w_in / LANE)  # one data unit per lane, whatever the width
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    arriving: dict[int, Any] = {}
     for i, r in enumerate(rows):
         colour = colours.get(r["branch"], GREY)
-        arriving = _edges(ax, i, r, colour, arriving)
+        _edges(ax, i, r, colour, colours, len(rows) - 0.5)
         ax.plot([r["col"]], [i], marker="o", markersize=7, color=colour, markeredgecolor="white", linestyle="none",
                 zorder=3, gid=f"commit-{r['id']}")
         _labels(ax, width - 0.3, i, r, colours, view["refs"]["head"]["branch"])
@@ -247,17 +246,15 @@ def lineage_chart(view: dict[str, Any], *, title: str, size: tuple[int, int] | N
     return fig
 
 
-def _edges(ax: Any, i: int, row: dict[str, Any], colour: Any, arriving: dict[int, Any]) -> dict[int, Any]:
-    """Draw row i's segments down to row i+1 and return the colour arriving in each column there: a line to a
-    parent has its child's colour, a lane going by keeps the colour it came with."""
-    below: dict[int, Any] = {}
-    for kind in ("parent", "pass"):  # a lane going by wins a column over a parent line merging into it
-        for a, b, k in row["edges"]:
-            if k == kind:
-                c = colour if k == "parent" else arriving.get(a, GREY)
-                ax.plot([a, b], [i, i + 1], color=c, linewidth=1.6, solid_capstyle="round", zorder=2)
-                below[b] = c
-    return below
+def _edges(ax: Any, i: int, row: dict[str, Any], colour: Any, colours: dict[str, Any], bottom: int) -> None:
+    """Draw row i's lines to its parents: to the parent's lane on the next row, then, for the line that opened
+    the lane, straight down to the parent's row (or the last row drawn). A first parent's line has its child's
+    colour, a merged-in parent's its own branch's."""
+    for k, (a, b, end) in enumerate(row["edges"]):
+        c = colour if k == 0 else colours.get(row["parent_branches"][k], GREY)
+        ax.plot([a, b], [i, i + 1], color=c, linewidth=1.6, solid_capstyle="round", zorder=2)
+        if end is not None and end > i + 1:
+            ax.plot([b, b], [i + 1, min(end, bottom)], color=c, linewidth=1.6, solid_capstyle="round", zorder=2)
 
 
 def _row_text(row: dict[str, Any]) -> str:

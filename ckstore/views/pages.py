@@ -61,11 +61,21 @@ def histogram(repo: Repo, rev: str, tensor: str) -> dict[str, Any]:
     entry = next((t for t in repo.manifest(oid).tensors if tensor in (t.name, f"{t.file}:{t.name}")), None)
     if entry is None:
         raise UsageError(f"{rev} has no tensor {tensor!r}")
-    counts = (entry.stats or {}).get("hist")
-    if counts is None:
-        arr = repo.load(oid, names=[entry.name])[entry.name]
-        counts = stats.finish(stats.partial(arr))["hist"]
+    stored = entry.stats or {}
+    if stats.histogram(stored) is None:
+        arr = repo.load(oid, names=[entry.name])
+        stored = stats.of_array(_leaf(arr, entry.name))
+    edges, counts = stats.histogram(stored) or (stats.hist_edges(), [])
     return json_safe({"rev": oid, "tensor": tensor, "dtype": entry.dtype, "shape": list(entry.shape),
-                      "edges": list(stats.hist_edges()), "counts": list(counts),
-                      "zeros": entry.stats.get("zeros"), "nan": entry.stats.get("nan"),
-                      "inf": entry.stats.get("inf"), "count": entry.stats.get("count")})
+                      "edges": edges, "counts": counts, "zeros": stored.get("zeros"), "nan": stored.get("nan"),
+                      "inf": stored.get("inf"), "count": stored.get("count"),
+                      "computed": entry.stats is not stored})
+
+
+def _leaf(tree: Any, name: str) -> Any:
+    """The array `name` names in what `Repo.load` returns (nested by the dots of the names)."""
+    if name in tree:
+        return tree[name]
+    for part in name.split("."):
+        tree = tree[part]
+    return tree

@@ -194,3 +194,16 @@ def test_a_busy_port_is_a_clear_error(served, series_repo):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert f"error: cannot listen on 127.0.0.1:{port}" in done.stderr and "hint: pick another --port" in done.stderr
+
+
+def test_tensor_histogram(served, series_repo):
+    _, made = series_repo
+    h = served.api("hist?rev=main&tensor=blocks.1.attn.qkv.weight")
+    assert h["rev"] == made["main"][5] and h["shape"] == [48, 16] and len(h["edges"]) == len(h["counts"]) + 1
+    assert sum(h["counts"]) == h["count"] - h["zeros"] - h["nan"] - h["inf"] == 48 * 16
+    assert h["computed"] is False  # stored at commit time
+    norm = served.api("hist?rev=main&tensor=blocks.0.norm.weight")  # all ones: one octave, [1, 2)
+    (k,) = [i for i, c in enumerate(norm["counts"]) if c]
+    assert norm["counts"][k] == 16 and norm["edges"][k] == 1.0
+    code, body, _ = served.get("/api/hist?rev=main&tensor=nosuch")
+    assert code == 400 and "nosuch" in body["error"]

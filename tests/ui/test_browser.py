@@ -140,6 +140,17 @@ def test_diff_page_heat_map(browser, served, series_repo, shots):
     rows = [r.get_attribute("data-name") for r in css(browser, "#tensors-changed tr.changed")]
     assert sorted(rows) == made["changed_last"]
     assert "loss" in css(browser, "#metric-deltas")[0].text
+    # the first changed tensor's values in both commits, as two sets of bars
+    assert css(browser, "#hist-name")[0].get_attribute("data-name") == made["changed_last"][0]
+    assert len(css(browser, "#hist svg g.bars.old rect.bar")) == 64
+    assert len(css(browser, "#hist svg g.bars.new rect.bar")) == 64
+    heights = [float(r.get_attribute("height")) for r in css(browser, "#hist svg g.bars.new rect.bar")]
+    assert sum(h > 0 for h in heights) >= 8  # a spread of normal values fills many octaves
+    cells[[c.get_attribute("data-name") for c in cells].index("embed.weight")].click()  # unchanged: still shown
+    deadline = time.monotonic() + 20
+    while css(browser, "#hist-name") == [] or css(browser, "#hist-name")[0].get_attribute("data-name") != "embed.weight":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     shoot(browser, shots, "diff")
     assert errors(browser) == []
 
