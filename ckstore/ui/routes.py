@@ -57,11 +57,14 @@ class Routes:
         return {"dir": str(self.repo.dir), "refs": laid["refs"], "commits": laid["total"]}
 
     def history(self, query: dict[str, str]) -> dict:
-        """A page of the history: ?offset=&limit= (at most 5000), ?where= a `find` query."""
+        """A page of the history: ?offset=&limit= (at most 5000), ?where= a `find` query. "spans" are the lanes
+        that cross the page ([from_row, to_row, col, branch]): with them any page can be drawn on its own."""
         offset, limit = _int(query, "offset", 0), min(_int(query, "limit", 500), MAX_PAGE)
         laid = self._laid_out(query.get("where") or None)
+        end = offset + limit
         return {"offset": offset, "total": laid["total"], "all": laid["all"], "width": laid["width"],
-                "refs": laid["refs"], "commits": laid["commits"][offset:offset + limit]}
+                "refs": laid["refs"], "commits": laid["commits"][offset:end],
+                "spans": [s for s in laid["spans"] if s[0] < end and s[1] > offset]}  # lanes crossing the page
 
     def commit(self, query: dict[str, str]) -> dict:
         """One commit: ?rev= (any revision, default HEAD)."""

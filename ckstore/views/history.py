@@ -62,10 +62,15 @@ def history(repo: Repo, where: str | None = None, *, rev: str | None = None) -> 
             r["parents"] = parents[info.id]
         rows.append(r)
     layout = lanes.layout((r["id"], r["parents"]) for r in rows)
-    for r, lay in zip(rows, layout):
+    spans = []
+    for i, (r, lay) in enumerate(zip(rows, layout)):
         r.update(lay)
         r["parent_branches"] = [owner.get(p) for p in r["parents"]]  # a lane takes its parent's colour
-    return {"commits": rows, "total": len(rows), "all": len(infos), "width": lanes.width(layout), "refs": kinds}
+        for k, (_, col, end) in enumerate(lay["edges"]):
+            if end is not None and end > i + 1:  # a lane running straight down from row i+1 to its parent
+                spans.append([i + 1, end, col, r["branch"] if k == 0 else r["parent_branches"][k]])
+    return {"commits": rows, "total": len(rows), "all": len(infos), "width": lanes.width(layout), "refs": kinds,
+            "spans": spans}
 
 
 def _owners(infos: list[CommitInfo], kinds: dict[str, dict[str, str]]) -> dict[str, str]:

@@ -1,7 +1,9 @@
 "use strict";
-// History: the commit DAG in lanes (one SVG per page of rows), refs, key metrics, notes and verdicts; pages load
-// as the list scrolls; a `find` query filters; two ticked commits open their diff.
-const LANE = 14, ROW = 28, FIRST_PAGE = 300, PAGE = 2000;
+// History: the commit DAG in lanes, refs, key metrics, notes and verdicts; a `find` query filters; two ticked
+// commits open their diff. The list is windowed: the page is as tall as the whole history, but only the rows
+// on screen (and a margin) exist in the document, drawn from pages of commits fetched when first needed — so
+// 10,000 commits cost what 200 do, and jumping to the oldest fetches only the last page.
+const LANE = 14, ROW = 28, PAGE = 1000, MARGIN = 60;
 
 async function historyPage(view, params) {
   const where = params.get("where") || "";
@@ -14,98 +16,115 @@ async function historyPage(view, params) {
     location.hash = "#/history" + (input.value.trim() ? "?where=" + encodeURIComponent(input.value.trim()) : "");
   }}, input, el("button", {type: "submit", text: "Filter"}), compare, status);
   const list = el("div", {class: "history", id: "history"});
-  const sentinel = el("div", {id: "sentinel", style: "height:1px"});
-  view.replaceChildren(el("h2", {text: "History"}), form, list, sentinel);
-  const ticked = [];
-  compare.addEventListener("click", () => { location.hash = `#/diff/${ticked[0]}/${ticked[1]}`; });
-  const state = {offset: 0, total: null, loading: false, branches: [], lanes: [], spill: [], next: null};
+  view.replaceChildren(el("h2", {text: "History"}), form, list);
+  const state = {where, rows: [], spans: new Map(), pages: new Map(), total: 0, width: 1, branches: [],
+                 ticked: [], compare, list, shown: null, loaded: 0};
+  compare.addEventListener("click", () => { location.hash = `#/diff/${state.ticked[0]}/${state.ticked[1]}`; });
 
-  const fetchPage = (offset) => api("history", {offset, limit: offset ? PAGE : FIRST_PAGE, where});
-  async function more() {
-    if (state.loading || (state.total !== null && state.offset >= state.total)) return;
-    state.loading = true;
-    try {
-      // a small first page draws at once; each later page was fetched while the one before was read
-      const page = await (state.next || fetchPage(state.offset));
-      state.next = page.offset + page.commits.length < page.total ? fetchPage(page.offset + page.commits.length) : null;
-      if (state.total === null) state.branches = Object.keys(page.refs.branches).sort();
-      state.total = page.total;
-      list.append(block(page, state, ticked, compare));
-      state.offset += page.commits.length;
-      status.textContent = where ? `${page.total} of ${page.all} commits match` : `${page.total} commits`;
-      list.dataset.loaded = state.offset;
-      list.dataset.total = page.total;
-    } catch (err) {
-      showError(status, err);
-    } finally {
-      state.loading = false;
-    }
-    if (state.offset < state.total && near()) more();
-  }
-  // Load the next page whenever the end of the list comes within 400 px of the view: checked on every scroll
-  // (once per frame) and after every page, so a fast scroll to the end never misses a page.
+  const first = await loadPage(state, 0);
+  status.textContent = where ? `${first.total} of ${first.all} commits match` : `${first.total} commits`;
+  list.style.height = state.total * ROW + "px";
+  list.dataset.total = state.total;
   let queued = false;
-  const near = () => sentinel.getBoundingClientRect().top < window.innerHeight + 400;
   const onScroll = () => {
-    if (!list.isConnected) { window.removeEventListener("scroll", onScroll); return; }  // another page now
+    if (!list.isConnected) {  // another page now
+      window.removeEventListener("scroll", onScroll);
+      window.removeEventListener("resize", onScroll);
+      return;
+    }
     if (queued) return;
     queued = true;
-    requestAnimationFrame(() => { queued = false; if (near()) more(); });
+    requestAnimationFrame(() => { queued = false; draw(state); });
   };
   window.addEventListener("scroll", onScroll, {passive: true});
   window.addEventListener("resize", onScroll, {passive: true});
-  await more();
+  state.redraw = onScroll;
+  draw(state);
 }
 
-function block(page, state, ticked, compare) {
-  // Lines to parents: a short piece from each dot to its parent's lane on the next row, then (for the lane's
-  // opener) straight down to the parent's row. Every block's SVG draws in page-wide coordinates whatever line
-  // crosses it, and the block's paint containment clips the rest: a block off screen can skip painting
-  // (content-visibility) without cutting a line, and a branch is one path per block however long it is.
-  const width = Math.max(1, page.width) * LANE + 8;
-  const rows = page.commits, first = page.offset, last = first + rows.length;
-  const svg = el("svg:svg", {class: "lanes", width, height: rows.length * ROW});
-  const lines = el("svg:g", {transform: `translate(0,${-first * ROW})`});
-  const dots = el("svg:g", {transform: `translate(0,${-first * ROW})`});
-  const cx = (c) => 8 + c * LANE, cy = (g) => g * ROW + ROW / 2;
-  const div = el("div", {class: "block", style: `height:${rows.length * ROW}px;contain-intrinsic-size:auto ${rows.length * ROW}px`}, svg);
-  const frag = document.createDocumentFragment();
-  const path = (d, color, cls) => lines.append(el("svg:path", {d, stroke: color, fill: "none", "stroke-width": 2,
-                                                               class: cls}));
-  for (const [d, color] of state.spill) path(d, color, "edge");  // the previous block's last pieces, lower half
-  state.spill = [];
-  rows.forEach((c, i) => {
-    const g = first + i, color = colorOf(c.branch, state.branches);
-    c.edges.forEach(([a, b, end], k) => {
-      const x1 = cx(a), x2 = cx(b), y1 = cy(g), y2 = cy(g + 1);
+function loadPage(state, index) {
+  // each page is fetched once; its rows and the lanes crossing it join what the window can draw
+  if (!state.pages.has(index)) {
+    state.pages.set(index, api("history", {offset: index * PAGE, limit: PAGE, where: state.where}).then((page) => {
+      if (!state.branches.length) state.branches = Object.keys(page.refs.branches).sort();
+      state.total = page.total;
+      state.width = Math.max(1, page.width);
+      page.commits.forEach((c, i) => { state.rows[page.offset + i] = c; });
+      for (const s of page.spans) state.spans.set(`${s[0]}:${s[2]}`, s);
+      state.loaded += page.commits.length;
+      state.list.dataset.loaded = state.loaded;
+      if (state.redraw) state.redraw();
+      return page;
+    }).catch((err) => {
+      state.pages.delete(index);  // a later scroll tries again
+      showError(document.getElementById("history-status"), err);
+      throw err;
+    }));
+  }
+  return state.pages.get(index);
+}
+
+function draw(state) {
+  // the rows from MARGIN above the screen to MARGIN below it
+  // (in steps of half a margin, so a scroll of a few rows redraws nothing)
+  const top = state.list.getBoundingClientRect().top, step = MARGIN / 2;
+  const from = Math.max(0, Math.floor((Math.floor(-top / ROW) - MARGIN) / step) * step);
+  const to = Math.min(state.total, from + Math.ceil(window.innerHeight / ROW) + 3 * MARGIN);
+  const missing = new Set();
+  for (let g = from; g < to; g++) if (!state.rows[g]) missing.add(Math.floor(g / PAGE));
+  for (const index of missing) loadPage(state, index).catch(() => {});
+  const key = `${from}:${to}:${state.loaded}`;
+  if (state.shown === key) return;
+  state.shown = key;
+  state.list.replaceChildren(windowOf(state, from, to));
+  state.list.dataset.from = from;
+  state.list.dataset.to = to;
+}
+
+function windowOf(state, from, to) {
+  // Lines to parents: a short piece from each dot to its parent's lane on the next row; lanes that run
+  // straight down (spans) are drawn whole in page coordinates and clipped to the window.
+  const width = state.width * LANE + 8;
+  const box = el("div", {class: "window", style: `top:${from * ROW}px;height:${(to - from) * ROW}px`});
+  const svg = el("svg:svg", {class: "lanes", width, height: (to - from) * ROW});
+  const g = el("svg:g", {transform: `translate(0,${-from * ROW})`});
+  const cx = (c) => 8 + c * LANE, cy = (i) => i * ROW + ROW / 2;
+  const line = (d, color, cls) => g.append(el("svg:path", {d, stroke: color, fill: "none", "stroke-width": 2,
+                                                            class: cls}));
+  for (const [a, b, col, branch] of state.spans.values()) {
+    if (a < to && b > from) line(`M${cx(col)},${cy(a)}L${cx(col)},${cy(b)}`, colorOf(branch, state.branches), "lane");
+  }
+  const dots = [];
+  for (let i = Math.max(0, from - 1); i < to; i++) {  // the row above the window reaches into it
+    const c = state.rows[i];
+    if (!c) continue;
+    const color = colorOf(c.branch, state.branches);
+    c.edges.forEach(([a, b], k) => {
+      const x1 = cx(a), x2 = cx(b), y1 = cy(i), y2 = cy(i + 1);
       const d = x1 === x2 ? `M${x1},${y1}L${x2},${y2}` : `M${x1},${y1}C${x1},${y1 + ROW * 0.6} ${x2},${y2 - ROW * 0.6} ${x2},${y2}`;
-      // a first parent's lane keeps the branch's colour down to where it forked; a merged-in parent's lane
-      // takes that parent's branch colour
-      const laneColor = a === b || k === 0 ? color : colorOf(c.parent_branches[k] || c.branch, state.branches);
-      path(d, laneColor, "edge");
-      if (g === last - 1) state.spill.push([d, laneColor]);
-      if (end !== null && end > g + 1) state.lanes.push({col: b, from: g + 1, end, color: laneColor});
+      // a first parent's line has the branch's colour down to where it forked; a merged-in one its own branch's
+      line(d, k === 0 ? color : colorOf(c.parent_branches[k] || c.branch, state.branches), "edge");
     });
-    dots.append(el("svg:circle", {cx: cx(c.col), cy: cy(g), r: 5, fill: color, class: "node", "data-id": c.id}));
-    frag.append(commitRow(c, width, ticked, compare));
-  });
-  state.lanes = state.lanes.filter((lane) => {
-    if (lane.from < last && lane.end >= first) {
-      path(`M${cx(lane.col)},${cy(lane.from)}L${cx(lane.col)},${cy(lane.end)}`, lane.color, "lane");
-    }
-    return lane.end >= last;  // still to be drawn in a later block
-  });
-  svg.append(lines, dots);
-  div.append(frag);
-  return div;
+    if (i >= from) dots.push(el("svg:circle", {cx: cx(c.col), cy: cy(i), r: 5, fill: color, class: "node", "data-id": c.id}));
+  }
+  g.append(...dots);
+  svg.append(g);
+  const frag = document.createDocumentFragment();
+  for (let i = from; i < to; i++) {
+    frag.append(state.rows[i] ? commitRow(state.rows[i], width, state)
+                              : el("div", {class: "row pending", style: `padding-left:${width}px`, text: "…"}));
+  }
+  box.append(svg, frag);
+  return box;
 }
 
-function commitRow(c, width, ticked, compare) {
-  const box = el("input", {type: "checkbox", "aria-label": "tick for diff", onclick: (e) => {
+function commitRow(c, width, state) {
+  const box = el("input", {type: "checkbox", "aria-label": "tick for diff", checked: state.ticked.includes(c.id),
+                           onclick: (e) => {
     e.stopPropagation();
-    if (e.target.checked) ticked.push(c.id); else ticked.splice(ticked.indexOf(c.id), 1);
-    while (ticked.length > 2) ticked.shift();
-    compare.disabled = ticked.length !== 2;
+    if (e.target.checked) state.ticked.push(c.id); else state.ticked.splice(state.ticked.indexOf(c.id), 1);
+    while (state.ticked.length > 2) state.ticked.shift();
+    state.compare.disabled = state.ticked.length !== 2;
   }});
   const metrics = Object.entries(c.metrics || {}).slice(0, 3).map(([k, v]) => `${k}=${num(v)}`).join("  ");
   return el("div", {class: "row commit", "data-id": c.id, style: `padding-left:${width}px`,
