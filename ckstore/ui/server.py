@@ -78,12 +78,14 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass  # a page load is dozens of requests; the terminal keeps the URL and errors, not an access log
+        """Quiet."""  # a page load is dozens of requests; the terminal keeps the URL and errors, not an access log
 
     def do_HEAD(self) -> None:  # noqa: N802 - the base class's naming
+        """Headers only."""
         self._answer(head=True)
 
     def do_GET(self) -> None:  # noqa: N802
+        """A page asset or an API answer."""
         self._answer(head=False)
 
     def _refuse(self) -> None:

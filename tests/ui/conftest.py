@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import series
-from served import CHROMIUM, DRIVER, Served, chromium, start
+from ui import series
+from ui.served import CHROMIUM, DRIVER, Served, chromium, start
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from ckstore import Repo
-from served import Served, start
+from ui.served import Served, start
 
 
 def test_repo_summary_names_every_ref_by_kind(served, series_repo):
@@ -207,3 +207,17 @@ def test_tensor_histogram(served, series_repo):
     assert norm["counts"][k] == 16 and norm["edges"][k] == 1.0
     code, body, _ = served.get("/api/hist?rev=main&tensor=nosuch")
     assert code == 400 and "nosuch" in body["error"]
+
+
+def test_json_start_line_for_scripts(series_repo):
+    import json as jsonlib
+    proc = subprocess.Popen([sys.executable, "-m", "ckstore", "-C", str(series_repo[0]), "ui", "--port", "0",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        started = jsonlib.loads(proc.stdout.readline())
+        assert started["host"] == "127.0.0.1" and started["url"] == f"http://127.0.0.1:{started['port']}/"
+        assert started["dir"].endswith(".ckstore")
+        assert Served(proc, started["url"]).api("repo")["commits"] == 9
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from served import wait_ready
+from ui.served import wait_ready
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -137,6 +137,12 @@ def test_diff_page_heat_map(browser, served, series_repo, shots):
     assert changed == made["changed_last"]
     colours = {c.get_attribute("data-status"): c.value_of_css_property("background-color") for c in cells}
     assert colours["changed"] != colours["unchanged"]
+    from selenium.webdriver.support.ui import Select
+    Select(css(browser, "#heat-by")[0]).select_by_value("frac")  # colour by the fraction of elements changed
+    assert css(browser, "#heat")[0].get_attribute("data-by") == "frac"
+    cells = css(browser, "#heat td.cell")
+    assert sorted(c.get_attribute("data-name") for c in cells if c.get_attribute("data-status") == "changed") \
+        == made["changed_last"]
     rows = [r.get_attribute("data-name") for r in css(browser, "#tensors-changed tr.changed")]
     assert sorted(rows) == made["changed_last"]
     assert "loss" in css(browser, "#metric-deltas")[0].text

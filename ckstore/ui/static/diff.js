@@ -2,15 +2,20 @@
 // Diff: files and tensors changed, metric and param deltas, a per-layer heat map of relative change grouped by
 // the tensor names' structure, and a chosen tensor's value histograms in both commits.
 
-function heatColor(cell, peak) {
+function heatColor(cell, peak, by) {
   if (!cell) return "#ffffff";
   if (cell.status === "unchanged") return "#eef2f7";
   if (cell.status === "added") return "#bbf7d0";
   if (cell.status === "removed") return "#fecaca";
   if (cell.status === "reshaped") return "#fde68a";
-  // log scale from 1e-6 of the largest change up to it: small fine-tune updates stay visible beside big ones
-  const v = Math.max(cell.rel_l2 || 0, 1e-12), top = Math.max(peak, 1e-12);
-  const t = Math.max(0, Math.min(1, 1 + Math.log10(v / top) / 6));
+  let t;
+  if (by === "frac") {
+    t = Math.max(0, Math.min(1, cell.frac_changed || 0));  // the share of elements changed, 0 to 1
+  } else {
+    // ‖Δ‖/‖old‖ on a log scale over six decades below the largest change: small updates stay visible
+    const v = Math.max(cell.rel_l2 || 0, 1e-12), top = Math.max(peak, 1e-12);
+    t = Math.max(0, Math.min(1, 1 + Math.log10(v / top) / 6));
+  }
   const light = 92 - t * 60;
   return `hsl(12, 85%, ${light}%)`;
 }
@@ -20,15 +25,15 @@ function cellTitle(cell) {
   return `${cell.name}: ‖Δ‖/‖old‖ = ${num(cell.rel_l2)}, ${num(100 * (cell.frac_changed || 0))}% of elements changed`;
 }
 
-function heatMap(h, onPick) {
-  const out = el("div", {class: "heat", id: "heat"});
+function heatMap(h, onPick, by) {
+  const out = el("div", {class: "heat", id: "heat", "data-by": by});
   for (const g of h.groups) {
     out.append(el("h3", {text: `${g.name}.N (${g.rows.length} layers)`}),
       el("div", {class: "scroll"}, el("table", {"data-group": g.name},
         el("thead", {}, el("tr", {}, el("th", {}), g.cols.map((col) => el("th", {class: "col", text: col})))),
         el("tbody", {}, g.rows.map((r, i) => el("tr", {}, el("th", {text: `${g.name}.${r}`}),
           g.cells[i].map((cell) => cell ? el("td", {class: "cell", "data-name": cell.name, "data-status": cell.status,
-                                                    style: `background:${heatColor(cell, h.max_rel_l2)}`,
+                                                    style: `background:${heatColor(cell, h.max_rel_l2, by)}`,
                                                     title: cellTitle(cell), onclick: () => onPick(cell.name)})
                                         : el("td", {class: "empty"}))))))));
   }
@@ -36,7 +41,7 @@ function heatMap(h, onPick) {
     out.append(el("h3", {text: "Other tensors"}),
       el("table", {"data-group": ""}, el("tbody", {}, h.other.map((cell) => el("tr", {},
         el("th", {text: cell.name}), el("td", {class: "cell", "data-name": cell.name, "data-status": cell.status,
-                                              style: `background:${heatColor(cell, h.max_rel_l2)}`,
+                                              style: `background:${heatColor(cell, h.max_rel_l2, by)}`,
                                               title: cellTitle(cell), onclick: () => onPick(cell.name)}))))));
   }
   return out;
@@ -78,7 +83,12 @@ async function diffPage(view, a, b, params) {
     el("h3", {text: "Files"}), table(["change", "path"], [
       ...d.files.added.map((p) => ["added", p]), ...d.files.removed.map((p) => ["removed", p]),
       ...d.files.changed.map((p) => ["changed", p])], {attrs: {id: "files-changed"}}),
-    el("h3", {text: "Per-layer change"}), heatMap(d.heat, pick),
+    el("h3", {text: "Per-layer change"}),
+    el("div", {class: "toolbar"}, el("select", {id: "heat-by", "aria-label": "colour by", onchange: (e) => {
+      out.querySelector("#heat").replaceWith(heatMap(d.heat, pick, e.target.value));
+    }}, el("option", {value: "rel", text: "colour by ‖Δ‖/‖old‖ (log)"}),
+        el("option", {value: "frac", text: "colour by fraction of elements changed"}))),
+    heatMap(d.heat, pick, "rel"),
     el("h3", {text: "Changed tensors"}),
     table(["tensor", "‖Δ‖/‖old‖", "changed", "cosine", "max |Δ|"], t.changed.map((c) => ({
       attrs: {class: "changed", "data-name": c.name, style: "cursor:pointer", onclick: () => pick(c.name)},

@@ -26,7 +26,14 @@ async function storagePage(view, params) {
       parts: [{key: "unique", value: x.unique, color: "#1d4ed8"}, {key: "shared", value: x.shared, color: "#93c5fd"}]})),
       {title: "by " + by, onClick: (row) => { if (by === "commit") location.hash = "#/commit/" + row.name; }})
       : el("p", {class: "muted", text: "nothing to show"}),
-    rows.length ? table(["name", "logical", "stored", "unique", "shared", "commits"], rows.map((x) =>
-      [x.name, bytes(x.logical), bytes(x.stored), bytes(x.unique), bytes(x.shared), x.commits]),
-      {numeric: [1, 2, 3, 4, 5], attrs: {id: "du"}}) : null);
+    rows.length ? duTable(rows) : null);
+}
+
+function duTable(rows) {
+  // du's extra columns when it has them: replicas on remotes, where a remote's bytes are (tier), monthly cost
+  const extras = [...new Set(rows.flatMap((x) => Object.keys(x.extra || {})))].sort();
+  return table(["name", "logical", "stored", "unique", "shared", "commits", ...extras], rows.map((x) =>
+    [x.name, bytes(x.logical), bytes(x.stored), bytes(x.unique), bytes(x.shared), x.commits,
+     ...extras.map((k) => typeof (x.extra || {})[k] === "object" ? JSON.stringify(x.extra[k]) : num((x.extra || {})[k]))]),
+    {numeric: [1, 2, 3, 4, 5], attrs: {id: "du"}});
 }
