@@ -47,14 +47,21 @@ def makedirs(path: str | os.PathLike) -> None:
     fsync_dir(parent)
 
 
-def write_atomic(path: Path, data: bytes | memoryview, tmp_dir: Path, *, exclusive: bool = False) -> bool:
-    """Write `data` under `path` all-or-nothing. With `exclusive`, an existing file wins (returns False)."""
+def write_atomic(path: Path, data: bytes | memoryview, tmp_dir: Path, *, exclusive: bool = False,
+                 mode: int | None = None) -> bool:
+    """Write `data` under `path` all-or-nothing. With `exclusive`, an existing file wins (returns False). The
+    file is private (0600, from mkstemp) unless `mode` is given: then `mode` less the umask, as `open` would
+    make it (for files written for the user, such as a picture)."""
     if exclusive and path.exists():
         return False
     makedirs(path.parent)
     makedirs(tmp_dir)  # a removed tmp/ is recreated, not an error
     fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix=f"{os.getpid()}-", suffix=".tmp")
     try:
+        if mode is not None:
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(fd, mode & ~mask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

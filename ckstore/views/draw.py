@@ -86,7 +86,7 @@ def save(fig: Figure, path: Path, fmt: str) -> int:
     with matplotlib.rc_context({"svg.hashsalt": "ckstore", "svg.fonttype": "path"}):
         fig.savefig(buf, format=fmt, dpi=charts.DPI, metadata=METADATA[fmt])
     data = buf.getbuffer()
-    write_atomic(path, data, path.parent)
+    write_atomic(path, data, path.parent, mode=0o666)  # a file for the user: their umask, not 0600
     return len(data)
 
 

@@ -374,3 +374,16 @@ def test_lineage_newest_n_as_png(in_repo: Path, series: dict[str, str]) -> None:
     ck("plot", "lineage", "--all", "--size", "800x300", "-o", "graph.png")
     assert png_size(in_repo / "graph.png") == (800, 300)
     assert_not_blank(in_repo / "graph.png")
+
+
+def test_a_picture_gets_the_users_umask_not_a_private_mode(in_repo: Path) -> None:
+    import os
+    old = os.umask(0o022)
+    try:
+        ck("plot", "metric", "val_loss", "-o", "open.png")
+        os.umask(0o077)
+        ck("plot", "metric", "val_loss", "-o", "private.png")
+    finally:
+        os.umask(old)
+    assert (in_repo / "open.png").stat().st_mode & 0o777 == 0o644
+    assert (in_repo / "private.png").stat().st_mode & 0o777 == 0o600
