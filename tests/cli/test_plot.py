@@ -14,16 +14,19 @@ import struct
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ckstore import Repo, cli
+from ckstore import Repo
 from ckstore.cli import app
 from ckstore.views.charts import ADDED, REMOVED, RESHAPED, UNCHANGED
+import test_cli
+from test_cli import Run
+
+ck_main = test_cli.ck_main  # the fixture, used here by name: the console-script entry point in-process
 
 SVG = "{http://www.w3.org/2000/svg}"
 runner = CliRunner()
@@ -39,32 +42,6 @@ def _user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------ helpers
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def ck_main(capsys: pytest.CaptureFixture):
-    """Run `ckstore ARGS...` through `ckstore.cli.main` (the console-script entry point, which turns errors into
-    `error:`/`hint:` lines and exit codes) in-process."""
-    def run(*args: object) -> Run:
-        capsys.readouterr()
-        saved, sys.argv = sys.argv, ["ckstore", *map(str, args)]
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        finally:
-            sys.argv = saved
-        out, err = capsys.readouterr()
-        return Run(code, out, err)
-    return run
 
 
 def ck(*args: object) -> str:
