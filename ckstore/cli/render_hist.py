@@ -27,10 +27,12 @@ class Side:
     computed: bool
 
     def to_dict(self) -> dict:
-        """The JSON form: commit, computed, and count, zeros, nan, inf and hist (null for a tensor that has no
-        statistics, such as a complex one)."""
+        """The JSON form: commit, computed, and count, zeros, nan, inf, hist and hist_of (the elements the bins
+        were counted over; null for a tensor that has no statistics, such as a complex one)."""
+        h = stats.histogram(self.stats)
         return {"commit": self.commit, "computed": self.computed,
-                **{k: self.stats.get(k) for k in ("count", "zeros", "nan", "inf", "hist")}}
+                **{k: self.stats.get(k) for k in ("count", "zeros", "nan", "inf", "hist")},
+                "hist_of": h[2] if h else None}
 
 
 def show_hists(repo: Any, d: Diff, name: str, as_json: bool) -> None:
@@ -71,6 +73,14 @@ def _change(d: Diff, name: str) -> str:
     return f"changed: {c['frac_changed']:.1%} of elements, ‖Δ‖/‖old‖ {c['rel_l2']:.4g}, cosine {cosine}"
 
 
+def sample_note(count: int, hist_of: int) -> str:
+    """How the bins were counted when they are a sample, e.g. "bins over a 1-in-4 sample of 1,048,576 elements
+    (262,144 sampled)"; "" when they are over every element."""
+    if not hist_of or hist_of >= count:
+        return ""
+    return f"bins over a 1-in-{count / hist_of:.3g} sample of {count:,} elements ({hist_of:,} sampled)"
+
+
 def bin_label(i: int) -> str:
     """Bin `i` as its sign and range of magnitudes, e.g. "-[2^-4, 2^-3)"; the outer and middle bins open-ended."""
     k = i - stats.OCTAVES if i >= stats.OCTAVES else stats.OCTAVES - 1 - i  # octave from the lowest magnitude
@@ -101,6 +111,9 @@ def render_hists(name: str, d: Diff, old: Side | None, new: Side | None) -> None
     if any(h is None for h in hists):
         typer.echo("  no histogram: complex tensors have no ordered statistics")
         return
+    for side, h in zip(sides, hists):
+        if note := sample_note(side.stats.get("count") or 0, h[2]):
+            typer.echo(f"  {'old' if side is old else 'new'} {side.commit[:12]}: {note}")
     counts = [h[1] for h in hists]
     shares = [[n / (sum(c) or 1) for n in c] for c in counts]
     occupied = [i for i in range(stats.HIST_BINS) if any(c[i] for c in counts)]

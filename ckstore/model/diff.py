@@ -6,6 +6,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import stats
 from .objects import Commit, Manifest, TensorEntry
 
 
@@ -43,7 +44,8 @@ class Diff:
     def to_dict(self) -> dict:
         """The diff as a JSON-ready dict, metrics also at the top level. Each changed tensor's entry carries
         `hist: {"old": [...], "new": [...]}`, both versions' value histograms (edges: `stats.hist_edges()`; null
-        for a version whose statistics predate histograms), when either version has one."""
+        for a version whose statistics predate histograms), and `hist_of: {"old": n, "new": n}`, the elements
+        each was counted over (a sample of large tensors), when either version has one."""
         return {"old": self.old, "new": self.new, "files": self.files, "tensors": self.tensors,
                 "metrics": self.metadata.get("metrics", {}), "metadata": self.metadata, "summary": self.summary}
 
@@ -102,10 +104,14 @@ def compare_metadata(old: Commit, new: Commit) -> dict:
 
 
 def hist_pair(pair: TensorPair) -> dict:
-    """`{"hist": {"old": counts, "new": counts}}` for a changed tensor's diff entry, a side without a stored
-    histogram null; {} when neither version has one."""
+    """`{"hist": {"old": counts, "new": counts}, "hist_of": {"old": n, "new": n}}` for a changed tensor's diff
+    entry (`hist_of`: the elements each side's bins were counted over), a side without a stored histogram null;
+    {} when neither version has one."""
     old, new = pair.old.stats.get("hist"), pair.new.stats.get("hist")
-    return {"hist": {"old": old, "new": new}} if old is not None or new is not None else {}
+    if old is None and new is None:
+        return {}
+    of = [None if h is None else stats.hist_of(s) for h, s in ((old, pair.old.stats), (new, pair.new.stats))]
+    return {"hist": {"old": old, "new": new}, "hist_of": {"old": of[0], "new": of[1]}}
 
 
 def shape_change(pair: TensorPair) -> dict:

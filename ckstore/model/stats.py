@@ -1,8 +1,15 @@
 """Pure tensor statistics: per-chunk partials merged exactly (Chan et al.), and change statistics between versions.
 
 Moments (mean, std, L2 norm) and min/max are over the finite elements; NaN and Inf are counted separately, so one
-bad value does not hide the shape of the rest. The histogram counts the finite nonzero elements in fixed bins
-(see `hist_edges`): the same edges for every chunk, tensor and commit, so histograms add up and compare.
+bad value does not hide the shape of the rest; `count`, `zeros`, `nan` and `inf` are exact over every element.
+The histogram counts finite nonzero elements in fixed bins (see `hist_edges`): the same edges for every chunk,
+tensor and commit, so histograms add up and compare. For large chunks it is a deterministic systematic sample:
+every k-th element of the chunk from its first, k = `hist_step(n)` (1 below 2 × HIST_SAMPLE elements, so small
+tensors are binned exactly; at most HIST_STRIDE), so at least HIST_SAMPLE elements are sampled per chunk. The
+stored `hist_of` is the number of elements sampled (zeros, NaN and Inf among them, which fall in no bin), summed
+over the chunks; `sum(hist)` is the sampled elements that are finite and nonzero, and `hist[i] * count / hist_of`
+estimates bin i over every element. Stats written before sampling have no `hist_of`: their bins are over every
+element (`hist_of` = `count`).
 """
 
 from __future__ import annotations
@@ -21,13 +28,18 @@ import numpy as np
 HIST_LOW, HIST_HIGH = -24, 8
 OCTAVES = HIST_HIGH - HIST_LOW  # bins per sign
 HIST_BINS = 2 * OCTAVES  # negative values in bins 0..31 (largest magnitude first), positive in 32..63
+# The sample: at least HIST_SAMPLE elements per chunk, every k-th with k at most HIST_STRIDE (see `hist_step`).
+# Measured by bench/hist_cost.py (docs/bench-codecs.md, "Histogram cost"), share of commit CPU for fp32 new, fp32
+# next step, bf16 new, bf16 next step: every element 16.1, 9.6, 20.8, 15.0%; HIST_STRIDE 2: 11.8, 6.8, 15.4, 9.9%;
+# 4: 7.9, 4.5, 9.4, 6.1%; 8: 7.5, 4.3, 5.7, 3.8% (1 MiB fp32 chunks stay at k = 4). 4 is the smallest under 10%.
+HIST_SAMPLE, HIST_STRIDE = 1 << 16, 4
 _NO_HIST = (0,) * HIST_BINS
 
 
 @dataclass(frozen=True, slots=True)
 class Partial:
     """Mergeable statistics of some elements: counts, mean/M2/sum of squares and min/max of the finite ones, and
-    the histogram (HIST_BINS counts) of the finite nonzero ones."""
+    the histogram (HIST_BINS counts) of the finite nonzero ones among the `hist_of` elements sampled."""
 
     count: int = 0
     finite: int = 0
@@ -40,6 +52,7 @@ class Partial:
     nan: int = 0
     inf: int = 0
     hist: tuple[int, ...] = _NO_HIST
+    hist_of: int = 0
 
 
 def hist_edges() -> list[float]:
@@ -53,13 +66,25 @@ def hist_edges() -> list[float]:
     return [-m for m in reversed(pos)] + [0.0] + pos
 
 
-def histogram(stored: dict) -> tuple[list[float], list[int]] | None:
-    """A stored stats dict's histogram as (edges, counts) for renderers; None when it has none (stats written
-    before histograms, or of a tensor that has no statistics)."""
+def hist_step(n: int) -> int:
+    """The sampling stride of a chunk of `n` elements: n // HIST_SAMPLE capped at HIST_STRIDE, so at least
+    HIST_SAMPLE elements are sampled (k = 1, every element, for chunks below 2 × HIST_SAMPLE)."""
+    return max(1, min(HIST_STRIDE, n // HIST_SAMPLE))
+
+
+def histogram(stored: dict) -> tuple[list[float], list[int], int] | None:
+    """A stored stats dict's histogram as (edges, counts, hist_of) for renderers: the raw (sampled) counts and
+    the number of elements they were counted over (`count` for stats written before sampling); None when it has
+    none (stats written before histograms, or of a tensor that has no statistics)."""
     counts = stored.get("hist")
     if not isinstance(counts, list) or len(counts) != HIST_BINS:
         return None
-    return hist_edges(), [int(c) for c in counts]
+    return hist_edges(), [int(c) for c in counts], hist_of(stored)
+
+
+def hist_of(stored: dict) -> int:
+    """The number of elements a stored histogram was counted over: `hist_of`, or `count` when absent."""
+    return int(stored.get("hist_of", stored.get("count") or 0))
 
 
 def stale(stored: dict) -> bool:
@@ -82,14 +107,16 @@ def _key_bins(exp_bits: int) -> np.ndarray:
 _LAYOUTS = {4: (np.uint32, np.int32, 23, _key_bins(8)), 8: (np.uint64, np.int64, 52, _key_bins(11))}
 
 
-def _hist(a: np.ndarray) -> tuple[tuple[int, ...], int]:
-    """(histogram, zeros) of a float32 or float64 working view, from its sign and exponent bits: one shift and one
-    bincount over the sign+exponent keys, then the few hundred key counts folded into bins. Measured per 1 MiB of
-    float32: 0.31 ms; mapping each element to its bin first (a lookup table, or clip and or) 0.6 ms, one key per
-    pair of elements 2.1 ms, np.histogram of log2|x| 1.8 ms; bincount in cache-sized blocks was no faster (it
-    costs about 1 ns per element however it is fed). Zeros have exponent 0, like subnormals:
-    only when some element has exponent 0 are the zeros counted (weights seldom hold any), and only when some of
-    those are subnormals is the data looked at a third time, for the sign of the zeros."""
+def _hist(a: np.ndarray) -> tuple[int, ...]:
+    """The histogram of a float32 or float64 working view (a strided sample in `partial`), from its sign and
+    exponent bits: one shift and one bincount over the sign+exponent keys, then the few hundred key counts folded
+    into bins. Measured over every element of 1 MiB of float32: 0.31 ms; mapping each element to its bin first (a
+    lookup table, or clip and or) 0.6 ms, one key per pair of elements 2.1 ms, np.histogram of log2|x| 1.8 ms;
+    bincount in cache-sized blocks was no faster (it costs about 1 ns per element however it is fed), hence the
+    sample. Zeros have exponent 0, like subnormals:
+    only when some element has exponent 0 are the zeros of `a` counted (weights seldom hold any), and only when
+    some of those are subnormals is `a` looked at a third time, for the sign of the zeros. NaN and Inf (the top
+    exponent) fall in no bin."""
     bits_t, signed_t, mantissa, key_bins = _LAYOUTS[a.dtype.itemsize]
     bits = a.view(bits_t)
     counts = np.bincount((bits >> mantissa).view(signed_t), minlength=key_bins.size)
@@ -103,7 +130,19 @@ def _hist(a: np.ndarray) -> tuple[tuple[int, ...], int]:
         counts[0] -= zeros - neg_zeros
         counts[neg] -= neg_zeros
     binned = np.bincount(key_bins, weights=counts, minlength=HIST_BINS + 1)[:HIST_BINS]  # exact below 2^53
-    return tuple(binned.astype(np.int64).tolist()), zeros
+    return tuple(binned.astype(np.int64).tolist())
+
+
+def _sampled_hist(a: np.ndarray) -> tuple[tuple[int, ...], int]:
+    """(histogram, elements sampled) of a chunk's working view: every `hist_step`-th element, a strided view."""
+    k = hist_step(a.size)
+    s = a[::k] if k > 1 else a
+    return _hist(s), s.size
+
+
+def _zeros(a: np.ndarray, lo: float, hi: float) -> int:
+    """The exact number of zeros of `a`, counted only when its finite range [lo, hi] holds 0."""
+    return int(np.count_nonzero(a == 0)) if lo <= 0 <= hi else 0
 
 
 def as_float64(arr: np.ndarray) -> np.ndarray:
@@ -143,12 +182,13 @@ def partial(arr: np.ndarray) -> Partial:
     lo, hi = float(a.min()), float(a.max())  # in the narrow type: fast, and NaN or Inf shows up in one of them
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return _partial_masked(a)
-    hist, zeros = _hist(a)
+    hist, sampled = _sampled_hist(a)
+    zeros = _zeros(a, lo, hi)
     x = a.astype(np.float64)  # our own working copy: sums in float64, centred in place
     mean = float(x.sum()) / n
     x -= mean
     m2 = sumsq(x)
-    return Partial(n, n, mean, m2, m2 + n * mean * mean, lo, hi, zeros, 0, 0, hist)  # Σx² = Σ(x-mean)² + n·mean²
+    return Partial(n, n, mean, m2, m2 + n * mean * mean, lo, hi, zeros, 0, 0, hist, sampled)  # Σx² = Σ(x-mean)² + n·mean²
 
 
 def _partial_masked(a: np.ndarray) -> Partial:
@@ -156,21 +196,22 @@ def _partial_masked(a: np.ndarray) -> Partial:
     x = a.astype(np.float64)
     n = x.size
     nan = int(np.count_nonzero(np.isnan(x)))
-    hist, zeros = _hist(a)  # NaN and Inf fall in no bin
+    hist, sampled = _sampled_hist(a)  # NaN and Inf fall in no bin
     x = x[np.isfinite(x)]
     if x.size == 0:
-        return Partial(n, 0, 0.0, 0.0, 0.0, math.inf, -math.inf, zeros, nan, n - nan, hist)
+        return Partial(n, 0, 0.0, 0.0, 0.0, math.inf, -math.inf, 0, nan, n - nan, hist, sampled)
     finite = x.size
     mean = float(x.sum()) / finite
     lo, hi = float(x.min()), float(x.max())
+    zeros = _zeros(x, lo, hi)
     sq = sumsq(x)
     x -= mean
-    return Partial(n, finite, mean, sumsq(x), sq, lo, hi, zeros, nan, n - finite - nan, hist)
+    return Partial(n, finite, mean, sumsq(x), sq, lo, hi, zeros, nan, n - finite - nan, hist, sampled)
 
 
 def merge(a: Partial, b: Partial) -> Partial:
     """The statistics of two disjoint sets of elements combined exactly (Chan et al. for mean and M2; the
-    histograms add bin by bin)."""
+    histograms add bin by bin, and so do the elements they were counted over)."""
     if not a.finite:
         mean, m2 = b.mean, b.m2
     elif not b.finite:
@@ -182,18 +223,22 @@ def merge(a: Partial, b: Partial) -> Partial:
         m2 = a.m2 + b.m2 + delta * delta * a.finite * b.finite / n
     return Partial(a.count + b.count, a.finite + b.finite, mean, m2, a.sumsq + b.sumsq, min(a.min, b.min),
                    max(a.max, b.max), a.zeros + b.zeros, a.nan + b.nan, a.inf + b.inf,
-                   tuple(x + y for x, y in zip(a.hist, b.hist)))
+                   tuple(x + y for x, y in zip(a.hist, b.hist)), a.hist_of + b.hist_of)
 
 
 def finish(p: Partial) -> dict:
-    """The stored form: count, mean, std (population), min, max, l2, zeros, nan, inf, and hist (HIST_BINS counts
-    over `hist_edges()`, summing to count - zeros - nan - inf)."""
+    """The stored form: count, mean, std (population), min, max, l2, zeros, nan, inf (all exact over every
+    element), hist and hist_of. `hist` is HIST_BINS raw counts over `hist_edges()` of the finite nonzero elements
+    among the `hist_of` elements sampled (every `hist_step(n)`-th element of each chunk of n, so every element
+    of a chunk below 2 × HIST_SAMPLE); when hist_of == count they sum to count - zeros - nan - inf, and
+    `hist[i] * count / hist_of` estimates bin i over every element. Stats without `hist_of` (written before
+    sampling) have bins over every element."""
     if not p.finite:
         return {"count": p.count, "mean": None, "std": None, "min": None, "max": None, "l2": 0.0,
-                "zeros": p.zeros, "nan": p.nan, "inf": p.inf, "hist": list(p.hist)}
+                "zeros": p.zeros, "nan": p.nan, "inf": p.inf, "hist": list(p.hist), "hist_of": p.hist_of}
     return {"count": p.count, "mean": p.mean, "std": math.sqrt(max(p.m2, 0.0) / p.finite), "min": p.min,
             "max": p.max, "l2": math.sqrt(p.sumsq), "zeros": p.zeros, "nan": p.nan, "inf": p.inf,
-            "hist": list(p.hist)}
+            "hist": list(p.hist), "hist_of": p.hist_of}
 
 
 def of_array(arr: np.ndarray, block: int = 1 << 20) -> dict:

@@ -54,7 +54,8 @@ def storage_page(repo: Repo, by: str = "commit") -> dict[str, Any]:
 
 def histogram(repo: Repo, rev: str, tensor: str) -> dict[str, Any]:
     """The value histogram of one tensor of `rev` (as diff names it: "name" or "file:name"): the stored one, or,
-    for commits made before histograms were stored, one computed from the tensor's data now."""
+    for commits made before histograms were stored, one computed from the tensor's data now. `counts` are the raw
+    bin counts over `hist_of` elements (a systematic sample of large tensors; `count` when over every element)."""
     from ..errors import UsageError
     from ..model import stats
     oid = repo.resolve(rev)
@@ -65,10 +66,10 @@ def histogram(repo: Repo, rev: str, tensor: str) -> dict[str, Any]:
     if stats.histogram(stored) is None:
         arr = repo.load(oid, names=[entry.name])
         stored = stats.of_array(_leaf(arr, entry.name))
-    edges, counts = stats.histogram(stored) or (stats.hist_edges(), [])
+    edges, counts, hist_of = stats.histogram(stored) or (stats.hist_edges(), [], 0)
     return json_safe({"rev": oid, "tensor": tensor, "dtype": entry.dtype, "shape": list(entry.shape),
-                      "edges": edges, "counts": counts, "zeros": stored.get("zeros"), "nan": stored.get("nan"),
-                      "inf": stored.get("inf"), "count": stored.get("count"),
+                      "edges": edges, "counts": counts, "hist_of": hist_of, "zeros": stored.get("zeros"),
+                      "nan": stored.get("nan"), "inf": stored.get("inf"), "count": stored.get("count"),
                       "computed": entry.stats is not stored})
 
 

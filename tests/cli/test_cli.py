@@ -640,6 +640,22 @@ def test_diff_hist_side_by_side(initialized: Path) -> None:
     assert "unchanged" in ck("diff", b, "--hist", "keep").stdout  # B alone: against its parent
 
 
+def test_diff_hist_says_when_the_bins_are_a_sample(initialized: Path) -> None:
+    """A tensor of large chunks: its bins are a systematic sample, which diff --hist states; the counts stay exact."""
+    from ckstore.model import stats
+    n = 4 * stats.HIST_SAMPLE  # one chunk: every hist_step-th element binned
+    w = (np.random.default_rng(14).standard_normal(n) * 0.02).astype(np.float32)
+    w[:4] = 0
+    make_safetensors(initialized / "big" / "model.safetensors", {"w": w})
+    ck("commit", "big", "-m", "big")
+    k = stats.hist_step(n)
+    out = ck("diff", "HEAD", "--hist", "w").stdout
+    assert f"new {ckj('log')[0]['id'][:12]}: bins over a 1-in-{k} sample of {n:,} elements ({n // k:,} sampled)" in out
+    assert out.splitlines()[-4].split() == ["zeros", "4"] and out.splitlines()[-1].split() == ["elements", f"{n:,}"]
+    got = ckj("diff", "HEAD", "--hist", "w")["new"]
+    assert got["hist_of"] == n // k and got["hist"] == hist_reference(w[::k]) and got["zeros"] == 4
+
+
 def test_diff_hist_of_a_missing_tensor_names_it(initialized: Path, ck_main) -> None:
     hist_checkpoints(initialized)
     a, b = (ckj("commit", v, "-m", v)["id"] for v in ("v0", "v1"))
@@ -675,9 +691,11 @@ def test_diff_json_has_both_histograms(initialized: Path) -> None:
     changed = {c["name"]: c for c in d["tensors"]["changed"]}
     assert list(changed) == ["w"] and d["tensors"]["added"] == ["only_new"]
     assert changed["w"]["hist"] == {"old": hist_reference(v0["w"]), "new": hist_reference(v1["w"])}
+    assert changed["w"]["hist_of"] == {"old": 4096, "new": 4096}  # small: every element binned
     h = ckj("diff", a, b, "--hist", "only_new")
     assert h["tensor"] == "only_new" and h["old"] is None and len(h["edges"]) == 65
     assert h["new"]["commit"] == b and h["new"]["hist"] == hist_reference(v1["only_new"])
+    assert h["new"]["hist_of"] == h["new"]["count"] == 100
 
 
 # ----------------------------------------------------------------------------------------------------------- checkout

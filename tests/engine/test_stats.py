@@ -143,12 +143,43 @@ def test_commit_stores_histograms_and_unchanged_tensors_keep_them(tmp_path):
         repo.commit({"w": w, "v": v}, "a", capture_env=False)
         first = {t.name: t.stats for t in repo.manifest().tensors}
         assert first["w"]["hist"] == stats.of_array(w)["hist"] and first["v"]["hist"] == stats.of_array(v)["hist"]
+        assert first["w"]["hist"] == hist_reference(w) and first["w"]["hist_of"] == w.size  # small chunks: exact
         w2 = w.copy()
         w2[:10] = 1000.0  # past the top edge: the highest bin
         repo.commit({"w": w2, "v": v}, "b", capture_env=False)
         second = {t.name: t.stats for t in repo.manifest().tensors}
         assert second["v"]["hist"] == first["v"]["hist"]
         assert second["w"]["hist"] == stats.of_array(w2)["hist"] and second["w"]["hist"][63] == 10
+
+
+def test_commit_bins_a_sample_of_large_chunks_and_counts_exactly(tmp_path):
+    """Chunks past 2 × HIST_SAMPLE elements bin every hist_step-th element; the exact counts cover every one."""
+    rng = np.random.default_rng(7)
+    n = 9 * stats.HIST_SAMPLE + 123  # 1 MiB chunks of float32: two full ones and a short one
+    w = (rng.standard_normal(n) * 0.02).astype(np.float32)
+    w[rng.choice(n, 40, replace=False)] = 0
+    w[[1, 4, 100_001]] = np.nan
+    w[[2, 300_000]] = -np.inf
+    chunk = (1 << 20) // 4
+    with Repo.init(tmp_path / "r", chunk_size=1 << 20) as repo:
+        repo.commit({"w": w}, "a", capture_env=False)
+        got = repo.manifest().tensors[0].stats
+    close(got, reference(w))
+    pieces = [w[i:i + chunk] for i in range(0, n, chunk)]
+    samples = [p[::stats.hist_step(p.size)] for p in pieces]
+    assert [stats.hist_step(p.size) for p in pieces] == [min(4, stats.HIST_STRIDE)] * 2 + [1]
+    assert got["hist_of"] == sum(s.size for s in samples) < n
+    assert got["hist"] == np.sum([hist_reference(s) for s in samples], axis=0).tolist()
+    assert (got["zeros"], got["nan"], got["inf"]) == (40, 3, 2)
+    assert got["hist"] == stats.of_array(w, block=chunk)["hist"]
+
+
+def hist_reference(a: np.ndarray) -> list[int]:
+    """np.histogram per sign over the magnitude octaves of `stats.hist_edges()` (outer bins open-ended)."""
+    x = a.astype(np.float64)
+    x = x[np.isfinite(x) & (x != 0)]
+    octaves = np.concatenate([[0.0], stats.hist_edges()[stats.OCTAVES + 1:-1], [np.inf]])
+    return np.histogram(-x[x < 0], octaves)[0][::-1].tolist() + np.histogram(x[x > 0], octaves)[0].tolist()
 
 
 def test_stats_without_histogram_are_computed_again_on_the_next_commit(tmp_path):

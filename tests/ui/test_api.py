@@ -201,6 +201,7 @@ def test_tensor_histogram(served, series_repo):
     h = served.api("hist?rev=main&tensor=blocks.1.attn.qkv.weight")
     assert h["rev"] == made["main"][5] and h["shape"] == [48, 16] and len(h["edges"]) == len(h["counts"]) + 1
     assert sum(h["counts"]) == h["count"] - h["zeros"] - h["nan"] - h["inf"] == 48 * 16
+    assert h["hist_of"] == h["count"]  # a small tensor: every element binned
     assert h["computed"] is False  # stored at commit time
     norm = served.api("hist?rev=main&tensor=blocks.0.norm.weight")  # all ones: one octave, [1, 2)
     (k,) = [i for i, c in enumerate(norm["counts"]) if c]

@@ -110,7 +110,9 @@ async function showHist(box, a, b, name) {
     return {lo, hi, a: ha ? ha.counts[i] : undefined, b: hb ? hb.counts[i] : undefined,
             label: num(lo), range: `[${num(lo)}, ${num(hi)})`};
   });
-  const extra = (h) => h ? `zeros ${h.zeros}, NaN ${h.nan}, Inf ${h.inf}` : "absent";
+  const sampled = (h) => h.hist_of && h.hist_of < h.count ?
+    `, bins over a 1-in-${+(h.count / h.hist_of).toPrecision(3)} sample` : "";
+  const extra = (h) => h ? `zeros ${h.zeros}, NaN ${h.nan}, Inf ${h.inf}${sampled(h)}` : "absent";
   box.replaceChildren(el("p", {id: "hist-name", "data-name": name}, el("b", {text: name}), " — old ",
                          el("span", {class: "legend"}, el("i", {style: "background:#94a3b8"})), extra(ha), "; new ",
                          el("span", {class: "legend"}, el("i", {style: "background:#2563eb"})), extra(hb)),
