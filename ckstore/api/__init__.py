@@ -21,7 +21,7 @@ from ..engine.restore import file_pieces, read_tensor, select
 from ..errors import UnknownRevision, UsageError
 from ..formats.statedict import unflatten
 from ..model import graph, metadata
-from ..model.diff import Diff
+from ..model.diff import Diff, selected
 from ..model.objects import Manifest
 from ..model.progress import NoProgress, Progress
 from ..model.query import compile_query
@@ -295,10 +295,9 @@ class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro):
             old_id, new_id = engine.resolve(a), engine.resolve(b)
         old = engine.commit(old_id) if old_id else None
         old_m = engine.manifest_of(old_id) if old_id else None
-        for m in (old_m, engine.manifest_of(new_id)):  # archived or partial: their tensors' data on demand
+        for m in (old_m, engine.manifest_of(new_id)):  # archived or partial: the compared tensors' data first
             if m is not None:
-                self._fetched(engine.ensure_chunks(m, tensors=[t for t in m.tensors
-                                                               if tensors is None or t.name in tensors]))
+                self._fetched(engine.ensure_chunks(m, tensors=list(selected(m, tensors).values())))
         return diff_commits(engine.store, engine.pool, old_id, old, old_m, new_id, engine.commit(new_id),
                             engine.manifest_of(new_id), tensors=tensors, atol=atol, rtol=rtol)
 

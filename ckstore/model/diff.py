@@ -58,6 +58,14 @@ def tensors_by_name(manifest: Manifest) -> dict[str, TensorEntry]:
     return {(t.name if counts[t.name] == 1 else f"{t.file}:{t.name}"): t for t in manifest.tensors}
 
 
+def selected(manifest: Manifest, globs: list[str] | None = None) -> dict[str, TensorEntry]:
+    """`tensors_by_name`, only those whose diff name matches one of `globs` (all without globs)."""
+    named = tensors_by_name(manifest)
+    if not globs:
+        return named
+    return {k: v for k, v in named.items() if any(fnmatch.fnmatchcase(k, g) for g in globs)}
+
+
 def compare_files(old: Manifest, new: Manifest) -> dict:
     """Paths added, removed and changed (by content hash) from `old` to `new`, and the number unchanged."""
     a = {f.path: f for f in old.files}
@@ -70,11 +78,7 @@ def compare_files(old: Manifest, new: Manifest) -> dict:
 def compare_tensors(old: Manifest, new: Manifest, globs: list[str] | None = None
                     ) -> tuple[list[str], list[str], list[TensorPair], list[str]]:
     """(added, removed, changed pairs, unchanged) — unchanged means the same chunks, so the same bytes."""
-    a, b = tensors_by_name(old), tensors_by_name(new)
-    if globs:
-        keep = lambda n: any(fnmatch.fnmatchcase(n, g) for g in globs)  # noqa: E731
-        a = {k: v for k, v in a.items() if keep(k)}
-        b = {k: v for k, v in b.items() if keep(k)}
+    a, b = selected(old, globs), selected(new, globs)
     both = sorted(a.keys() & b.keys())
     same = [n for n in both if a[n].chunks == b[n].chunks and a[n].dtype == b[n].dtype and a[n].shape == b[n].shape]
     pairs = [TensorPair(n, a[n], b[n]) for n in both if n not in set(same)]

@@ -464,6 +464,23 @@ def test_partial_clone_fetches_one_tensor_then_the_rest_on_demand(tmp_path, remo
         assert c.fsck(read_data=True).ok
 
 
+def test_diff_of_some_tensors_in_a_metadata_only_clone_fetches_just_those(tmp_path):
+    rng = np.random.default_rng(1)
+    sd = {f"layers.{i}.weight": rng.standard_normal((256, 256)).astype(np.float32) for i in range(4)}
+    with new_repo(tmp_path / "a") as a:
+        a.commit(sd, "v1")
+        sd["layers.1.weight"] = sd["layers.1.weight"] + 1
+        a.commit(sd, "v2")
+        a.remote_add("origin", str(tmp_path / "remote"))
+        a.push()
+    with ckstore.clone(str(tmp_path / "remote"), tmp_path / "m", metadata_only=True) as m:
+        d = m.diff("HEAD~1", "HEAD", tensors=["layers.1.*"])  # a glob, as `diff --tensors` takes
+        assert [c["name"] for c in d.tensors["changed"]] == ["layers.1.weight"]
+        assert m.last_transfer.action == "fetch-missing"
+        one = sd["layers.1.weight"].nbytes
+        assert m.last_transfer.bytes_received < 2 * (one * 1.2 + 64 * 1024)  # that tensor in both, not all four
+
+
 def test_metadata_only_clone_has_history_but_no_chunks(tmp_path):
     url = str(tmp_path / "remote")
     with new_repo(tmp_path / "a") as a:
