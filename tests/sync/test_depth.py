@@ -138,6 +138,8 @@ def test_depth_one_clone_brings_the_newest_version_and_the_rest_on_demand(reques
 
         report = c.fsck(read_data=True)                             # not fetched yet: expected, not damage
         assert report.ok and report.not_fetched > 0, report.problems
+        with pytest.raises(UsageError, match="partial clone"):   # its unfetched chunks live only on the remote
+            c.gc()
         c.checkout(versions[0][0], tmp_path / "out-old")            # the oldest: on demand
         assert same_tree(versions[0][1], tmp_path / "out-old")
         assert c.last_transfer.action == "fetch-missing" and c.last_transfer.bytes_received > 0
