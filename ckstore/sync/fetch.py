@@ -172,12 +172,13 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
             if c not in fetched:
                 return repo.parents(c) if store.has_object(c) else ()
             # a parent the remote dropped stands for the kept commits behind it, as in any history walk
-            out, todo = [], list(fetched[c][1].parents)
+            out, todo, passed = [], list(fetched[c][1].parents), set()
             while todo:
                 p = todo.pop(0)
-                if p in records:
+                if p in records and p not in passed:   # `passed`: a hostile remote's records may form a cycle
+                    passed.add(p)
                     todo[:0] = records[p].parents
-                elif p not in out:
+                elif p not in records and p not in out:
                     out.append(p)
             return repo.past_dropped(tuple(out))
 
