@@ -453,7 +453,8 @@ def default_clone_dir(url: str) -> str:
 
 def clone(url: str, dest: str | os.PathLike | None = None, **options: Any) -> Repo:
     """Clone a remote into a new repository at `dest` (default: named after the URL); options: filter,
-    metadata_only, endpoint_url, region, name, progress. `repo.last_transfer` says what moved."""
+    metadata_only, depth (only the newest N commits' data of each branch; older on demand), endpoint_url, region,
+    name, progress. `repo.last_transfer` says what moved."""
     from ..sync.pull import clone as clone_remote
     engine, result = clone_remote(url, dest, **options)
     repo = Repo(engine)

@@ -66,7 +66,7 @@ def remote_list(as_json: bool = JsonOpt) -> None:
     if as_json:
         return emit({"remotes": [s.to_dict() for s in specs], "groups": groups, "min_replicas": least})
     for s in specs:
-        partial = "" if s.partial is None else f"  [partial: {', '.join(s.partial['tensors']) or 'metadata only'}]"
+        partial = "" if s.partial is None else f"  [partial: {s.describe_partial()}]"
         typer.echo(f"{s.name}\t{s.url}" + (f"  (endpoint {s.endpoint_url})" if s.endpoint_url else "") + partial)
     for name, members in sorted(groups.items()):
         typer.echo(f"{name}\tgroup: {' '.join(members)}")
@@ -139,6 +139,8 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
           filters: list[str] = typer.Option([], "--filter", metavar="tensors=GLOB",
                                             help="Partial clone: only these tensors' data; the rest on demand."),
           metadata_only: bool = typer.Option(False, "--metadata-only", help="History and manifests, no data."),
+          depth: Optional[int] = typer.Option(None, "--depth", metavar="N",
+                                              help="Only the newest N commits' data of each branch; older on demand."),
           endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
           region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
           quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
@@ -146,9 +148,9 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
     from ..api import clone as clone_repo
     from ..api import default_clone_dir
     with clone_repo(url, given_path(directory or Path(default_clone_dir(url))), filter=filters or None,
-                    metadata_only=metadata_only, endpoint_url=endpoint_url, region=region,
+                    metadata_only=metadata_only, depth=depth, endpoint_url=endpoint_url, region=region,
                     progress=progress()) as repo:
         result, where = repo.last_transfer, str(repo.root)
     if not as_json:
-        info(f"cloned {url} into {where}")
+        info(f"cloned {url} into {where}" + (f" (depth {depth}: older commits' data on demand)" if depth else ""))
     _sync_report(result, as_json, path=where)

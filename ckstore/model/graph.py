@@ -1,4 +1,5 @@
-"""Pure history algorithms over a parents function: walks in time order, ancestry, merge bases, fast-forwards."""
+"""Pure history algorithms over a parents function: walks in time order, first-parent lines, ancestry, merge bases,
+fast-forwards."""
 
 from __future__ import annotations
 
@@ -20,6 +21,21 @@ def walk(starts: list[bytes], parents: Parents, time_of: Callable[[bytes], float
             if p not in seen:
                 seen.add(p)
                 heapq.heappush(heap, (-time_of(p), p))
+
+
+def first_parents(tips: list[bytes], parents: Parents, n: int) -> list[bytes]:
+    """The newest `n` commits of each tip following first parents (a merge's other side is older history), each
+    once, tips first."""
+    out: dict[bytes, None] = {}
+    for tip in tips:
+        oid: bytes | None = tip
+        for _ in range(n):
+            if oid is None:
+                break
+            out[oid] = None
+            ps = parents(oid)
+            oid = ps[0] if ps else None
+    return list(out)
 
 
 def ancestors(start: bytes, parents: Parents) -> set[bytes]:

@@ -1,10 +1,11 @@
 """The remotes a repository knows: `.ckstore/remotes.json`.
 
     {"origin": {"url": "s3://bucket/models", "endpoint_url": null, "region": null,
-                "partial": null | {"tensors": ["glob", ...]}}}
+                "partial": null | {"tensors": ["glob", ...], "depth": N}}}
 
 `partial` is set by a partial clone: only the chunks of tensors matching one of the globs were fetched (an empty
-list: metadata only); the rest is fetched on demand by checkout, cat and load.
+list: metadata only; no "tensors": every tensor), of the newest `depth` commits of each branch (default 1: the
+tips); the rest is fetched on demand by checkout, cat and load.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ class RemoteSpec:
         """All fields as a dict."""
         return asdict(self)
 
+    def describe_partial(self) -> str:
+        """What a partial clone fetched, for people ("" for a full one): the globs or "metadata only", and the
+        depth when one was asked for."""
+        if self.partial is None:
+            return ""
+        parts = []
+        if "tensors" in self.partial:
+            parts.append(", ".join(self.partial["tensors"]) or "metadata only")
+        if "depth" in self.partial:
+            parts.append(f"depth {self.partial['depth']}")
+        return "; ".join(parts)
+
     def transport_options(self) -> dict[str, Any]:
         """The endpoint_url and region keyword arguments for opening its transport, those set only."""
         return {k: v for k, v in (("endpoint_url", self.endpoint_url), ("region", self.region)) if v}
@@ -63,13 +76,23 @@ def normalize_url(url: str) -> str:
 
 
 def check_partial(partial: Any) -> dict | None:
-    """The partial setting normalised to None or {"tensors": [globs]}; raises UsageError for anything else."""
+    """The partial setting normalised to None or {"tensors": [globs], "depth": N} (either key may be absent, not
+    both); raises UsageError for anything else."""
     if partial is None:
         return None
-    if not isinstance(partial, dict) or not isinstance(partial.get("tensors"), list) \
-            or not all(isinstance(g, str) for g in partial["tensors"]):
-        raise UsageError(f"{FILENAME}: 'partial' must be null or {{\"tensors\": [glob, ...]}}, not {partial!r}")
-    return {"tensors": list(partial["tensors"])}
+    globs = partial.get("tensors") if isinstance(partial, dict) else None
+    depth = partial.get("depth") if isinstance(partial, dict) else None
+    if not isinstance(partial, dict) or set(partial) - {"tensors", "depth"} or not partial \
+            or (globs is not None and not (isinstance(globs, list) and all(isinstance(g, str) for g in globs))) \
+            or (depth is not None and not (type(depth) is int and depth >= 1)):
+        raise UsageError(f"{FILENAME}: 'partial' must be null or {{\"tensors\": [glob, ...], \"depth\": N}} (N >= 1, "
+                         f"either key alone), not {partial!r}")
+    out: dict = {}
+    if globs is not None:
+        out["tensors"] = list(globs)
+    if depth is not None:
+        out["depth"] = depth
+    return out
 
 
 def _path(repo_dir: Path) -> Path:

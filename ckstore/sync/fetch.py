@@ -1,5 +1,6 @@
 """Fetch: download the commits, tags, manifests and chunks a remote has and this repository lacks (a partial
-clone: only the chunks of the tensors its filter selects, and later on demand), then move the remote-tracking refs.
+clone: only the chunks of the tensors its filter selects in the newest commits its depth names, and later on
+demand), then move the remote-tracking refs.
 
 Nothing from a remote is trusted: every object is decompressed with a bound and hashed against its id before it is
 written under its final name, and every chunk frame is decoded and hashed before the pack holding it is sealed and
@@ -16,7 +17,7 @@ from ..engine.parallel import ordered_map
 from ..engine.repository import Repository
 from ..errors import CkstoreError, CorruptObject, RemoteNotFound
 from ..fs.fileio import write_atomic
-from ..model import codec
+from ..model import codec, graph
 from ..model.objects import Commit, Manifest, Tag, hash_bytes
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, REMOTES, TAGS, remote_ref
@@ -28,7 +29,7 @@ from ..storage.remotes import RemoteSpec
 from ..transport.base import Transport
 from . import governance, session
 from .remote_view import fetch_record
-from .select import manifest_chunks, topo_order
+from .select import depth_of, manifest_chunks, topo_order
 from .session import (
     Session,
     io_pool,
@@ -161,11 +162,29 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
         mid = fetched[c][1].manifest
         return manifests[mid][1] if mid in manifests else store.get_object(mid)
 
-    # the chunks they need (a partial remote: only the selected tensors of the branch tips)
-    if partial is None:
+    # the chunks they need (a partial remote: only the selected tensors of the newest `depth` commits of each
+    # branch, new or already here, so a fetch after a shallow clone brings the new tips, not the history between)
+    depth = depth_of(partial)
+    if depth is None:
         wanted_from = [manifest_of(c) for c in topo_order(commits, lambda o: fetched[o][1].parents)]
     else:
-        wanted_from = [manifest_of(c) for c in dict.fromkeys(heads.values()) if c in commits]
+        def seen_parents(c: bytes) -> tuple[bytes, ...]:
+            if c not in fetched:
+                return repo.parents(c) if store.has_object(c) else ()
+            # a parent the remote dropped stands for the kept commits behind it, as in any history walk
+            out, todo, passed = [], list(fetched[c][1].parents), set()
+            while todo:
+                p = todo.pop(0)
+                if p in records and p not in passed:   # `passed`: a hostile remote's records may form a cycle
+                    passed.add(p)
+                    todo[:0] = records[p].parents
+                elif p not in records and p not in out:
+                    out.append(p)
+            return repo.past_dropped(tuple(out))
+
+        line = graph.first_parents(list(dict.fromkeys(heads.values())), seen_parents, depth)
+        wanted_from = [manifest_of(c) if c in fetched else repo.manifest_of(c) for c in line
+                       if c in commits or store.has_object(c)]
     wanted = list(dict.fromkeys(c for m in wanted_from for c in manifest_chunks(m, partial)))
     result.commits = len(commits)
     result.logical_bytes = sum(m.logical_bytes() for m in {fetched[c][1].manifest: manifest_of(c)

@@ -73,13 +73,14 @@ def default_clone_dir(url: str) -> str:
 
 
 def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list[str] | None = None,
-          metadata_only: bool = False, endpoint_url: str | None = None, region: str | None = None,
+          metadata_only: bool = False, depth: int | None = None, endpoint_url: str | None = None, region: str | None = None,
           name: str = "origin", progress: Progress | None = None,
           transport: Transport | None = None) -> tuple[Repository, SyncResult]:
-    """A new repository at `dest` holding the remote's history, and what moved. A failed clone leaves nothing.
+    """A new repository at `dest` holding the remote's history, and what moved (`filter`, `metadata_only`, `depth`:
+    a partial clone, see `parse_filter`; the rest of the data comes on demand). A failed clone leaves nothing.
     A killed one leaves `.ckstore/CLONING` (every other command then refuses, naming this one): the same clone
     again finishes it, keeping the packs already sealed; a clone of another URL or filter into it is refused."""
-    partial = parse_filter(filter, metadata_only)
+    partial = parse_filter(filter, metadata_only, depth)
     spec = RemoteSpec(remotes.check_remote_name(name), remotes.normalize_url(url), endpoint_url or None,
                       region or None, partial)
     remote = Session(transport or open_spec(spec, create=False), spec.name)

@@ -1,5 +1,5 @@
 """Which commits and chunks a sync moves: commits parents first, the chunks of a manifest (or of the tensors a
-partial clone's filter selects), and that filter parsed from the command line."""
+partial clone's filter selects), a partial clone's depth, and that filter parsed from the command line."""
 
 from __future__ import annotations
 
@@ -34,26 +34,41 @@ def _tensor_matches(t: TensorEntry, globs: list[str]) -> bool:
 
 def manifest_chunks(manifest: Manifest, partial: dict | None = None) -> list[bytes]:
     """The chunks of a manifest in file order, or only those of the tensors a partial filter selects."""
-    if partial is not None:
+    if partial is not None and "tensors" in partial:
         return list(dict.fromkeys(c for t in manifest.tensors if _tensor_matches(t, partial["tensors"])
                                   for c in t.chunks))
     return list(dict.fromkeys(manifest.file_chunks(manifest.files)))
 
 
-def parse_filter(filters: str | list[str] | None, metadata_only: bool = False) -> dict | None:
-    """--filter 'tensors=GLOB[,GLOB...]' (repeatable) and --metadata-only -> the `partial` setting of a remote."""
+def depth_of(partial: dict | None) -> int | None:
+    """How many commits of each branch (first parents from its tip) a partial clone fetches the chunks of; None:
+    every commit's (a full repository). A filter without a depth means the tips only."""
+    return None if partial is None else partial.get("depth", 1)
+
+
+def parse_filter(filters: str | list[str] | None, metadata_only: bool = False,
+                 depth: int | None = None) -> dict | None:
+    """--filter 'tensors=GLOB[,GLOB...]' (repeatable), --metadata-only and --depth N -> the `partial` setting of a
+    remote. A filter and a depth intersect: the selected tensors of the newest N commits."""
     if isinstance(filters, str):
         filters = [filters]
+    if depth is not None and (type(depth) is not int or depth < 1):
+        raise UsageError(f"--depth must be a whole number of commits, 1 or more, not {depth!r}",
+                         hint="--depth 1 fetches the data of each branch's newest commit only")
     if metadata_only:
         if filters:
             raise UsageError("--metadata-only and --filter exclude each other")
+        if depth is not None:
+            # a metadata-only clone fetches no commit's data, so a depth would say nothing
+            raise UsageError("--metadata-only and --depth exclude each other",
+                             hint="--metadata-only fetches no data at all; --depth N the data of the newest N commits")
         return {"tensors": []}
     if not filters:
-        return None
+        return None if depth is None else {"depth": depth}
     globs: list[str] = []
     for f in filters:
         kind, sep, value = f.partition("=")
         if kind.strip() != "tensors" or not sep or not value.strip():
             raise UsageError(f"unsupported filter {f!r}", hint="use --filter 'tensors=GLOB' (e.g. 'tensors=*.embed*')")
         globs += [g.strip() for g in value.split(",") if g.strip()]
-    return {"tensors": globs}
+    return {"tensors": globs} if depth is None else {"tensors": globs, "depth": depth}
