@@ -24,6 +24,7 @@ BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
 KIB, MIB = 1024, 1024 * 1024
 ALL_SCENARIOS = ["mix", "A", "B", "C", "Cfile", "D", "E", "Ept", "R"]
+SYNTH_SCENARIOS = ["mix", "mixsharded"]  # the synthetic sizes (L): the mix series in one file and sharded
 ALL_DTYPES = ["fp32", "bf16"]
 
 
