@@ -14,7 +14,7 @@ Training a 0.84B-parameter model with torch on 2 CPU cores is out of reach, so t
 The versions and names are those of the "mix" series of scenarios.py (sizes S and M); "mixsharded" holds the
 same tensors in the Hugging Face sharded layout (shards of at most `shard_bytes`, filled in state-dict order as
 huggingface_hub does, tensors sorted by name inside each shard as save_file does, plus
-`model.safetensors.index.json` and `config.json`), so v3's adapters move the shard boundaries.
+`model.safetensors.index.json` and `config.json`); v3's adapters join the shard of their layer.
 
 Values are computed in float32 piece by piece (a piece is whole rows, about `piece` elements; every piece has
 its own seeded PCG64 stream per version, so nothing depends on the order of work) and bf16 is the float32 cast
@@ -237,7 +237,7 @@ class SeriesLike(Protocol):
 
 def descriptions(s: Size, sharded: bool) -> list[str]:
     top = top_first(s)
-    where = "in the shards (shard boundaries move)" if sharded else "in model.safetensors"
+    where = "in the shard of their layer" if sharded else "in model.safetensors"
     return [
         f"untrained, synthetic: GPT-2 initialisation (weights normal(0, {INIT_STD}), attn.proj/mlp.proj normal(0, "
         f"{INIT_STD}/sqrt(2*{s.layers})), LayerNorm weights 1, biases 0): realistic shapes and value spreads, "
