@@ -395,6 +395,7 @@ def generate_one(size: str, dtype: str, scenario: str, out: Path, cache: Path, v
         return series.finish(info)
     if versions is not None:
         raise ValueError("--versions is for the synthetic sizes (L, Ltiny)")
+    expand(scenario, SCENARIOS)  # mixsharded is only generated at the synthetic sizes
     if scenario == "R":
         model_dir = find_real_model(cache)
         if model_dir is None:
