@@ -1,4 +1,7 @@
-"""Deterministic, seeded checkpoint-series generator for the ckstore benchmarks (scenarios A-E and R)."""
+"""Deterministic, seeded checkpoint-series generator for the ckstore benchmarks (scenarios A-E, mix and R).
+
+Sizes S and M are trained with torch; size L (and its tiny twin Ltiny) is synthetic, see lib/synth.py.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from lib import synth  # noqa: E402
 from lib.gpt import GPT, LORA_ALPHA, LORA_R, SIZES, LoRALinear, Size, init_gpt  # noqa: E402
 from lib.measure import apparent_bytes  # noqa: E402
 from lib.real_model import REAL_PACKAGE, find_real_model  # noqa: E402
 from lib.safetensors_io import encode_header  # noqa: E402
+from lib.shapes import ALL_SIZES, SYNTH_SIZES  # noqa: E402
 
 SEED = 1234
 BATCH, SEQ = 2, 64  # small batches: S trains in well under a second per step on 2 cores
@@ -373,9 +378,24 @@ def expand(value: str, choices: list[str]) -> list[str]:
     return [value]
 
 
-def generate_one(size: str, dtype: str, scenario: str, out: Path, cache: Path) -> list[Path]:
+def scenarios_of(size: str) -> list[str]:
+    """The scenarios a size has: the synthetic sizes only the mix series, in one file and sharded."""
+    return synth.SCENARIOS if size in SYNTH_SIZES else SCENARIOS
+
+
+def generate_one(size: str, dtype: str, scenario: str, out: Path, cache: Path, versions: int | None = None) -> list[Path]:
     root = out / f"{scenario}-{dtype}"
     info: dict[str, object] = {"scenario": scenario, "dtype": dtype, "generator": "bench/scenarios.py", "seed": SEED}
+    if size in SYNTH_SIZES:
+        expand(scenario, synth.SCENARIOS)
+        info.update(size=size, model=f"GPT {SYNTH_SIZES[size].shape}")
+        shutil.rmtree(root, ignore_errors=True)
+        series = Series(root)
+        info.update(synth.write_series(series, size, dtype, scenario, versions or synth.VERSIONS))
+        return series.finish(info)
+    if versions is not None:
+        raise ValueError("--versions is for the synthetic sizes (L, Ltiny)")
+    expand(scenario, SCENARIOS)  # mixsharded is only generated at the synthetic sizes
     if scenario == "R":
         model_dir = find_real_model(cache)
         if model_dir is None:
@@ -400,9 +420,9 @@ def generate(size: str, dtype: str, scenario: str, out: Path | str, cache: Path 
     `dtype` and `scenario` may be "all"; R does not depend on `size`, and is skipped with a message if the
     real model cannot be downloaded.
     """
-    expand(size, list(SIZES))
+    expand(size, ALL_SIZES)
     dirs: list[Path] = []
-    for sc in expand(scenario, SCENARIOS):
+    for sc in expand(scenario, scenarios_of(size)):
         for dt in expand(dtype, list(DTYPES)):
             dirs += generate_one(size, dt, sc, Path(out), Path(cache))
     return dirs
@@ -410,16 +430,20 @@ def generate(size: str, dtype: str, scenario: str, out: Path | str, cache: Path 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--size", default="S", choices=list(SIZES))
+    ap.add_argument("--size", default="S", choices=ALL_SIZES)
     ap.add_argument("--dtype", default="fp32", choices=[*DTYPES, "all"])
-    ap.add_argument("--scenario", default="all", choices=[*SCENARIOS, "all"])
+    ap.add_argument("--scenario", default="all", choices=[*SCENARIOS, *synth.SCENARIOS[1:], "all"],
+                    help="sizes L and Ltiny: mix, mixsharded")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--cache", default=DEFAULT_CACHE, type=Path, help="where the real model for R is kept")
+    ap.add_argument("--versions", type=int, default=None, help="L, Ltiny: write only the first N versions (a check)")
     args = ap.parse_args(argv)
-    for sc in expand(args.scenario, SCENARIOS):
+    if args.size in SYNTH_SIZES:
+        print(synth.arithmetic(args.size), flush=True)
+    for sc in expand(args.scenario, scenarios_of(args.size)):
         for dt in expand(args.dtype, list(DTYPES)):
             t0 = time.perf_counter()
-            dirs = generate_one(args.size, dt, sc, args.out, args.cache)
+            dirs = generate_one(args.size, dt, sc, args.out, args.cache, args.versions)
             if dirs:
                 sizes = " ".join(f"{apparent_bytes(d) / 1e6:.1f}" for d in dirs)
                 print(f"{sc}-{dt}: {len(dirs)} versions in {time.perf_counter() - t0:.1f} s, MB per version: {sizes}")

@@ -32,20 +32,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lib import ALL_DTYPES, ALL_SCENARIOS, BENCH, ROOT, open_log  # noqa: E402
+from lib import ALL_DTYPES, ALL_SCENARIOS, BENCH, ROOT, SYNTH_SCENARIOS, open_log  # noqa: E402
 from lib.envs import DEFAULT_ENVS, install_envs  # noqa: E402
 from lib.report import ck  # noqa: E402
 from lib.results import already_measured, build_report, finish_meta, save_series, start_meta  # noqa: E402
-from lib.series_run import measure_series  # noqa: E402
+from lib.series_run import SLOW, disk_check, measure_series  # noqa: E402
+from lib.shapes import ALL_SIZES, SYNTH_SIZES  # noqa: E402
 from lib.tools import ALL_TOOLS, TOOLS, Ckstore  # noqa: E402
 from lib.tools.ckstore import help_timing, merge_help, prepare_ckstore  # noqa: E402
 
 
+# what --scenarios, --dtypes and --slow default to per size: L (synthetic, ~1.7 GB per bf16 version) has only the
+# mix series, one file and sharded, bf16 first; its hot checkouts take seconds, and are repeated all the same
+SIZE_DEFAULTS = {
+    **{size: {"scenarios": ALL_SCENARIOS, "dtypes": ALL_DTYPES, "slow": SLOW} for size in ("S", "M")},
+    **{size: {"scenarios": SYNTH_SCENARIOS, "dtypes": ["bf16", "fp32"], "slow": 120.0} for size in SYNTH_SIZES},
+}
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="S", choices=["S", "M"])
-    ap.add_argument("--scenarios", default=",".join(ALL_SCENARIOS), help="comma list, or all")
-    ap.add_argument("--dtypes", default="fp32,bf16", help="comma list, or all")
+    ap.add_argument("--size", default="S", choices=ALL_SIZES, help="L: synthetic 0.84B-parameter model (Ltiny: "
+                    "the same generator at 0.33M parameters, to test the pipeline)")
+    ap.add_argument("--scenarios", default=None, help="comma list, or all (default: every scenario of the size)")
+    ap.add_argument("--dtypes", default=None, help="comma list, or all (default fp32,bf16; L: bf16,fp32)")
     ap.add_argument("--tools", default="all", help=f"comma list of {','.join(ALL_TOOLS)}, or all")
     ap.add_argument("--out", type=Path, default=BENCH / "out", help="per-series results, results.json and logs")
     ap.add_argument("--inputs", type=Path, default=None, help="series from scenarios.py (default /tmp/bench-<size>)")
@@ -54,6 +64,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=None, help="also write a copy of --out/results.json there")
     ap.add_argument("--md", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--repeat", type=int, default=3, help="hot checkouts of the oldest and newest version")
+    ap.add_argument("--slow", type=float, default=None,
+                    help=f"a hot checkout slower than this (s) is not repeated (default {SLOW:g}; L: 120)")
+    ap.add_argument("--no-disk-check", action="store_true",
+                    help="measure a series even when the free disk looks too small for every tool's store")
     ap.add_argument("--theta-scenarios", default="mix", help="series git-theta runs on (it is slow), or all")
     ap.add_argument("--ckstore-src", type=Path, default=ROOT, help="tree whose ckstore/ package is measured")
     ap.add_argument("--install", action="store_true", help="apt-get / pip the peers that are missing first")
@@ -61,8 +75,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep", action="store_true", help="keep the tool repositories")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report from --out/series")
     args = ap.parse_args(argv)
-    args.scenarios = ALL_SCENARIOS if args.scenarios == "all" else args.scenarios.split(",")
-    args.dtypes = ALL_DTYPES if args.dtypes == "all" else args.dtypes.split(",")
+    defaults = SIZE_DEFAULTS[args.size]
+    args.scenarios = defaults["scenarios"] if args.scenarios in (None, "all") else args.scenarios.split(",")
+    args.dtypes = defaults["dtypes"] if args.dtypes in (None, "all") else args.dtypes.split(",")
+    args.slow = defaults["slow"] if args.slow is None else args.slow
     args.theta_scenarios = ALL_SCENARIOS if args.theta_scenarios == "all" else args.theta_scenarios.split(",")
     args.tools = ALL_TOOLS if args.tools == "all" else args.tools.split(",")
     for t in args.tools:
@@ -131,7 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{name}: already measured, skipped (--resume)")
                 continue
             series_dir = args.inputs / name
-            if not (series_dir / "series.json").exists() and not generate(args, sc, dt, log):
+            have = series_dir / "series.json"
+            if have.exists() and json.loads(have.read_text()).get("size", args.size) != args.size:
+                log(f"{name}: {series_dir} holds another size, generated again")
+                have.unlink()
+            if not have.exists() and not generate(args, sc, dt, log):
+                continue
+            short = None if args.no_disk_check else disk_check(series_dir, tools, args.work)
+            if short:
+                log(f"{name}: skipped, {short} (--no-disk-check to try anyway)")
                 continue
             log(f"{name}: measuring {len(tools)} tools")
             save_series(target, measure_series(name, series_dir, tools, args, log), tools)

@@ -7,6 +7,7 @@ The entry points put bench/ on sys.path and import `lib.<module>`; nothing here 
     envs.py            the redirected HOME of a tool run, venv and apt installs of the peers
     safetensors_io.py  reading and writing safetensors headers
     gpt.py, real_model.py   the model the scenarios train, the real weights of scenario R
+    shapes.py, synth.py     the sizes' shapes (no torch); the synthetic size-L series (numpy, streamed, HF shards)
     tools/             one module per peer of series.py, on the small Tool base of tools/base.py
     series_run.py      one series measured for every tool, interleaved
     summary.py         derived figures of one tool on one series, ordering of series and tools
@@ -24,6 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
 KIB, MIB = 1024, 1024 * 1024
 ALL_SCENARIOS = ["mix", "A", "B", "C", "Cfile", "D", "E", "Ept", "R"]
+SYNTH_SCENARIOS = ["mix", "mixsharded"]  # the synthetic sizes (L): the mix series in one file and sharded
 ALL_DTYPES = ["fp32", "bf16"]
 
 

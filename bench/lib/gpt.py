@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-LORA_R, LORA_ALPHA = 8, 16
-
-
-@dataclass(frozen=True)
-class Size:
-    d: int
-    layers: int
-    vocab: int
-    ctx: int
-    heads: int
-
-
-SIZES = {
-    "S": Size(d=512, layers=8, vocab=8192, ctx=256, heads=8),  # ~34M params
-    "M": Size(d=768, layers=12, vocab=50257, ctx=1024, heads=12),  # GPT-2 small shape, untied head: ~163M
-}
+from .shapes import LORA_ALPHA, LORA_R, SIZES, Size  # noqa: F401 - re-exported for scenarios.py
 
 
 class Attention(nn.Module):

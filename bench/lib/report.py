@@ -104,6 +104,10 @@ def render(results: dict) -> str:
          f"{results['repeat']} runs; cold = after `sync` + `posix_fadvise(DONTNEED)` on every file of the tool's "
          "directory. Ratio = logical bytes of all versions / stored bytes after the last one. Sizes in KiB/MiB, "
          "throughput in GB/s (10⁹ B/s). The machine is shared and noisy: compare tools within a run.", ""]
+    size = option(cmd, "--size", "S")
+    scenario = BENCH / f"scenario-{size}.md"  # what a size's series are, where scenarios.py does not train them
+    if scenario.exists():
+        L += [scenario.read_text().rstrip(), ""]
     L += ["## Tools", "", "| tool | version | how |", "|---|---|---|"]
     for t, v in results["tools"].items():
         L.append(f"| {t} | {v.get('version') or ('not available: ' + v.get('reason', ''))} | {v['description']} |")
@@ -158,8 +162,8 @@ def render(results: dict) -> str:
         L.append("")
     if results.get("losses"):
         L += ["## Where ckstore is behind a peer in this run", ""] + [f"- {x}" for x in results["losses"]] + [""]
-    notes = BENCH / "analysis.md"  # hand-written reading of the figures (profiles), kept beside the generator
-    if notes.exists():
+    notes = BENCH / "analysis.md"  # hand-written reading of the S and M figures (profiles), kept beside the generator
+    if notes.exists() and size in ("S", "M"):
         L += [notes.read_text().rstrip(), ""]
     return "\n".join(L) + "\n"
 

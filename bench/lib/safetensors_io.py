@@ -38,20 +38,22 @@ def largest_tensor(path: Path) -> int:
     return 0
 
 
-def subset(path: Path, keep: Callable[[str], bool]) -> bytes:
-    """A safetensors file with only the tensors whose names pass keep (same dtypes and bytes, same metadata)."""
-    with open(path, "rb") as f:
-        header, base = read_header(f)
-        out_header: dict[str, Any] = {}
-        if "__metadata__" in header:
-            out_header["__metadata__"] = header["__metadata__"]
-        blobs, off = [], 0
-        for name, v in header.items():
-            if name == "__metadata__" or not keep(name):
-                continue
-            a, b = v["data_offsets"]
-            f.seek(base + a)
-            blobs.append(f.read(b - a))
-            out_header[name] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [off, off + b - a]}
-            off += b - a
+def subset(paths: Path | list[Path], keep: Callable[[str], bool]) -> bytes:
+    """A safetensors file with only the tensors whose names pass keep (same dtypes and bytes, same metadata),
+    taken from one file or from several (the shards of a model, in the order given)."""
+    out_header: dict[str, Any] = {}
+    blobs, off = [], 0
+    for path in [paths] if isinstance(paths, Path) else paths:
+        with open(path, "rb") as f:
+            header, base = read_header(f)
+            if "__metadata__" in header:
+                out_header.setdefault("__metadata__", header["__metadata__"])
+            for name, v in header.items():
+                if name == "__metadata__" or not keep(name):
+                    continue
+                a, b = v["data_offsets"]
+                f.seek(base + a)
+                blobs.append(f.read(b - a))
+                out_header[name] = {"dtype": v["dtype"], "shape": v["shape"], "data_offsets": [off, off + b - a]}
+                off += b - a
     return encode_header(out_header) + b"".join(blobs)

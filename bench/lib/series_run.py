@@ -21,8 +21,28 @@ from .summary import tool_rank
 from .tools import TOOLS, Ckstore, Ctx, Tool
 from .tools import zipnn
 
-SLOW = 5.0  # seconds: a hot checkout slower than this is not repeated
+SLOW = 5.0  # seconds: a hot checkout slower than this is not repeated (series.py --slow; size L: 120)
 Log = Callable[[str], None]
+# what each tool stores, as a share of the logical bytes of a whole series (rough upper bounds from the S and M
+# runs), and whether it also keeps a working copy of one version; ckstore's cache is counted in its share
+STORE_SHARE = {"ckstore": 0.6, "restic": 0.8, "restic-max": 0.8, "borg": 0.8, "dvc": 1.0, "git-lfs": 1.0,
+               "git-theta": 1.0, "zstd": 1.0, "zipnn": 1.0, "copy": 1.0}
+WORKING_COPY = ("dvc", "git-lfs", "git-theta")
+
+
+def disk_check(series_dir: Path, tools: list[str], work: Path) -> str | None:
+    """None when the free space under work looks enough for every tool's store of the series (all are kept
+    until the series ends), one working copy per tool that keeps one and one restored version; else why not."""
+    versions = [series_dir / v["name"] for v in json.loads((series_dir / "series.json").read_text())["versions"]]
+    sizes = [apparent_bytes(v) for v in versions]
+    need = (sum(STORE_SHARE.get(t, 1.0) for t in tools) * sum(sizes)
+            + (sum(t in WORKING_COPY for t in tools) + 1) * max(sizes) + (1 << 30))
+    probe = work
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    return None if need <= free else f"needs about {need / 1e9:.1f} GB under {work} for {', '.join(tools)}, " \
+                                     f"{free / 1e9:.1f} GB free"
 
 
 def adapter_reference(series_dir: Path, versions: list[Path], dtype: str, envs: Path, work: Path) -> dict | None:
@@ -30,9 +50,9 @@ def adapter_reference(series_dir: Path, versions: list[Path], dtype: str, envs: 
     name = series_dir.name.rsplit("-", 1)[0]
     if name == "Cfile":
         i, blob = 1, (versions[1] / "adapter_model.safetensors").read_bytes()
-    elif name in ("C", "mix"):
+    elif name in ("C", "mix", "mixsharded"):
         i = 1 if name == "C" else 3
-        blob = subset(versions[i] / "model.safetensors", lambda k: ".lora_" in k)
+        blob = subset(sorted(versions[i].glob("*.safetensors")), lambda k: ".lora_" in k)
     else:
         return None
     import zstandard
@@ -53,8 +73,9 @@ def adapter_reference(series_dir: Path, versions: list[Path], dtype: str, envs: 
 class Measured:
     """One tool's figures on one series, filled in step by step; a failure stops only this tool."""
 
-    def __init__(self, tool: Tool) -> None:
+    def __init__(self, tool: Tool, slow: float = SLOW) -> None:
         self.tool = tool
+        self.slow = slow
         self.res: dict[str, Any] = {"available": True, "commits": [], "checkouts": [], "identical": True,
                                     "mismatches": []}
         self.failed = False
@@ -80,7 +101,7 @@ class Measured:
 
     def checkout(self, i: int, k: int, kind: str, want: dict[str, str]) -> None:
         prev = [c for c in self.res["checkouts"] if c["version"] == i]
-        if k >= 2 and prev and prev[-1]["wall"] > SLOW:
+        if k >= 2 and prev and prev[-1]["wall"] > self.slow:
             return  # repeating is not cheap for this tool: one hot run is the figure
         root = self.tool.ctx.dir / "restore"
         shutil.rmtree(root, ignore_errors=True)
@@ -121,10 +142,10 @@ class Measured:
 
 
 def measure_all(tools: list[Tool], versions: list[Path], hashes: list[dict[str, str]], repeat: int,
-                log: Log) -> dict[str, dict]:
+                log: Log, slow: float = SLOW) -> dict[str, dict]:
     """Every tool, interleaved: version by version, checkout by checkout, so a load change on the shared machine
     falls on all tools alike instead of on whichever ran at that moment."""
-    ms = [Measured(t) for t in tools]
+    ms = [Measured(t, slow) for t in tools]
     for m in ms:
         def init(m: Measured = m) -> None:
             m.tool.init()
@@ -178,7 +199,8 @@ def measure_series(name: str, series_dir: Path, tools: list[str], args: Any, log
         runnable.append(cls(Ctx(d, tool_env(d, args.envs), info["dtype"], args.envs)))
     log(f"  {name}: {', '.join(t.name for t in runnable)} interleaved")
     try:
-        out["tools"].update(measure_all(runnable, versions, hashes, args.repeat, log))
+        out["tools"].update(measure_all(runnable, versions, hashes, args.repeat, log,
+                                            getattr(args, "slow", SLOW)))
     finally:
         if not args.keep:
             for t in runnable:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from . import ALL_DTYPES, ALL_SCENARIOS
+from . import ALL_DTYPES, ALL_SCENARIOS, SYNTH_SCENARIOS
 from .tools import ALL_TOOLS as TOOL_ORDER
 
 # peers whose speed ckstore is compared with in "where ckstore is behind" (copy and git-theta are not)
@@ -18,9 +18,12 @@ def med(xs: list[Any]) -> Any:
     return statistics.median(xs) if xs else None
 
 
+SCENARIO_ORDER = list(dict.fromkeys([*SYNTH_SCENARIOS, *ALL_SCENARIOS]))
+
+
 def series_rank(name: str) -> tuple:
     sc, _, dt = name.rpartition("-")
-    return (ALL_SCENARIOS.index(sc) if sc in ALL_SCENARIOS else 99, ALL_DTYPES.index(dt) if dt in ALL_DTYPES else 9,
+    return (SCENARIO_ORDER.index(sc) if sc in SCENARIO_ORDER else 99, ALL_DTYPES.index(dt) if dt in ALL_DTYPES else 9,
             name)
 
 

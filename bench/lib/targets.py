@@ -127,6 +127,25 @@ def peak(kind: str) -> Callable[[str, dict, dict], list[Sample]]:
     return metric
 
 
+def is_large(se: dict) -> bool:
+    return str(se.get("size", "")).startswith("L")  # L and its test twin Ltiny
+
+
+def checkout_vs_copy(name: str, se: dict, s: dict) -> list[Sample]:
+    """Size L: the newest hot checkout against 2 x cp's (i.e. at least half cp's speed)."""
+    cp = tool_summary(se, "copy")
+    if not is_large(se) or not cp or cp["new_hot"] is None or s["new_hot"] is None:
+        return []
+    return [Sample(name, s["new_hot"], bound=2 * cp["new_hot"],
+                   failure=f"{name}: {s['new_hot']:.2f} s vs cp {cp['new_hot']:.2f} s")]
+
+
+def large_rss(name: str, se: dict, s: dict) -> list[Sample]:
+    if not is_large(se):
+        return []
+    return [Sample(name, max(s["rss_commit"], s["rss_checkout"]), bound=256 * MIB)]
+
+
 def identical(name: str, se: dict, s: dict) -> list[Sample]:
     return [Sample(name, s["identical"], failure=name)]
 
@@ -146,7 +165,7 @@ METRICS: dict[str, Callable[[str, Any, Any], list[Sample]]] = {
     "recommit_s_per_gib": recommit_s_per_gib, "commit_total_vs_peers": against_borg_restic("commit_total"),
     "new_hot_vs_peers": against_borg_restic("new_hot"), "new_cold_vs_peers": against_borg_restic("new_cold"),
     "hot_checkout_gbs": hot_checkout_gbs, "peak_rss": peak("rss"), "peak_anon": peak("anon"), "identical": identical,
-    "help_s": help_s,
+    "help_s": help_s, "checkout_vs_copy": checkout_vs_copy, "large_rss": large_rss,
 }
 
 # ---------------------------------------------------------------- the table
@@ -160,7 +179,7 @@ TARGETS: list[Target] = [
     Target("store ratio ahead of every peer on every series", "*", "ratio_vs_best_peer", ">=", over="every",
            says=("series", "behind")),
     *[Target("LoRA version ({series} v{version}) ≤ compressed adapter ({adapter}) + 64 KiB", f"{sc}-{dt}",
-             "lora_cost", "<=") for sc in ("mix", "C", "Cfile") for dt in ALL_DTYPES],
+             "lora_cost", "<=") for sc in ("mix", "mixsharded", "C", "Cfile") for dt in ALL_DTYPES],
     *[Target(f"D {dt}: re-shard / reorder / no-op re-save each ≤ 64 KiB", f"D-{dt}", "layout_churn", "<=", SLACK)
       for dt in ALL_DTYPES],
     Target("commit of new data (v0 of every series) ≥ 0.5 GB/s (median over series)", "*", "new_data_gbs", ">=", 0.5,
@@ -179,6 +198,10 @@ TARGETS: list[Target] = [
     Target(f"peak anonymous RSS {MEMORY}", "*", "peak_anon", "<=", over="worst"),
     Target("every restored file byte-identical (sha256), every version of every series", "*", "identical", "==", True,
            over="every", says=("series", "bad")),
+    # size L (shared/BENCHMARKS.md, "figures seen at scale"); no rows for series of the other sizes
+    Target("size L: newest checkout hot ≥ 0.5 × `cp`'s speed, every series", "*", "checkout_vs_copy", "<=",
+           over="every", says=("series", "slower")),
+    Target("size L: peak RSS (commit and checkout) ≤ 256 MiB, every series", "*", "large_rss", "<=", over="worst"),
     Target("`ckstore --help` ≤ 0.2 s (median of {runs} runs, start and end)", "help", "help_s", "<="),
 ]
 
