@@ -163,3 +163,11 @@ def test_planes_are_the_bytes_of_each_element_in_order(width):
             if len(raw) % width:
                 want.append(bytes(raw[n * width:]))
             assert [bytes(p) for p in codec._planes(raw, width)] == want
+
+
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 4097, 1 << 20])
+def test_two_planes_join_back_to_the_bytes(length):
+    """The word-shift join of 2-byte elements (the bf16/fp16 hot path) gives back exactly the split bytes."""
+    raw = np.random.default_rng(length).integers(0, 256, length, dtype=np.uint8)
+    planes = codec._planes(raw, 2)
+    assert np.array_equal(codec._interleave(planes, 2, length), raw)
