@@ -46,7 +46,10 @@ function loadPage(state, index) {
   // each page is fetched once; its rows and the lanes crossing it join what the window can draw
   if (!state.pages.has(index)) {
     state.pages.set(index, api("history", {offset: index * PAGE, limit: PAGE, where: state.where}).then((page) => {
-      if (!state.branches.length) state.branches = Object.keys(page.refs.branches).sort();
+      if (!state.branches.length) {  // HEAD's branch takes the first colour
+        const head = page.refs.head.branch;
+        state.branches = [head, ...Object.keys(page.refs.branches).filter((b) => b !== head).sort()];
+      }
       state.total = page.total;
       state.width = Math.max(1, page.width);
       page.commits.forEach((c, i) => { state.rows[page.offset + i] = c; });

@@ -63,7 +63,9 @@ function when(ts) {
 const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
                  "#4b5563", "#65a30d"];
 function colorOf(name, order) {
-  if (order && order.indexOf(name) >= 0) return PALETTE[order.indexOf(name) % PALETTE.length];
+  // the palette for the first ten of `order`, then hues a golden angle apart, so no two branches share a colour
+  const i = order ? order.indexOf(name) : -1;
+  if (i >= 0) return i < PALETTE.length ? PALETTE[i] : `hsl(${(i * 137.508) % 360}, 62%, 42%)`;
   let h = 0;
   for (const ch of String(name || "")) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
   return PALETTE[h % PALETTE.length];
