@@ -337,8 +337,11 @@ class GcResult:
                 f"objects ({human_bytes(self.bytes_swept)}) to tombstones; deleted {human_bytes(self.bytes_freed)} "
                 f"from {self.sets_deleted} tombstone sets; {human_bytes(self.tombstoned_bytes)} still in tombstones")
         if self.disk_after and not self.dry_run:
-            line += (f"; on disk {human_bytes(self.disk_before)} -> {human_bytes(self.disk_after)} "
-                     f"({human_bytes(self.disk_before - self.disk_after)} freed)")
+            change = self.disk_before - self.disk_after
+            # more on disk after a run is what a repack wrote while its old packs wait out the grace period
+            said = (f"{human_bytes(change)} freed" if change >= 0 else
+                    f"{human_bytes(-change)} more until the tombstones' grace period ends")
+            line += f"; on disk {human_bytes(self.disk_before)} -> {human_bytes(self.disk_after)} ({said})"
         return line
 
 

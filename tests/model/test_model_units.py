@@ -61,3 +61,11 @@ def test_metadata_typing():
         metadata.split_sections({"metrics": {"loss": "low"}})
     with pytest.raises(InvalidMetadata):
         metadata.parse_assignments(["a=1", "a.b=2"])
+
+
+def test_gc_summary_says_freed_or_still_waiting_never_a_negative_freed():
+    from ckstore.results import GcResult
+    freed = GcResult(dry_run=False, grace=3600.0, disk_before=3 << 30, disk_after=1 << 30).summary()
+    assert "on disk 3.0 GiB -> 1.0 GiB (2.0 GiB freed)" in freed
+    grown = GcResult(dry_run=False, grace=3600.0, disk_before=1 << 30, disk_after=2 << 30).summary()
+    assert "(1.0 GiB more until the tombstones' grace period ends)" in grown and "-" not in grown.split("(")[-1]
