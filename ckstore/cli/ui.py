@@ -14,7 +14,8 @@ from .app import JsonOpt, app, open_repo, warn
 def ui(port: int = typer.Option(8471, "--port", "-p", help="Port to listen on (0: any free one)."),
        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs a token."),
        token: Optional[str] = typer.Option(None, "--token", envvar="CKSTORE_UI_TOKEN",
-                                           help="The token off loopback (default: a fresh random one)."),
+                                           help="A token every request must carry (default: none on loopback, a "
+                                                "fresh random one elsewhere)."),
        open_browser: bool = typer.Option(False, "--open", help="Open the view in a web browser."),
        as_json: bool = JsonOpt) -> None:
     """Serve a read-only web view of history, metrics, commits, diffs and storage (Ctrl-C stops it)."""

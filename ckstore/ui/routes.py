@@ -15,7 +15,7 @@ MAX_PAGE = 5000
 
 
 class Routes:
-    """Endpoint name -> handler(path, query) -> JSON-ready data, over one open repository."""
+    """Endpoint name -> handler(query) -> JSON-ready data, over one open repository."""
 
     def __init__(self, repo: Repo) -> None:
         self.repo = repo
@@ -26,10 +26,9 @@ class Routes:
             "hist": self.hist, "metrics": self.metrics, "metric-names": self.metric_names,
             "storage": self.storage}
 
-    def find(self, path: str) -> Callable[[str, dict[str, str]], Any] | None:
-        """The handler for /api/PATH, or None."""
-        fn = self.table.get(path.strip("/"))
-        return None if fn is None else (lambda _path, query: fn(query))
+    def find(self, path: str) -> Callable[[dict[str, str]], Any] | None:
+        """The handler (called with the query) for /api/PATH, or None."""
+        return self.table.get(path.strip("/"))
 
     def _stamp(self) -> tuple:
         """Every ref and its value: what the cached views depend on (a commit, a note, a gc moves one)."""

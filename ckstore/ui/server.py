@@ -105,9 +105,13 @@ class Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/api/"):
             self._api(url.path[len("/api/"):], query, head, cookie)
             return
-        name = "index.html" if url.path in ("/", "/index.html") else url.path.removeprefix("/static/")
-        body = asset(name) if url.path == "/" or url.path.startswith("/static/") or url.path == "/index.html" \
-            else None
+        if url.path in ("/", "/index.html"):
+            name = "index.html"
+        elif url.path.startswith("/static/"):
+            name = url.path[len("/static/"):]
+        else:
+            name = ""  # nothing else is served
+        body = asset(name)
         if body is None:
             self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain", head=head)
             return
@@ -138,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             with self.server.lock:
-                data = handler(path, query)
+                data = handler(query)
             status = HTTPStatus.OK
         except UsageError as exc:
             status, data = HTTPStatus.BAD_REQUEST, {"error": str(exc), "hint": exc.hint}

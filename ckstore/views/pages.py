@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CkstoreError
+from ..model.refnames import ALIASES, TAGS
 from ..results import json_safe
 from . import heat
 
@@ -25,19 +26,27 @@ def commit_page(repo: Repo, rev: str, du_rows: dict[str, Any] | None = None) -> 
                        "stored": row.stored if row else None, "unique": row.unique if row else None}
     data["probe"] = repo.probe(oid)
     data["verdict"] = data.get("notes", {}).get("verify", {}).get("verdict")
-    data["audit"] = [e.to_dict() for e in repo.audit() if oid in (_peel(repo, e.old), _peel(repo, e.new))]
+    data["audit"] = [e.to_dict() for e in repo.audit() if _names(repo, e.ref, (e.old, e.new), oid)]
     data["env"] = data["meta"].get("env", {})
     return json_safe(data)
 
 
-def _peel(repo: Repo, value: str | None) -> str | None:
-    """The commit an audit entry's value names (a tag or an alias move peeled), or None (a note, nothing)."""
-    if not value:
-        return None
-    try:
-        return repo.resolve(value)
-    except CkstoreError:
-        return None
+def _names(repo: Repo, ref: str, values: tuple[str | None, ...], oid: str) -> bool:
+    """Whether an audit entry's old or new value is commit `oid`: directly, or (only tags and aliases name
+    objects that point at a commit) once peeled. Branch and note values are never peeled: a page of a
+    10,000-commit history would otherwise resolve 10,000 values."""
+    if oid in values:
+        return True
+    if not ref.startswith((TAGS, ALIASES)):
+        return False
+    for value in values:
+        if value:
+            try:
+                if repo.resolve(value) == oid:
+                    return True
+            except CkstoreError:  # a deleted tag's object may be gone
+                pass
+    return False
 
 
 def diff_page(repo: Repo, a: str, b: str | None = None) -> dict[str, Any]:

@@ -118,6 +118,8 @@ def test_commit_page(browser, served, series_repo, shots):
     names = [r.get_attribute("data-name") for r in css(browser, "#tensors tr.tensor")]
     assert len(names) == 13 and "blocks.3.mlp.fc.weight" in names and "embed.weight" in names
     assert "✓" in css(browser, "#verdict")[0].text and "out" in css(browser, "#verdict")[0].text
+    probe = css(browser, "#probe")[0].text
+    assert "seriesmodel:load" in probe and "float32" in probe and "[3,16]" in probe  # the output the probe keeps
     assert "mmlu-mini" in css(browser, "#notes")[0].text
     cards = css(browser, "#storage")[0].text
     assert "logical" in cards and "unique" in cards and "KiB" in cards

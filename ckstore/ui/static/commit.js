@@ -52,8 +52,11 @@ async function commitPage(view, rev) {
         num(t.stats.min), num(t.stats.max), num(t.stats.l2), num(t.stats.zeros), num(t.stats.nan), num(t.stats.inf),
         miniHist(t.stats.hist)]})), {numeric: [3, 4, 5, 6, 7, 8, 9, 10, 11], attrs: {id: "tensors"}})),
     el("h3", {text: "Probe and verdicts"}),
-    c.probe ? kv({loader: c.probe.loader, inputs: (c.probe.inputs || []).length !== undefined ? c.probe.inputs : "",
-                  atol: c.probe.atol, rtol: c.probe.rtol}) : el("p", {class: "muted", text: "no probe"}),
+    c.probe ? el("div", {id: "probe"}, kv({loader: c.probe.loader, atol: c.probe.atol, rtol: c.probe.rtol,
+                                           "made by": c.probe.made_by, "made at": c.probe.made_at ? when(c.probe.made_at) : null}),
+                 table(["output", "dtype", "shape"], Object.entries(c.probe.outputs || {}).map(([k, o]) =>
+                   [k, o.dtype, JSON.stringify(o.shape)])))
+            : el("p", {class: "muted", text: "no probe"}),
     c.verdict ? table(["output", "passed", "detail"], (c.verdict.outputs || []).map((o) =>
       [o.name, o.passed ? "✓" : "✗", o.detail]), {attrs: {id: "verdict"}}) : null,
     el("h3", {text: "Notes"}), Object.keys(c.notes || {}).length ?
