@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CkstoreError
+from ..errors import CkstoreError, UsageError
+from ..model import stats
+from ..model.diff import tensors_by_name
 from ..model.refnames import ALIASES, TAGS
 from ..results import json_safe
 from . import heat
@@ -65,17 +67,16 @@ def histogram(repo: Repo, rev: str, tensor: str) -> dict[str, Any]:
     """The value histogram of one tensor of `rev` (as diff names it: "name" or "file:name"): the stored one, or,
     for commits made before histograms were stored, one computed from the tensor's data now. `counts` are the raw
     bin counts over `hist_of` elements (a systematic sample of large tensors; `count` when over every element)."""
-    from ..errors import UsageError
-    from ..model import stats
     oid = repo.resolve(rev)
-    entry = next((t for t in repo.manifest(oid).tensors if tensor in (t.name, f"{t.file}:{t.name}")), None)
+    entry = tensors_by_name(repo.manifest(oid)).get(tensor)
     if entry is None:
         raise UsageError(f"{rev} has no tensor {tensor!r}")
     stored = entry.stats or {}
-    if stats.histogram(stored) is None:
-        arr = repo.load(oid, names=[entry.name])
-        stored = stats.of_array(_leaf(arr, entry.name))
-    edges, counts, hist_of = stats.histogram(stored) or (stats.hist_edges(), [], 0)
+    hist = stats.histogram(stored)
+    if hist is None:
+        stored = stats.of_array(_leaf(repo.load(oid, names=[entry.name]), entry.name))
+        hist = stats.histogram(stored) or (stats.hist_edges(), [], 0)  # a tensor without statistics: no bins
+    edges, counts, hist_of = hist
     return json_safe({"rev": oid, "tensor": tensor, "dtype": entry.dtype, "shape": list(entry.shape),
                       "edges": edges, "counts": counts, "hist_of": hist_of, "zeros": stored.get("zeros"),
                       "nan": stored.get("nan"), "inf": stored.get("inf"), "count": stored.get("count"),
