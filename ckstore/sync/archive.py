@@ -28,7 +28,7 @@ from ..storage import remotes
 from ..storage.records import Archived
 from ..transport.base import Transport
 from .check import check_pack_data
-from .fetch import fetch_chunks
+from .chunks import fetch_chunks
 from .push import push_refs
 from .remote_view import ARCHIVE
 from .session import Session, io_pool, load_index, obj_key, open_spec, pack_key, read_ref, verified_object

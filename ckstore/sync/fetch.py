@@ -8,47 +8,37 @@ indexed."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.parallel import ordered_map
 from ..engine.repository import Repository
-from ..errors import CkstoreError, CorruptObject, RemoteNotFound
+from ..errors import CkstoreError, CorruptObject
 from ..fs.fileio import write_atomic
-from ..model import codec, graph
-from ..model.objects import Commit, Manifest, Tag, hash_bytes
+from ..model import graph
+from ..model.objects import Commit, Manifest, Tag
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, REMOTES, TAGS, remote_ref
 from ..results import SyncResult
 from ..storage import remotes
-from ..storage.packs import Entry
 from ..storage.refs import ANY
 from ..storage.remotes import RemoteSpec
 from ..transport.base import Transport
 from . import governance, session
+from .chunks import fetch_chunks
 from .remote_view import fetch_record
-from .select import depth_of, manifest_chunks, topo_order
+from .select import chunks_in_order, depth_of, topo_order
 from .session import (
     Session,
     io_pool,
-    load_index,
     missing_on,
     obj_key,
     open_spec,
-    pack_key,
     remote_config,
     remote_head,
     remote_refs,
     verified_object,
 )
-
-MAX_RUN = 8 << 20               # one range GET covers at most this many bytes of frames...
-RUN_GAP = 16 << 10              # ...and skips over gaps up to this size between wanted frames
-
-
-RAW_LIMIT = 256 << 20  # verified raw chunks kept from the unsealed pack, for delta frames that name them
 
 
 @dataclass
@@ -185,7 +175,7 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
         line = graph.first_parents(list(dict.fromkeys(heads.values())), seen_parents, depth)
         wanted_from = [manifest_of(c) if c in fetched else repo.manifest_of(c) for c in line
                        if c in commits or store.has_object(c)]
-    wanted = list(dict.fromkeys(c for m in wanted_from for c in manifest_chunks(m, partial)))
+    wanted = chunks_in_order(wanted_from, partial)
     result.commits = len(commits)
     result.logical_bytes = sum(m.logical_bytes() for m in {fetched[c][1].manifest: manifest_of(c)
                                                            for c in commits}.values())
@@ -241,146 +231,3 @@ def _prune(repo: Repository, remote: Session, fetched: _Fetched, result: SyncRes
             continue
         repo.refs.update(ref, None, oid, action="fetch-prune", message=remote.url)
         result.refs.append({"ref": ref, "old": oid.hex(), "new": None, "status": "pruned", "forced": False})
-
-
-@dataclass
-class _Run:
-    pack: bytes
-    start: int
-    end: int
-    items: list[tuple[bytes, Entry]]
-
-
-def _coalesce(locs: dict[bytes, tuple[bytes, Entry]]) -> list[_Run]:
-    by_pack: dict[bytes, list[tuple[bytes, Entry]]] = defaultdict(list)
-    for c, (pack, e) in locs.items():
-        by_pack[pack].append((c, e))
-    runs: list[_Run] = []
-    for pack, items in sorted(by_pack.items()):
-        items.sort(key=lambda it: it[1].offset)
-        cur: _Run | None = None
-        for c, e in items:
-            end = e.offset + e.length
-            if cur is not None and e.offset <= cur.end + RUN_GAP and max(end, cur.end) - cur.start <= MAX_RUN:
-                cur.end = max(cur.end, end)
-                cur.items.append((c, e))
-            else:
-                cur = _Run(pack, e.offset, end, [(c, e)])
-                runs.append(cur)
-    return runs
-
-
-def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, wanted: list[bytes], result: SyncResult,
-                  progress: Progress) -> None:
-    """Fetch the `wanted` chunks the local index lacks, and the delta bases they need; all verified."""
-    with repo.writing("fetch"):
-        _fetch_chunks(repo, remote, io, wanted, result, progress)
-
-
-def _fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, wanted: list[bytes], result: SyncResult,
-                  progress: Progress) -> None:
-    store = repo.store
-    have = store.index.get_many(wanted)
-    todo = [c for c in wanted if c not in have]
-    if not todo:
-        return
-    cfg = remote.config if remote.config is not None else remote_config(remote)
-    # a frame may hold at most one chunk: the remote's chunk size (or this repository's, whose chunks it may
-    # have been pushed) plus the codec's headers; an index entry claiming more is not believed
-    limits = session.FrameLimits.for_chunks(cfg.get("chunk_size", 1 << 20), repo.config.chunk_size)
-    refused: dict[bytes, str] = {}
-    ridx = load_index(repo, remote, io, result.warnings, limits, refused)
-    sink = store.sink(session.PACK_LIMIT, index_each_pack=True, keep_raw=RAW_LIMIT)
-    requested: set[bytes] = set()
-    deferred: list[tuple[bytes, bytes, int, bytes]] = []     # delta frames waiting for their base
-    url = remote.url
-
-    def fetch_run(run: _Run) -> list[tuple[bytes, Entry, bytes, bytes | None, memoryview | None]]:
-        key = pack_key(run.pack)
-        try:
-            data = remote.get(key, run.start, run.end)
-        except RemoteNotFound:
-            raise missing_on("pack", run.pack, url) from None
-        if len(data) != run.end - run.start:
-            raise CorruptObject("pack", run.pack.hex(), "?",
-                                detail=f"{url}: truncated, {len(data)} of {run.end - run.start} bytes at "
-                                       f"offset {run.start}")
-        out = []
-        for c, e in run.items:
-            frame = data[e.offset - run.start:e.offset - run.start + e.length]
-            raw = None
-            try:
-                base = codec.frame_base(frame)
-                if base is None:
-                    raw = codec.decode(frame, e.raw_length)
-                    got = hash_bytes(raw)
-                    if got != c:
-                        raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {url}")
-            except codec.FrameError as exc:
-                raise CorruptObject("chunk", c.hex(), "?", detail=f"from {url}: {exc}") from None
-            out.append((c, e, frame, base, raw))
-        return out
-
-    def add_delta(c: bytes, frame: bytes, raw_length: int, base: bytes) -> bool:
-        if not sink.has(base):
-            return False
-        try:
-            raw = codec.decode(frame, raw_length, sink.chunk)
-        except codec.FrameError as exc:
-            raise CorruptObject("chunk", c.hex(), "?", detail=f"from {url}: {exc}") from None
-        got = hash_bytes(raw)
-        if got != c:
-            raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {url}")
-        result.chunks += sink.add(c, bytes(frame), raw_length, raw)
-        return True
-
-    try:
-        for _round in range(64):
-            locs = {}
-            for c in dict.fromkeys(todo):
-                if c in requested or sink.has(c):
-                    continue
-                hit = ridx.get(c)
-                if hit is None and c in refused:
-                    raise CorruptObject("chunk", c.hex(), "?", detail=f"on {url}: {refused[c]}")
-                if hit is None:
-                    raise missing_on("chunk", c, url)
-                locs[c] = hit
-            requested.update(locs)
-            runs = _coalesce(locs)
-            progress.begin("fetch", sum(r.end - r.start for r in runs))
-            bases: list[bytes] = []
-            try:
-                for frames in ordered_map(io, fetch_run, runs, window=2 * session.IO_WORKERS):
-                    for c, e, frame, base, raw in frames:
-                        if base is None:
-                            result.chunks += sink.add(c, bytes(frame), e.raw_length, raw)
-                        elif not add_delta(c, frame, e.raw_length, base):
-                            deferred.append((c, frame, e.raw_length, base))
-                            if base not in requested and base not in locs:
-                                bases.append(base)
-                    progress.advance(sum(f[1].length for f in frames))
-            finally:
-                progress.end()
-            progress_made = True
-            while deferred and progress_made:
-                waiting, deferred = deferred, []
-                progress_made = False
-                for item in waiting:
-                    if add_delta(*item):
-                        progress_made = True
-                    else:
-                        deferred.append(item)
-            todo = bases
-            if not todo:
-                break
-        if deferred:
-            c = deferred[0][0]
-            raise CorruptObject("chunk", c.hex(), "?", detail=f"from {url}: its delta base "
-                                f"{deferred[0][3].hex()[:12]} cannot be resolved")
-        sink.seal()
-    except BaseException:
-        sink.abort()
-        raise
-    finally:
-        result.packs += sink.packs

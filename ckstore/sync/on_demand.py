@@ -11,7 +11,7 @@ from ..model.progress import Progress, human_bytes
 from ..results import SyncResult
 from ..storage import remotes
 from ..storage.remotes import RemoteSpec
-from .fetch import fetch_chunks
+from .chunks import fetch_chunks
 from .session import Session, io_pool, load_index, open_spec
 
 

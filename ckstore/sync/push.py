@@ -31,11 +31,12 @@ from ..storage import remotes
 from ..storage.audit import whoami
 from ..storage.packs import ENTRY, idx_bytes, pack_bytes
 from ..storage.refs import ANY
+from ..storage.store import RecentChunks
 from ..transport.base import Transport
 from . import governance, session
 from .remote_leases import RemoteLease
 from .remote_view import record_key
-from .select import manifest_chunks, topo_order
+from .select import chunks_in_order, topo_order
 from .session import (
     Session,
     cache_idx,
@@ -51,6 +52,7 @@ from .session import (
 )
 
 PACKS_IN_FLIGHT = 2             # pushed packs being uploaded at once (each held in memory)
+RECENT_LIMIT = 64 << 20         # verified chunks kept while pushing, for the delta frames just after them
 
 
 def push(repo: Repository, remote_name: str | None = None, branches: list[str] | None = None, *, all: bool = False,
@@ -195,11 +197,12 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
     result.logical_bytes = sum(m.logical_bytes() for m in manifests.values())
 
     # 3. chunks the remote lacks, plus the delta bases they need
-    needed = list(dict.fromkeys(c for m in manifests.values() for c in manifest_chunks(m)))
+    needed = chunks_in_order(list(manifests.values()))
     ridx = load_index(repo, remote, io, result.warnings) if needed else {}
     missing = [c for c in needed if c not in ridx]
     locs = store.index.get_many(missing)
     depth: dict[bytes, int] = {}
+    bases: dict[bytes, bytes | None] = {}
 
     def base_of(c: bytes) -> bytes | None:
         loc = locs.get(c) or store.index.get(c)
@@ -208,7 +211,8 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
             exc.hint = "neither this repository nor the remote has it (a partial clone?); fetch it first"
             raise exc
         locs[c] = loc
-        return store.frame_base(loc)
+        bases[c] = store.frame_base(loc)
+        return bases[c]
 
     for c in missing:                   # depth = deltas to decode down to a frame the remote can resolve
         chain, x = [], c
@@ -225,7 +229,15 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
         for y in reversed(chain):
             d += 1
             depth[y] = d
-    ordered = sorted(depth, key=lambda c: (depth[c], c))     # bases before the frames that name them
+    # in `chunks_in_order`'s order, each delta just after its base (a base the remote lacks goes first), so a
+    # fetch reading the packs in order verifies every delta while its base is still in memory
+    ordered: list[bytes] = []
+    for c in missing:
+        chain = []
+        while c is not None and depth.pop(c, None) is not None:   # `depth` holds what is not placed yet
+            chain.append(c)
+            c = bases[c]
+        ordered += reversed(chain)
     result.chunks = len(ordered)
     progress.begin("push", sum(locs[c].length for c in ordered))
     try:
@@ -298,17 +310,23 @@ def _upload_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, ord
                   result: SyncResult, progress: Progress) -> None:
     """Read and verify local frames, pack them (<= PACK_LIMIT) and upload each pack, then its .idx in order."""
     store = repo.store
+    recent = RecentChunks(RECENT_LIMIT)  # `ordered` puts a delta just after its base: verified moments before
+
+    def base(b: bytes) -> memoryview:
+        raw = recent.get(b)
+        return raw if raw is not None else store.get_chunk(b, keep=False)
 
     def read(c: bytes) -> tuple[bytes, bytes, int]:
         loc = locs[c]
         frame = store.read_frame(loc)
         try:
-            raw = codec.decode(frame, loc.raw_length, store.get_chunk)
+            raw = codec.decode(frame, loc.raw_length, base)
         except codec.FrameError as exc:
             raise CorruptObject("chunk", c.hex(), "?", detail=f"local pack {loc.pack.hex()[:12]}: {exc}") from None
         got = hash_bytes(raw)
         if got != c:
             raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"local pack {loc.pack.hex()[:12]}")
+        recent.put(c, raw)
         return c, frame, loc.raw_length
 
     in_flight: list = []

@@ -7,7 +7,7 @@ from ..fs.fileio import write_atomic
 from ..model.progress import Progress
 from ..results import SyncResult
 from ..storage.remotes import RemoteSpec
-from .fetch import fetch_chunks
+from .chunks import fetch_chunks
 from .session import Session, io_pool, load_index, obj_key, open_spec, verified_object
 
 

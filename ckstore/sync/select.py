@@ -4,7 +4,7 @@ partial clone's filter selects), a partial clone's depth, and that filter parsed
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..errors import UsageError
 from ..model.objects import Manifest, TensorEntry
@@ -32,12 +32,28 @@ def _tensor_matches(t: TensorEntry, globs: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(t.name, g) or fnmatch.fnmatchcase(f"{t.file}:{t.name}", g) for g in globs)
 
 
+def _chunks(manifest: Manifest, partial: dict | None) -> Iterator[bytes]:
+    if partial is not None and "tensors" in partial:
+        return (c for t in manifest.tensors if _tensor_matches(t, partial["tensors"]) for c in t.chunks)
+    return manifest.file_chunks(manifest.files)
+
+
 def manifest_chunks(manifest: Manifest, partial: dict | None = None) -> list[bytes]:
     """The chunks of a manifest in file order, or only those of the tensors a partial filter selects."""
-    if partial is not None and "tensors" in partial:
-        return list(dict.fromkeys(c for t in manifest.tensors if _tensor_matches(t, partial["tensors"])
-                                  for c in t.chunks))
-    return list(dict.fromkeys(manifest.file_chunks(manifest.files)))
+    return list(dict.fromkeys(_chunks(manifest, partial)))
+
+
+def chunks_in_order(manifests: list[Manifest], partial: dict | None = None) -> list[bytes]:
+    """The chunks of `manifests` (oldest first), ordered by their position in the first manifest using each, then
+    by age: the same part of the model in every version together, so a delta frame comes just after its base.
+    Push packs frames in this order and fetch reads them in it (see `chunks`): each delta's base is verified
+    moments before, and is still in memory."""
+    pos: dict[bytes, tuple[int, int]] = {}
+    for age, m in enumerate(manifests):
+        # positions count repeats: a version whose zero-filled chunks repeat stays aligned with the next
+        for i, c in enumerate(_chunks(m, partial)):
+            pos.setdefault(c, (i, age))
+    return sorted(pos, key=pos.__getitem__)
 
 
 def depth_of(partial: dict | None) -> int | None:

@@ -24,7 +24,7 @@ import ckstore
 from ckstore.fs import locks
 from ckstore.errors import CkstoreError, IntegrityError, NonFastForward, RemoteError, RemoteRefMoved
 from ckstore.results import SyncResult
-from ckstore.sync import fetch as fetch_mod, push as push_mod, session
+from ckstore.sync import chunks as chunks_mod, fetch as fetch_mod, push as push_mod, session
 from ckstore.transport import forget_memory_transport, open_transport
 
 import test_reliability as rel
@@ -322,7 +322,7 @@ def interrupted_fetch(tmp: Path, seed: int) -> None:
 @pytest.mark.parametrize("direction", ["push", "fetch"])
 def test_t6_interrupted_transfer(tmp_path: Path, record_property, monkeypatch, direction: str) -> None:
     monkeypatch.setattr(session, "PACK_LIMIT", 96 * 1024)
-    monkeypatch.setattr(fetch_mod, "MAX_RUN", 64 * 1024)
+    monkeypatch.setattr(chunks_mod, "MAX_RUN", 64 * 1024)
     tally = Tally(record_property, 100)
     fn = interrupted_push if direction == "push" else interrupted_fetch
     for seed in range(n(100)):

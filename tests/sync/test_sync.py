@@ -26,7 +26,7 @@ from ckstore.model import codec
 from ckstore.errors import (AlreadyExists, CkstoreError, CorruptObject, IntegrityError, MissingObject, RemoteError,
                             RemoteUnavailable, UnsupportedFormat, UsageError)
 from ckstore.transport import Transport, forget_memory_transport, open_transport, retry
-from ckstore.sync import fetch as fetch_mod, push as push_mod, select, session
+from ckstore.sync import chunks as chunks_mod, fetch as fetch_mod, push as push_mod, select, session
 from ckstore.errors import NonFastForward, RemoteRefMoved
 from ckstore.results import SyncResult
 from ckstore.storage.packs import pack_path, parse_idx
@@ -371,7 +371,7 @@ def test_interrupted_push_resumes(tmp_path, monkeypatch, kind):
 
 def test_interrupted_fetch_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(session, "PACK_LIMIT", 96 * 1024)
-    monkeypatch.setattr(fetch_mod, "MAX_RUN", 64 * 1024)
+    monkeypatch.setattr(chunks_mod, "MAX_RUN", 64 * 1024)
     url = str(tmp_path / "remote")
     with new_repo(tmp_path / "a") as a:
         versions = commit_series(a, Series(tmp_path / "ck"), 3)
