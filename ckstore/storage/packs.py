@@ -78,6 +78,7 @@ class PackWriter:
         self.file = os.fdopen(fd, "wb", buffering=0)
         self.hasher, self.check = blake3.blake3(), xxhash.xxh3_64()
         self.entries: list[Entry] = []
+        self._where: dict[bytes, Entry] = {}
         self.size = 0  # bytes added, written or still in `_batch`
         self._batch: list[bytes | memoryview] = []
         self._batched = 0
@@ -125,7 +126,17 @@ class PackWriter:
     def add(self, chunk: bytes, frame: bytes, raw_length: int) -> None:
         """Append an encoded frame for `chunk` (`raw_length`: its decoded size in bytes) to the pack."""
         self.entries.append(Entry(chunk, self.size, len(frame), raw_length))
+        self._where[chunk] = self.entries[-1]
         self._write(frame)
+
+    def frame(self, chunk: bytes) -> tuple[bytes, int] | None:
+        """(frame, raw length) of `chunk` as added to this unsealed pack, read back from its file; None if it
+        holds none. Not thread-safe: the caller serialises it with `add`."""
+        e = self._where.get(chunk)
+        if e is None:
+            return None
+        self._drain()
+        return os.pread(self.file.fileno(), e.length, e.offset), e.raw_length
 
     def seal(self) -> tuple[bytes, list[Entry]]:
         """Publish the pack durably; returns its id and entries."""

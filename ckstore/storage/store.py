@@ -376,9 +376,9 @@ class Store:
         """How many delta frames must be decoded to read `chunk`, counting up to `limit`."""
         return self.delta_chain(chunk, limit)[0]
 
-    def sink(self, pack_size: int, *, index_each_pack: bool = False, keep_raw: int = 0) -> PackSink:
+    def sink(self, pack_size: int, *, index_each_pack: bool = False) -> PackSink:
         """A PackSink writing new frames into this store's packs."""
-        return PackSink(self, pack_size, index_each_pack=index_each_pack, keep_raw=keep_raw)
+        return PackSink(self, pack_size, index_each_pack=index_each_pack)
 
 
 class RecentChunks:
@@ -415,18 +415,17 @@ class PackSink:
 
     A commit indexes its packs in one transaction at `finish` (no chunk is visible before the manifest that needs
     it can be written); a fetch indexes each pack as it is sealed (`index_each_pack`), so an interrupted fetch
-    keeps what it completed. With `keep_raw`, the verified raw bytes of the unsealed pack's chunks (up to that
-    many bytes) are kept, so delta frames naming them decode before the pack is sealed.
+    keeps what it completed. A delta frame naming a chunk of the unsealed pack decodes before it is sealed: `chunk`
+    reads that base back from the pack's file (a fetch keeps recent chunks in memory and rarely needs to).
     """
 
-    def __init__(self, store: Store, pack_size: int, *, index_each_pack: bool = False, keep_raw: int = 0) -> None:
+    def __init__(self, store: Store, pack_size: int, *, index_each_pack: bool = False) -> None:
         self.store, self.pack_size = store, pack_size
-        self.index_each_pack, self.keep_raw = index_each_pack, keep_raw
+        self.index_each_pack = index_each_pack
         self.current: PackWriter | None = None
         self.sealed: list[tuple[bytes, list[Entry]]] = []
         self.pending: set[bytes] = set()
-        self.raw: dict[bytes, memoryview] = {}
-        self.raw_bytes = 0
+        self._reading = threading.Lock()  # `chunk` may be called from several threads while `add` waits
         self.bytes_written = 0  # frame bytes added: what this sink stored anew
         self.packs = 0
 
@@ -438,12 +437,21 @@ class PackSink:
         return chunk in self.pending or self.store.has_chunk(chunk) or self.store.revive(chunk)
 
     def chunk(self, chunk: bytes) -> memoryview:
-        """A verified chunk: kept from the unsealed pack, or read from the store."""
-        raw = self.raw.get(chunk)
-        return raw if raw is not None else self.store.get_chunk(chunk)
+        """A verified chunk: decoded from the unsealed pack's file, or read from the store."""
+        with self._reading:
+            got = self.current.frame(chunk) if self.current is not None else None
+        if got is None:
+            return self.store.get_chunk(chunk)
+        frame, raw_length = got
+        try:
+            raw = codec.decode(frame, raw_length, self.chunk)
+        except codec.FrameError as exc:
+            raise CorruptObject("chunk", chunk.hex(), "?", detail=f"in the pack being written: {exc}") from None
+        if hash_bytes(raw) != chunk:
+            raise CorruptObject("chunk", chunk.hex(), hash_bytes(raw).hex(), detail="in the pack being written")
+        return raw
 
-    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview | None = None, *,
-            again: bool = False) -> bool:
+    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, *, again: bool = False) -> bool:
         """Add a verified chunk's frame; False if the sink or the store has it already. `again` writes a chunk the
         store indexes anyway (a repair copying the intact frames out of a damaged pack)."""
         if chunk in self.pending or (not again and (self.store.has_chunk(chunk) or self.store.revive(chunk))):
@@ -453,10 +461,7 @@ class PackSink:
         self.current.add(chunk, frame, raw_length)
         self.pending.add(chunk)
         self.bytes_written += len(frame)
-        if raw is not None and self.keep_raw:
-            self.raw[chunk] = raw
-            self.raw_bytes += len(raw)
-        if self.current.size >= self.pack_size or (self.keep_raw and self.raw_bytes >= self.keep_raw):
+        if self.current.size >= self.pack_size:
             self.seal()
         return True
 
@@ -472,8 +477,6 @@ class PackSink:
             self.pending.difference_update(e.chunk for e in sealed[1])
         else:
             self.sealed.append(sealed)
-        self.raw.clear()
-        self.raw_bytes = 0
 
     def finish(self) -> list[tuple[bytes, list[Entry]]]:
         """Seal the last pack and index every pack not indexed yet, in one transaction."""
@@ -486,5 +489,3 @@ class PackSink:
         if self.current is not None:
             self.current.abort()
             self.current = None
-        self.raw.clear()
-        self.raw_bytes = 0

@@ -32,8 +32,8 @@ from .session import Session, load_index, missing_on, pack_key, remote_config
 
 MAX_RUN = 8 << 20               # one range GET covers at most this many bytes of frames...
 RUN_GAP = 16 << 10              # ...and skips over gaps up to this size between wanted frames
-RAW_LIMIT = 64 << 20            # verified raw chunks the unsealed pack keeps, for delta frames that name them
-RECENT_LIMIT = 96 << 20         # and the most recently verified ones, sealed or not (shared with the above)
+RUNS_IN_FLIGHT = 3              # runs read (and their full frames decoded) ahead of the verifying thread
+RECENT_LIMIT = 32 << 20         # the most recently verified raw chunks, for the delta frames that name them
 VERIFY_WORKERS = 2              # threads decoding delta frames whose base has just been verified
 WAIT_LIMIT = 64 << 20           # delta frames held for a base not verified yet; past it they are fetched again
 
@@ -88,7 +88,7 @@ class _Fetch:
         self.waiting: dict[bytes, list[tuple[bytes, bytes, int, bytes]]] = defaultdict(list)  # base -> deltas
         self.waiting_bytes = 0
         self.again: list[bytes] = []  # deltas let go of (over WAIT_LIMIT): fetched again, after their bases
-        self.sink = repo.store.sink(session.PACK_LIMIT, index_each_pack=True, keep_raw=RAW_LIMIT)
+        self.sink = repo.store.sink(session.PACK_LIMIT, index_each_pack=True)
 
     def run(self, wanted: list[bytes]) -> None:
         """Fetch what of `wanted` the store lacks, round after round for delta bases outside it."""
@@ -139,7 +139,7 @@ class _Fetch:
         self.progress.begin("fetch", sum(r.end - r.start for r in runs))
         bases: list[bytes] = []
         try:
-            for frames in ordered_map(self.io, self._read, runs, window=2 * session.IO_WORKERS):
+            for frames in ordered_map(self.io, self._read, runs, window=RUNS_IN_FLIGHT):
                 ready = []
                 for c, e, frame, base, raw in frames:
                     if raw is not None:
@@ -211,7 +211,7 @@ class _Fetch:
     def _accept(self, c: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview
                 ) -> list[tuple[bytes, bytes, int, bytes]]:
         """Add a verified frame to the sink; the deltas that waited for it."""
-        self.result.chunks += self.sink.add(c, frame, raw_length, raw)  # a view: writev takes it, no copy
+        self.result.chunks += self.sink.add(c, frame, raw_length)  # a view: writev takes it, no copy
         self.recent.put(c, raw)
         waited = self.waiting.pop(c, [])
         self.waiting_bytes -= sum(len(it[1]) for it in waited)
