@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partial", action="append", default=None, metavar="GLOB",
                    help="tensor glob of a ckstore partial clone, repeatable (default: lm_head* and *; "
                         "'*' = every tensor of the newest version only, no history data); --partial '' skips")
+    p.add_argument("--fused", action="append", default=None, metavar="VARIANT",
+                   help="ckstore clones that check out while the data arrives: 'checkout' (`clone --checkout`), "
+                        "'depth1' (`clone --depth 1 --checkout`); repeatable (default both; --fused '' skips)")
     p.add_argument("--s3-server", choices=["auto", "seaweedfs", "moto"], default="auto")
     p.add_argument("--no-proxy", action="store_true", help="talk to S3 directly (no wire byte counts)")
     p.add_argument("--dvc-env", type=Path, default=Path("/tmp/dvcenv"), help="venv with dvc[s3]")
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args.tools = ALL_TOOLS if args.tools == "all" else args.tools.split(",")
     args.kinds = ALL_KINDS if args.kinds == "all" else args.kinds.split(",")
     args.partial = [g for g in (args.partial if args.partial is not None else ["lm_head*", "*"]) if g]
+    args.fused = [v for v in (args.fused if args.fused is not None else ["checkout", "depth1"]) if v]
     log = open_log(args.out / "log.txt", "%H:%M:%S")
 
     results_path = args.out / "results.json"

@@ -10,6 +10,8 @@ from .report import fmt_b, fmt_s
 from .summary import med
 
 KIND_TITLE = {"dir": "directory remote (local path)", "s3": "S3 remote on loopback"}
+FUSED_TITLE = {"checkout": "checking out while the data arrives (`clone --checkout`)",
+               "depth1": "newest commit's data only, checked out while it arrives (`clone --depth 1 --checkout`)"}
 
 
 def agree(xs: list[Any]) -> tuple[Any, bool]:
@@ -63,6 +65,13 @@ def summarize(s: dict, tool: str, kind: str) -> dict | None:
         c["bytes_range"] = (min(got), max(got)) if got else (None, None)
         c["n"] = len(clones)
         out["clone"] = c
+    out["fused"] = {}
+    for variant in dict.fromkeys(v for k in runs for v in k.get("fused", {})):
+        fs = [k["fused"][variant] for k in runs if variant in k.get("fused", {})]
+        f = {key: med([x.get(key) for x in fs]) for key in ("wall", "cpu", "rchar", "wire_down", "reported_received",
+                                                             "local_store", "maxrss")}
+        f["identical"] = all(x["identical"] for x in fs)
+        out["fused"][variant] = f
     out["partial"] = {}
     for glob in dict.fromkeys(g for k in runs for g in k.get("partial", {})):
         parts = [k["partial"][glob] for k in runs if glob in k.get("partial", {})]
@@ -140,6 +149,10 @@ def report(results: dict) -> str:
                 cbs = with_range(cb, c.get("bytes_range", (None, None))) if c else "–"
                 L.append(f"| {tool} | {with_range(r['stored'], r['stored_range'])} | {ups} | {fmt_s(r['push_median'])} s / "
                          f"{fmt_s(r['push_incr_median'])} s | {cbs} ({src}) | {ctime} | {ident}{mark} |")
+                for variant, f in (r.get("fused") or {}).items() if tool == "ckstore" else ():
+                    how = FUSED_TITLE.get(variant, variant)
+                    L.append(f"| ckstore, {how} | ″ |" + " ″ |" * n + f" ″ | {fmt_b(f['reported_received'])} "
+                             f"(reported) | {fmt_s(f['wall'])} s | {'✓' if f['identical'] else '✗'} |")
                 tip = r.get("partial", {}).get("*")
                 if tool == "ckstore" and tip:
                     od, how = on_demand(kind, tip)

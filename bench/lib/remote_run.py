@@ -104,6 +104,21 @@ class Rep:
                  f"{fmt_b(shown) if shown is not None else 'rchar ' + fmt_b(m.rchar)}, identical {not bad}")
         shutil.rmtree(cdir, ignore_errors=True)
 
+    def fused(self, tool: Tool, remote: Remote, kres: dict, variant: str, want: dict[str, str]) -> None:
+        """A ckstore clone that checks out while the data arrives (`--checkout`, and `--depth 1` for depth1)."""
+        cdir, env = self.clone_dir(f"{tool.name}-{remote.kind}-{variant}")
+        dest = cdir / "out"
+        os.sync()
+        ld = load()
+        m = self.meter(remote)
+        extra = tool.fused(remote, dest, env, m, 1 if variant == "depth1" else None)  # type: ignore[attr-defined]
+        bad = mismatches(tree_hashes(dest) if dest.exists() else {}, want)
+        kres.setdefault("fused", {})[variant] = {**m.figures(), "load": ld, "identical": not bad,
+                                                 "mismatches": bad[:10], **extra}
+        self.log(f"    r{self.rep} clone --checkout ckstore {remote.kind:3} {variant}: {m.wall:6.2f} s, "
+                 f"{fmt_b(extra['reported_received'])}, identical {not bad}")
+        shutil.rmtree(cdir, ignore_errors=True)
+
     def partial(self, tool: Tool, remote: Remote, kres: dict, g: int, glob: str, want: dict[str, str]) -> None:
         """A ckstore partial clone (--filter tensors=GLOB), then a checkout that fetches the rest on demand."""
         cdir, env = self.clone_dir(f"{tool.name}-{remote.kind}-partial{g}")
@@ -145,6 +160,9 @@ class Rep:
                 remote = next(r for r in remotes if r.kind == kind)
                 kres = res["kinds"][kind]
                 guarded(res, tool.name, f"clone from {kind}", lambda: self.clone(tool, remote, kres, want), self.log)
+                for variant in self.args.fused if tool.name == "ckstore" else []:
+                    guarded(res, tool.name, f"clone --checkout ({variant}) from {kind}",
+                            lambda: self.fused(tool, remote, kres, variant, want), self.log)
                 for g, glob in enumerate(self.args.partial if tool.name == "ckstore" else []):
                     guarded(res, tool.name, f"partial clone tensors={glob} from {kind}",
                             lambda: self.partial(tool, remote, kres, g, glob, want), self.log)

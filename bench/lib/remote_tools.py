@@ -127,6 +127,17 @@ class CkstoreTool(Tool):
                 "local_store": apparent_bytes(repo / ".ckstore", exclude=[repo / ".ckstore" / "cache"])}
 
 
+    def fused(self, remote: Remote, dest: Path, env: dict[str, str], m: Meter, depth: int | None) -> dict:
+        """`clone URL REPO --checkout DEST` (with `--depth N`): the files written while the data arrives."""
+        repo = dest.parent / (dest.name + "-repo")
+        url = self.url(remote)
+        args = ["clone", url[0], repo, *url[1:], "--json", "--checkout", dest]
+        r = self.sh(m, Ckstore.cmd(*args + (["--depth", str(depth)] if depth else [])), env=env)
+        j = json.loads(r.out)
+        return {"reported_received": j["bytes_received"], "reported_logical": j["logical_bytes"],
+                "local_store": apparent_bytes(repo / ".ckstore", exclude=[repo / ".ckstore" / "cache"])}
+
+
 class DvcTool(Tool):
     name = "dvc"
 

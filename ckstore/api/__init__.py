@@ -454,7 +454,8 @@ def default_clone_dir(url: str) -> str:
 def clone(url: str, dest: str | os.PathLike | None = None, **options: Any) -> Repo:
     """Clone a remote into a new repository at `dest` (default: named after the URL); options: filter,
     metadata_only, depth (only the newest N commits' data of each branch; older on demand), endpoint_url, region,
-    name, progress. `repo.last_transfer` says what moved."""
+    name, progress, checkout (a new or empty directory: the checked-out branch's files are written there while the
+    data arrives, verified as `checkout` does). `repo.last_transfer` says what moved."""
     from ..sync.pull import clone as clone_remote
     engine, result = clone_remote(url, dest, **options)
     repo = Repo(engine)

@@ -143,14 +143,21 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
                                               help="Only the newest N commits' data of each branch; older on demand."),
           endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
           region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
+          checkout: Optional[Path] = typer.Option(None, "--checkout", metavar="<path>",
+                                                  help="Also write the checked-out branch's files there (a new "
+                                                       "or empty directory) while the data arrives."),
           quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Create a repository from a remote: history, branches and (unless partial) the data."""
     from ..api import clone as clone_repo
     from ..api import default_clone_dir
     with clone_repo(url, given_path(directory or Path(default_clone_dir(url))), filter=filters or None,
                     metadata_only=metadata_only, depth=depth, endpoint_url=endpoint_url, region=region,
+                    checkout=given_path(checkout) if checkout is not None else None,
                     progress=progress()) as repo:
         result, where = repo.last_transfer, str(repo.root)
+        branch = repo.head_branch() if result.checked_out else None
     if not as_json:
         info(f"cloned {url} into {where}" + (f" (depth {depth}: older commits' data on demand)" if depth else ""))
+        if result.checked_out:
+            info(f"checked out {branch} into {result.checked_out}")
     _sync_report(result, as_json, path=where)

@@ -27,7 +27,7 @@ Progress = Callable[[int], None]
 
 CAT_BUFFER = 64 << 20  # `cat` verifies files up to this size whole before handing out a byte
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_CACHE = 64  # directory descriptors kept open during one checkout (more directories are re-walked)
 
 
@@ -42,7 +42,8 @@ def _segment_chunks(manifest: Manifest, recipe: FileRecipe) -> Iterator[bytes | 
             yield from manifest.tensors[seg.index].chunks
 
 
-def _file_mismatch(recipe: FileRecipe, got: bytes) -> CorruptObject:
+def file_mismatch(recipe: FileRecipe, got: bytes) -> CorruptObject:
+    """The error for a file whose bytes hash to `got`, not to its recipe's BLAKE3."""
     return CorruptObject("file", recipe.hash.hex(), got.hex(), detail=recipe.path)
 
 
@@ -67,14 +68,14 @@ def file_pieces(store: Store, manifest: Manifest, recipe: FileRecipe, pool: Exec
             hasher.update(piece)
             held.append(piece)
         if (got := hasher.digest()) != recipe.hash:
-            raise _file_mismatch(recipe, got)
+            raise file_mismatch(recipe, got)
         yield from held
         return
     for piece in pieces:
         hasher.update(piece)
         yield piece
     if (got := hasher.digest()) != recipe.hash:
-        raise _file_mismatch(recipe, got)
+        raise file_mismatch(recipe, got)
 
 
 def read_tensor(store: Store, entry: TensorEntry, pool: Executor) -> np.ndarray:
@@ -111,6 +112,7 @@ class DestTree:
         """Take ownership of `root_fd`, the opened destination `dest` (named only in messages)."""
         self.root, self.dest = root_fd, dest
         self._open: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self.made: list[tuple[str, ...]] = []  # directories this tree created, parents first
 
     def fd(self, parts: tuple[str, ...], rel: str, *, create: bool) -> int:
         """The descriptor of directory `parts` below the destination (valid until the next call), opening each
@@ -123,22 +125,26 @@ class DestTree:
         if depth:
             self._open.move_to_end(parts[:depth])
         for k in range(depth, len(parts)):
-            cur = self._open_child(cur, parts[k], rel, self.dest.joinpath(*parts[:k + 1]), create)
+            cur, made = self._open_child(cur, parts[k], rel, self.dest.joinpath(*parts[:k + 1]), create)
             self._open[parts[:k + 1]] = cur
+            if made:
+                self.made.append(parts[:k + 1])
             if len(self._open) > _DIR_CACHE:  # the oldest is never the one just opened or its parent
                 os.close(self._open.popitem(last=False)[1])
         return cur
 
     @staticmethod
-    def _open_child(parent: int, name: str, rel: str, shown: Path, create: bool) -> int:
+    def _open_child(parent: int, name: str, rel: str, shown: Path, create: bool) -> tuple[int, bool]:
+        made = False
         for attempt in (0, 1):
             try:
-                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+                return os.open(name, _DIR_FLAGS, dir_fd=parent), made
             except FileNotFoundError:
                 if attempt or not create:
                     raise UnsafePath(f"refusing to write {rel!r}: {shown} vanished during checkout") from None
                 try:
                     os.mkdir(name, 0o777, dir_fd=parent)
+                    made = True
                 except FileExistsError:
                     pass  # made by someone else meanwhile: open what is there, with the same checks
                 except FileNotFoundError:  # the parent itself was removed under us
@@ -149,6 +155,19 @@ class DestTree:
                 what = "is a symlink" if _is_link(parent, name) else "is not a directory"
                 raise UnsafePath(f"refusing to write {rel!r}: {shown} {what}") from None
         raise AssertionError("unreachable")
+
+    def remove_made(self) -> None:
+        """Remove the directories this tree created that are empty again (a failed checkout), deepest first."""
+        for parts in reversed(self.made):
+            try:
+                own = self._open.pop(parts, None)
+                if own is not None:
+                    os.close(own)
+                parent = self.fd(parts[:-1], "/".join(parts), create=False) if len(parts) > 1 else self.root
+                os.rmdir(parts[-1], dir_fd=parent)
+            except (OSError, UnsafePath):
+                pass
+        self.made.clear()
 
     def close(self) -> None:
         """Close every descriptor, the destination's included."""
@@ -167,7 +186,7 @@ class TempFile:
     rel: str
 
 
-def _placed_pieces(manifest: Manifest, recipe: FileRecipe) -> Iterator[tuple[int, int, bytes | memoryview]]:
+def placed_pieces(manifest: Manifest, recipe: FileRecipe) -> Iterator[tuple[int, int, bytes | memoryview]]:
     """(offset in the file, length, chunk id or inline bytes) of every piece of the file, in file order and
     contiguous, so the pieces hashed in this order are exactly the file."""
     pos = 0
@@ -187,15 +206,10 @@ def _placed_pieces(manifest: Manifest, recipe: FileRecipe) -> Iterator[tuple[int
             pos += entry.nbytes
 
 
-def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, tree: DestTree, pool: Executor,
-               progress: Progress) -> TempFile:
-    """Write one file under a temporary name next to its target, through the directory's descriptor. Workers
-    decode, verify (every chunk against its id) and `pwrite` each piece at its offset in the preallocated file;
-    the whole file's BLAKE3 is computed from the pieces in file order as they come back and must equal
-    `recipe.hash` (`CorruptObject` otherwise, and the temporary file is removed).
-
-    The caller renames. The temporary name is short so that any legal final name (up to 255 bytes) still fits.
-    """
+def create_temp(recipe: FileRecipe, tree: DestTree) -> tuple[TempFile, int]:
+    """A new temporary file next to the target of `recipe`, preallocated to its size, opened through its
+    directory's descriptor: (the TempFile, its open descriptor). The temporary name is short so that any legal
+    final name (up to 255 bytes) still fits."""
     *dirs, name = recipe.path.split("/")
     parts = tuple(dirs)
     dfd = tree.fd(parts, recipe.path, create=True)
@@ -209,29 +223,46 @@ def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, tree: DestT
         fd = os.open(tmp, _TMP_FLAGS, 0o644, dir_fd=dfd)
     except FileNotFoundError:  # the directory was removed (or replaced) after it was opened
         raise UnsafePath(f"refusing to write {recipe.path!r}: its directory vanished during checkout") from None
+    temp = TempFile(parts, tmp, name, recipe.path)
     try:
-        try:
-            if recipe.size:
-                os.posix_fallocate(fd, 0, recipe.size)  # a full disk fails here, before any decoding work
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystems without fallocate: just write
-                raise
+        if recipe.size:
+            os.posix_fallocate(fd, 0, recipe.size)  # a full disk fails here, before any decoding work
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # filesystems without fallocate: just write
+            os.close(fd)
+            _unlink(dfd, tmp)
+            raise
+    return temp, fd
 
+
+def put_piece(fd: int, recipe: FileRecipe, offset: int, length: int, data: memoryview | bytes) -> None:
+    """Write one verified piece at its offset in the file being written."""
+    if len(data) != length:  # a manifest placing a chunk of another length: bytes would land elsewhere
+        raise CorruptObject("file", recipe.hash.hex(), "?", detail=f"{recipe.path}: {len(data)} bytes at "
+                            f"offset {offset} where the recipe places {length}")
+    view = memoryview(data)
+    while view:  # pwrite may write less than asked (signals, some filesystems)
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, tree: DestTree, pool: Executor,
+               progress: Progress) -> TempFile:
+    """Write one file under a temporary name next to its target, through the directory's descriptor. Workers
+    decode, verify (every chunk against its id) and `pwrite` each piece at its offset in the preallocated file;
+    the whole file's BLAKE3 is computed from the pieces in file order as they come back and must equal
+    `recipe.hash` (`CorruptObject` otherwise, and the temporary file is removed). The caller renames."""
+    temp, fd = create_temp(recipe, tree)
+    try:
         def put(item: tuple[int, int, bytes | memoryview]) -> memoryview:
             offset, length, piece = item
             data = piece if isinstance(piece, memoryview) else store.get_chunk(piece, keep=False)
-            if len(data) != length:  # a manifest placing a chunk of another length: bytes would land elsewhere
-                raise CorruptObject("file", recipe.hash.hex(), "?", detail=f"{recipe.path}: {len(data)} bytes at "
-                                    f"offset {offset} where the recipe places {length}")
-            view = memoryview(data)
-            while view:  # pwrite may write less than asked (signals, some filesystems)
-                done = os.pwrite(fd, view, offset)
-                view, offset = view[done:], offset + done
+            put_piece(fd, recipe, offset, length, data)
             return data
 
         hasher = blake3.blake3()
         written = 0
-        pieces = ordered_map(pool, put, _placed_pieces(manifest, recipe))
+        pieces = ordered_map(pool, put, placed_pieces(manifest, recipe))
         try:
             for data in pieces:
                 hasher.update(data)  # in file order; releases the GIL, so it runs beside the workers' decoding
@@ -243,13 +274,13 @@ def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, tree: DestT
             raise CorruptObject("file", recipe.hash.hex(), "?", detail=f"{recipe.path}: recipe covers {written} "
                                 f"of {recipe.size} bytes")
         if (got := hasher.digest()) != recipe.hash:
-            raise _file_mismatch(recipe, got)
+            raise file_mismatch(recipe, got)
     except BaseException:
         os.close(fd)
-        _unlink(dfd, tmp)
+        discard(tree, temp)
         raise
     os.close(fd)
-    return TempFile(parts, tmp, name, recipe.path)
+    return temp
 
 
 def _unlink(dir_fd: int, name: str) -> None:
@@ -259,7 +290,7 @@ def _unlink(dir_fd: int, name: str) -> None:
         pass
 
 
-def _discard(tree: DestTree, temp: TempFile) -> None:
+def discard(tree: DestTree, temp: TempFile) -> None:
     """Remove a temporary file (best effort: a directory swapped away meanwhile cannot be reached)."""
     try:
         _unlink(tree.fd(temp.parts, temp.rel, create=False), temp.tmp)
@@ -312,10 +343,25 @@ def checkout(store: Store, manifest: Manifest, dest: Path, pool: Executor, *, in
     check_paths([f.path for f in manifest.files])
     tree = DestTree(open_dest(dest, force), dest)
     written: list[TempFile] = []
+    try:
+        try:
+            for recipe in files:
+                written.append(write_temp(store, manifest, recipe, tree, pool, progress or (lambda n: None)))
+        except BaseException:
+            for temp in written:
+                discard(tree, temp)
+            tree.remove_made()
+            raise
+        publish(tree, written)
+    finally:
+        tree.close()
+    return files
+
+
+def publish(tree: DestTree, written: list[TempFile]) -> None:
+    """Give every verified temporary file its final name; on a failure, the ones not renamed yet are removed."""
     renamed = 0
     try:
-        for recipe in files:
-            written.append(write_temp(store, manifest, recipe, tree, pool, progress or (lambda n: None)))
         for temp in written:
             dfd = tree.fd(temp.parts, temp.rel, create=False)
             try:
@@ -329,8 +375,5 @@ def checkout(store: Store, manifest: Manifest, dest: Path, pool: Executor, *, in
             renamed += 1
     except BaseException:
         for temp in written[renamed:]:
-            _discard(tree, temp)
+            discard(tree, temp)
         raise
-    finally:
-        tree.close()
-    return files

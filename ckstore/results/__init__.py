@@ -210,6 +210,7 @@ class SyncResult:
     bytes_received: int = 0
     logical_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    checked_out: str | None = None                       # clone --checkout: where the files were written
 
     @property
     def bytes_transferred(self) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from ..engine.parallel import ordered_map
 from ..engine.repository import Repository
@@ -70,19 +71,21 @@ def _coalesce(locs: dict[bytes, tuple[bytes, Entry]], rank: dict[bytes, int]) ->
 
 
 def fetch_chunks(repo: Repository, remote: Session, io: ThreadPoolExecutor, wanted: list[bytes], result: SyncResult,
-                 progress: Progress) -> None:
+                 progress: Progress, on_chunk: Callable[[bytes, memoryview], None] | None = None) -> None:
     """Fetch the `wanted` chunks the local index lacks, and the delta bases they need; all verified. Chunks are
-    fetched in the order given: ask for bases before the deltas on them, neighbours together."""
+    fetched in the order given: ask for bases before the deltas on them, neighbours together. `on_chunk` is
+    handed each fetched chunk's verified bytes (`clone --checkout` writes them into the files)."""
     with repo.writing("fetch"), ThreadPoolExecutor(VERIFY_WORKERS, thread_name_prefix="ckstore-verify") as pool:
-        _Fetch(repo, remote, io, pool, result, progress).run(wanted)
+        _Fetch(repo, remote, io, pool, result, progress, on_chunk).run(wanted)
 
 
 class _Fetch:
     """One fetch of chunk frames into a pack sink."""
 
     def __init__(self, repo: Repository, remote: Session, io: ThreadPoolExecutor, pool: ThreadPoolExecutor,
-                 result: SyncResult, progress: Progress) -> None:
-        self.repo, self.remote, self.io, self.pool = repo, remote, io, pool
+                 result: SyncResult, progress: Progress,
+                 on_chunk: Callable[[bytes, memoryview], None] | None = None) -> None:
+        self.repo, self.remote, self.io, self.pool, self.on_chunk = repo, remote, io, pool, on_chunk
         self.result, self.progress, self.url = result, progress, remote.url
         self.recent = RecentChunks(RECENT_LIMIT)
         self.waiting: dict[bytes, list[tuple[bytes, bytes, int, bytes]]] = defaultdict(list)  # base -> deltas
@@ -213,6 +216,8 @@ class _Fetch:
         """Add a verified frame to the sink; the deltas that waited for it."""
         self.result.chunks += self.sink.add(c, frame, raw_length)  # a view: writev takes it, no copy
         self.recent.put(c, raw)
+        if self.on_chunk is not None:
+            self.on_chunk(c, raw)
         waited = self.waiting.pop(c, [])
         self.waiting_bytes -= sum(len(it[1]) for it in waited)
         return waited

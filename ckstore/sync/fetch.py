@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..engine.repository import Repository
 from ..errors import CkstoreError, CorruptObject
@@ -46,6 +46,13 @@ class _Fetched:
     heads: dict[str, bytes]
     tags: dict[str, bytes]
     head: str | None
+    prefill: Any = None      # the files of the branch a clone checks out, written while the data arrived
+
+
+def clone_head(head: str | None, heads: dict[str, bytes]) -> str | None:
+    """The branch a clone of a remote with `heads` (and HEAD naming `head`) checks out: the remote's HEAD, else
+    main, else the first by name."""
+    return head if head in heads else ("main" if "main" in heads else next(iter(sorted(heads)), None))
 
 
 def fetch(repo: Repository, remote_name: str | None = None, *, prune: bool = False,
@@ -62,13 +69,16 @@ def fetch(repo: Repository, remote_name: str | None = None, *, prune: bool = Fal
 
 
 def fetch_with(repo: Repository, spec: RemoteSpec, remote: Session, progress: Progress,
-                action: str = "fetch", prune: bool = False) -> tuple[SyncResult, _Fetched]:
-    """Fetch over an open session, moving remote-tracking refs and adding new tags; returns the result and refs seen."""
+               action: str = "fetch", prune: bool = False,
+               checkout: Callable[[Manifest], Any] | None = None) -> tuple[SyncResult, _Fetched]:
+    """Fetch over an open session, moving remote-tracking refs and adding new tags; returns the result and refs
+    seen. `checkout` (a clone's) makes the writer of the files of `clone_head`'s commit, handed the chunks as
+    they arrive (`engine.prefill.Prefill`); the caller finishes it."""
     result = SyncResult(action, spec.name, remote.url)
     io = io_pool()
     try:
         with repo.writing(action):  # a gc sweeps nothing while fetched chunks and objects land
-            fetched = _fetch(repo, remote, io, spec.partial, result, progress)
+            fetched = _fetch(repo, remote, io, spec.partial, result, progress, checkout)
             if prune:
                 _prune(repo, remote, fetched, result)
     finally:
@@ -78,7 +88,7 @@ def fetch_with(repo: Repository, spec: RemoteSpec, remote: Session, progress: Pr
 
 
 def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: dict | None, result: SyncResult,
-           progress: Progress) -> _Fetched:
+           progress: Progress, checkout: Callable[[Manifest], Any] | None = None) -> _Fetched:
     store = repo.store
     remote_config(remote)
     heads = remote_refs(remote, io, HEADS, result.warnings)
@@ -179,7 +189,11 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
     result.commits = len(commits)
     result.logical_bytes = sum(m.logical_bytes() for m in {fetched[c][1].manifest: manifest_of(c)
                                                            for c in commits}.values())
-    fetch_chunks(repo, remote, io, wanted, result, progress)
+    prefill, branch = None, clone_head(head, heads) if checkout is not None else None
+    if branch is not None:
+        tip = heads[branch]
+        prefill = checkout(manifest_of(tip) if tip in fetched else repo.manifest_of(tip))
+    fetch_chunks(repo, remote, io, wanted, result, progress, prefill.put if prefill is not None else None)
 
     # objects under their final names: manifests, commits parents first, tag objects
     def write(oid: bytes, data: bytes) -> None:
@@ -217,7 +231,7 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
                                    "kept the local one (tags never move)")
     governance.take_aliases(repo, alias_heads, result, remote.url)
     governance.fetch_notes(repo, remote, io, result)
-    return _Fetched(heads, tags, head)
+    return _Fetched(heads, tags, head, prefill)
 
 
 def _prune(repo: Repository, remote: Session, fetched: _Fetched, result: SyncResult) -> None:

@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 from ..engine import history
+from ..engine.prefill import Prefill
 from ..engine.repository import CLONING, DIRNAME, Repository, clone_marker
-from ..errors import AlreadyExists, NonFastForward, UnknownRevision
+from ..errors import AlreadyExists, NonFastForward, UnknownRevision, UsageError
 from ..fs.fileio import fsync_dir, write_atomic
 from ..model import graph
+from ..model.objects import Manifest
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, REMOTES, check_ref_name, remote_ref
 from ..results import SyncResult
@@ -19,7 +21,7 @@ from ..storage import remotes
 from ..storage.config import DEFAULT_CHUNK
 from ..storage.remotes import RemoteSpec
 from ..transport.base import Transport
-from .fetch import fetch_with
+from .fetch import clone_head, fetch_with
 from .on_demand import OnDemand
 from .select import parse_filter
 from .session import Session, open_spec, remote_config
@@ -74,19 +76,28 @@ def default_clone_dir(url: str) -> str:
 
 def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list[str] | None = None,
           metadata_only: bool = False, depth: int | None = None, endpoint_url: str | None = None, region: str | None = None,
-          name: str = "origin", progress: Progress | None = None,
+          name: str = "origin", progress: Progress | None = None, checkout: str | os.PathLike | None = None,
           transport: Transport | None = None) -> tuple[Repository, SyncResult]:
     """A new repository at `dest` holding the remote's history, and what moved (`filter`, `metadata_only`, `depth`:
     a partial clone, see `parse_filter`; the rest of the data comes on demand). A failed clone leaves nothing.
     A killed one leaves `.ckstore/CLONING` (every other command then refuses, naming this one): the same clone
-    again finishes it, keeping the packs already sealed; a clone of another URL or filter into it is refused."""
+    again finishes it, keeping the packs already sealed; a clone of another URL or filter into it is refused.
+    `checkout`: also write the files of the branch the clone checks out there (an empty or new directory),
+    verified as `checkout` does, while the data arrives: the newest version is decoded once, not twice."""
     partial = parse_filter(filter, metadata_only, depth)
+    if checkout is not None and partial is not None and "tensors" in partial:
+        raise UsageError("--checkout needs the whole of the newest commit: not with --filter or --metadata-only",
+                         hint="clone, then `ckstore checkout BRANCH -o DIR` (it fetches what is missing)")
     spec = RemoteSpec(remotes.check_remote_name(name), remotes.normalize_url(url), endpoint_url or None,
                       region or None, partial)
     remote = Session(transport or open_spec(spec, create=False), spec.name)
+    prefills: list[Prefill] = []
+    out = made = None
     try:
         cfg = remote_config(remote)                  # before anything is created: a bad URL leaves nothing behind
         target = Path(dest if dest is not None else default_clone_dir(spec.url)).resolve()
+        out = _checkout_dir(Path(checkout), target) if checkout is not None else None
+        made = _first_missing(out) if out is not None else None
         ckdir = target / DIRNAME
         marker = clone_marker(ckdir)
         if marker is None:
@@ -111,29 +122,70 @@ def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list
             if spec.name not in remotes.load(repo.dir):
                 remotes.add(repo.dir, name, spec.url, endpoint_url=spec.endpoint_url, region=spec.region,
                             partial=partial)
-            result, fetched = fetch_with(repo, spec, remote, progress or NoProgress(), action="clone")
+            def begin_checkout(manifest: Manifest) -> Prefill:
+                prefills.append(Prefill(manifest, out))
+                return prefills[-1]
+
+            progress = progress or NoProgress()
+            result, fetched = fetch_with(repo, spec, remote, progress, action="clone",
+                                         checkout=begin_checkout if out is not None else None)
             for branch, oid in sorted(fetched.heads.items()):
                 old = repo.refs.read(HEADS + branch)   # a resumed clone may have made it already
                 if old != oid:
                     repo.refs.update(HEADS + branch, oid, old, action="clone", message=spec.url)
                 result.refs.append({"ref": HEADS + branch, "old": None, "new": oid.hex(), "status": "created",
                                     "forced": False})
-            head = fetched.head if fetched.head in fetched.heads else (
-                "main" if "main" in fetched.heads else next(iter(sorted(fetched.heads)), None))
+            head = clone_head(fetched.head, fetched.heads)
             if head:
                 repo.refs.set_head(HEADS + head)
+            if fetched.prefill is not None:
+                total = sum(f.size for f in fetched.prefill.manifest.files)
+                progress.begin("check out", total)
+                try:
+                    fetched.prefill.finish(repo.store, repo.pool, progress.advance)
+                finally:
+                    progress.end()
+                result.checked_out = str(out)
             os.unlink(ckdir / CLONING)               # the last step: now it is a repository like any other
             fsync_dir(ckdir)
         except BaseException:
             repo.close()
             shutil.rmtree(target if marker.get("created") else ckdir, ignore_errors=True)
             raise
+    except BaseException:
+        for prefill in prefills:
+            prefill.abort()
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)    # nothing in it but what this clone created
+        raise
     finally:
         if transport is None:
             remote.t.close()
     if partial is not None:
         repo.chunk_source = OnDemand(spec)
     return repo, result
+
+
+def _checkout_dir(out: Path, target: Path) -> Path:
+    """Where `clone --checkout` writes: refused before anything is made unless it is new or an empty directory
+    outside the repository's own."""
+    out = out.resolve()
+    if out == target or target / DIRNAME in (out, *out.parents):
+        raise UsageError(f"--checkout {out}: not the repository's own directory",
+                         hint="check out into another directory (the repository stays beside it)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AlreadyExists(f"{out} is not an empty directory", hint="check out into a new or empty directory")
+    return out
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost of `path` and its parents that does not exist (what making `path` creates), or None."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
 
 
 def remote_remove(repo: Repository, name: str) -> RemoteSpec:

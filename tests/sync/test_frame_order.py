@@ -107,7 +107,7 @@ def test_fetch_of_a_remote_laid_out_deltas_first_reads_what_it_let_go_of_again(t
         assert tight.fsck(read_data=True).ok
         for v, cid in zip(versions, ids):
             tight.checkout(cid.id, tmp_path / f"out-{v.name}")
-            same_tree(v, tmp_path / f"out-{v.name}")
+            assert same_tree(v, tmp_path / f"out-{v.name}")
 
 
 def test_a_tampered_delta_is_refused_whichever_path_verifies_it(tmp_path, monkeypatch):
