@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fused", action="append", default=None, metavar="VARIANT",
                    help="ckstore clones that check out while the data arrives: 'checkout' (`clone --checkout`), "
                         "'depth1' (`clone --depth 1 --checkout`); repeatable (default both; --fused '' skips)")
+    p.add_argument("--invert-remote", action="store_true",
+                   help="ckstore: after the clones, `repack` and push to a new remote, then `clone --depth 1 "
+                        "--checkout` from it")
     p.add_argument("--s3-server", choices=["auto", "seaweedfs", "moto"], default="auto")
     p.add_argument("--no-proxy", action="store_true", help="talk to S3 directly (no wire byte counts)")
     p.add_argument("--dvc-env", type=Path, default=Path("/tmp/dvcenv"), help="venv with dvc[s3]")

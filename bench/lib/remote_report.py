@@ -11,7 +11,8 @@ from .summary import med
 
 KIND_TITLE = {"dir": "directory remote (local path)", "s3": "S3 remote on loopback"}
 FUSED_TITLE = {"checkout": "checking out while the data arrives (`clone --checkout`)",
-               "depth1": "newest commit's data only, checked out while it arrives (`clone --depth 1 --checkout`)"}
+               "depth1": "newest commit's data only, checked out while it arrives (`clone --depth 1 --checkout`)",
+               "depth1-inverted": "the same from a remote pushed after `ckstore repack` (tips as full frames)"}
 
 
 def agree(xs: list[Any]) -> tuple[Any, bool]:
@@ -69,7 +70,7 @@ def summarize(s: dict, tool: str, kind: str) -> dict | None:
     for variant in dict.fromkeys(v for k in runs for v in k.get("fused", {})):
         fs = [k["fused"][variant] for k in runs if variant in k.get("fused", {})]
         f = {key: med([x.get(key) for x in fs]) for key in ("wall", "cpu", "rchar", "wire_down", "reported_received",
-                                                             "local_store", "maxrss")}
+                                                             "local_store", "maxrss", "push_wall", "stored")}
         f["identical"] = all(x["identical"] for x in fs)
         out["fused"][variant] = f
     out["partial"] = {}
@@ -151,8 +152,11 @@ def report(results: dict) -> str:
                          f"{fmt_s(r['push_incr_median'])} s | {cbs} ({src}) | {ctime} | {ident}{mark} |")
                 for variant, f in (r.get("fused") or {}).items() if tool == "ckstore" else ():
                     how = FUSED_TITLE.get(variant, variant)
-                    L.append(f"| ckstore, {how} | ″ |" + " ″ |" * n + f" ″ | {fmt_b(f['reported_received'])} "
-                             f"(reported) | {fmt_s(f['wall'])} s | {'✓' if f['identical'] else '✗'} |")
+                    total = fmt_b(f["stored"]) if f.get("stored") is not None else "″"
+                    push = f"{fmt_s(f['push_wall'])} s (one push of all)" if f.get("push_wall") is not None else "″"
+                    L.append(f"| ckstore, {how} | {total} |" + " ″ |" * n + f" {push} | "
+                             f"{fmt_b(f['reported_received'])} (reported) | {fmt_s(f['wall'])} s "
+                             f"| {'✓' if f['identical'] else '✗'} |")
                 tip = r.get("partial", {}).get("*")
                 if tool == "ckstore" and tip:
                     od, how = on_demand(kind, tip)

@@ -111,13 +111,35 @@ class Rep:
         os.sync()
         ld = load()
         m = self.meter(remote)
-        extra = tool.fused(remote, dest, env, m, 1 if variant == "depth1" else None)  # type: ignore[attr-defined]
+        extra = tool.fused(remote, dest, env, m, 1 if variant.startswith("depth1") else None)  # type: ignore[attr-defined]
         bad = mismatches(tree_hashes(dest) if dest.exists() else {}, want)
         kres.setdefault("fused", {})[variant] = {**m.figures(), "load": ld, "identical": not bad,
                                                  "mismatches": bad[:10], **extra}
         self.log(f"    r{self.rep} clone --checkout ckstore {remote.kind:3} {variant}: {m.wall:6.2f} s, "
                  f"{fmt_b(extra['reported_received'])}, identical {not bad}")
         shutil.rmtree(cdir, ignore_errors=True)
+
+    def inverted(self, tool: Tool, remotes: list[Remote], res: dict, want: dict[str, str]) -> None:
+        """`ckstore repack` (the newest version full frames, older ones deltas against newer), a push of the whole
+        history to a new remote of each kind, and a `clone --depth 1 --checkout` from it (after every other
+        clone: the repack changes the local repository)."""
+        m = Meter(self.proxy)
+        tool.sh(m, Ckstore.cmd("-C", tool.repo, "repack", "--json"))  # type: ignore[attr-defined]
+        res["repack"] = {"wall": m.wall, "cpu": m.cpu, "maxrss": m.maxrss}
+        self.log(f"    r{self.rep} repack ckstore: {m.wall:.2f} s")
+        for remote in remotes:
+            inv = Remote(remote.kind, "ckstore-inv", self.base, remote.prefix + "-inv", remote.s3, self.proxy)
+            inv.name = f"{remote.kind}-inv"
+            tool.sh(None, Ckstore.cmd("-C", tool.repo, "remote", "add", inv.name,  # type: ignore[attr-defined]
+                                      *tool.url(inv)))  # type: ignore[attr-defined]
+            mp = self.meter(inv)
+            tool.sh(mp, Ckstore.cmd("-C", tool.repo, "push", inv.name, "--json"))  # type: ignore[attr-defined]
+            kres = res["kinds"][remote.kind]
+            kres["inverted"] = {"push_wall": mp.wall, "stored": inv.stored()[0]}
+            self.fused(tool, inv, kres, "depth1-inverted", want)
+            kres["fused"]["depth1-inverted"]["push_wall"] = mp.wall
+            kres["fused"]["depth1-inverted"]["stored"] = kres["inverted"]["stored"]
+            inv.cleanup()
 
     def partial(self, tool: Tool, remote: Remote, kres: dict, g: int, glob: str, want: dict[str, str]) -> None:
         """A ckstore partial clone (--filter tensors=GLOB), then a checkout that fetches the rest on demand."""
@@ -166,6 +188,11 @@ class Rep:
                 for g, glob in enumerate(self.args.partial if tool.name == "ckstore" else []):
                     guarded(res, tool.name, f"partial clone tensors={glob} from {kind}",
                             lambda: self.partial(tool, remote, kres, g, glob, want), self.log)
+        if self.args.invert_remote:
+            for tool, remotes, res in self.tools:
+                if tool.name == "ckstore":
+                    guarded(res, tool.name, "repack + push to a new remote",
+                            lambda: self.inverted(tool, remotes, res, want), self.log)
         for tool, remotes, res in self.tools:
             for r in remotes:
                 try:
