@@ -249,38 +249,53 @@ def put_piece(fd: int, recipe: FileRecipe, offset: int, length: int, data: memor
 def write_temp(store: Store, manifest: Manifest, recipe: FileRecipe, tree: DestTree, pool: Executor,
                progress: Progress) -> TempFile:
     """Write one file under a temporary name next to its target, through the directory's descriptor. Workers
-    decode, verify (every chunk against its id) and `pwrite` each piece at its offset in the preallocated file;
-    the whole file's BLAKE3 is computed from the pieces in file order as they come back and must equal
-    `recipe.hash` (`CorruptObject` otherwise, and the temporary file is removed). The caller renames."""
+    decode each piece and `pwrite` it at its offset in the preallocated file; the whole file's BLAKE3 is computed
+    from the pieces in file order as they come back and must equal `recipe.hash` before the caller renames.
+
+    That one hash covers every byte of the file, so the chunks are first decoded without hashing each against its
+    id (`Store.read_chunk`: 0.28 of 1.69 CPU-s of a 1.67 GB checkout). If the file's hash disagrees, the file is
+    written again with every chunk verified (`get_chunk`), which names the damaged chunk or, when the index lied
+    about a location, rebuilds it and succeeds; only a file that still disagrees is `CorruptObject` (and the
+    temporary file is removed)."""
     temp, fd = create_temp(recipe, tree)
     try:
-        def put(item: tuple[int, int, bytes | memoryview]) -> memoryview:
-            offset, length, piece = item
-            data = piece if isinstance(piece, memoryview) else store.get_chunk(piece, keep=False)
-            put_piece(fd, recipe, offset, length, data)
-            return data
-
-        hasher = blake3.blake3()
-        written = 0
-        pieces = ordered_map(pool, put, placed_pieces(manifest, recipe))
         try:
-            for data in pieces:
-                hasher.update(data)  # in file order; releases the GIL, so it runs beside the workers' decoding
-                written += len(data)
-                progress(len(data))
-        finally:
-            pieces.close()  # every worker has stopped writing before `fd` is closed (its number is reused)
-        if written != recipe.size:
-            raise CorruptObject("file", recipe.hash.hex(), "?", detail=f"{recipe.path}: recipe covers {written} "
-                                f"of {recipe.size} bytes")
-        if (got := hasher.digest()) != recipe.hash:
-            raise file_mismatch(recipe, got)
+            _fill(store.read_chunk, manifest, recipe, fd, pool, progress)
+        except CorruptObject:
+            _fill(lambda c: store.get_chunk(c, keep=False), manifest, recipe, fd, pool, lambda n: None)
     except BaseException:
         os.close(fd)
         discard(tree, temp)
         raise
     os.close(fd)
     return temp
+
+
+def _fill(read: Callable[[bytes], memoryview], manifest: Manifest, recipe: FileRecipe, fd: int, pool: Executor,
+          progress: Progress) -> None:
+    """Write every piece of the file with `read`, hashing them in file order; CorruptObject if the bytes are not
+    the file's."""
+    def put(item: tuple[int, int, bytes | memoryview]) -> memoryview:
+        offset, length, piece = item
+        data = piece if isinstance(piece, memoryview) else read(piece)
+        put_piece(fd, recipe, offset, length, data)
+        return data
+
+    hasher = blake3.blake3()
+    written = 0
+    pieces = ordered_map(pool, put, placed_pieces(manifest, recipe))
+    try:
+        for data in pieces:
+            hasher.update(data)  # in file order; releases the GIL, so it runs beside the workers' decoding
+            written += len(data)
+            progress(len(data))
+    finally:
+        pieces.close()  # every worker has stopped writing before `fd` is closed (its number is reused)
+    if written != recipe.size:
+        raise CorruptObject("file", recipe.hash.hex(), "?", detail=f"{recipe.path}: recipe covers {written} "
+                            f"of {recipe.size} bytes")
+    if (got := hasher.digest()) != recipe.hash:
+        raise file_mismatch(recipe, got)
 
 
 def _unlink(dir_fd: int, name: str) -> None:
