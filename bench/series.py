@@ -95,7 +95,7 @@ def tools_info(tools: list[str], envs: Path, log) -> dict:
     info = {}
     for t in tools:
         why = TOOLS[t].unavailable(envs)
-        version = f"ckstore snapshot {Ckstore.snapshot_hash}" if t == "ckstore" else (None if why else
+        version = f"ckstore snapshot {Ckstore.snapshot_hash}" if t.startswith("ckstore") else (None if why else
                                                                                    TOOLS[t].version(envs))
         info[t] = {"description": TOOLS[t].description, "available": not why,
                    **({"reason": why} if why else {"version": version})}

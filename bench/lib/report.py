@@ -71,6 +71,11 @@ def series_table(series: dict) -> list[str]:
         if t == "ckstore":
             notes.append(f"ckstore: `.ckstore/cache` (LMDB index, not counted as stored) {fmt_b(s['aux'])}; "
                          f"median 1-min load average during its steps {s['load_med']}")
+        if r.get("maintain"):
+            mt = r["maintain"]
+            notes.append(f"{t}: upkeep after the last commit {fmt_s(mt['wall'])} s wall / {fmt_s(mt['cpu'])} s cpu, "
+                         f"peak RSS {fmt_b(mt['maxrss'])}; stored after it {fmt_b(mt['stored'])} (the ratio and "
+                         f"+v columns are from before it)")
     return lines + ([""] + [f"- {n}" for n in notes] if notes else [])
 
 

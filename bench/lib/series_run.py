@@ -25,7 +25,7 @@ SLOW = 5.0  # seconds: a hot checkout slower than this is not repeated (series.p
 Log = Callable[[str], None]
 # what each tool stores, as a share of the logical bytes of a whole series (rough upper bounds from the S and M
 # runs), and whether it also keeps a working copy of one version; ckstore's cache is counted in its share
-STORE_SHARE = {"ckstore": 0.6, "restic": 0.8, "restic-max": 0.8, "borg": 0.8, "dvc": 1.0, "git-lfs": 1.0,
+STORE_SHARE = {"ckstore": 0.6, "ckstore-repack": 0.6, "restic": 0.8, "restic-max": 0.8, "borg": 0.8, "dvc": 1.0, "git-lfs": 1.0,
                "git-theta": 1.0, "zstd": 1.0, "zipnn": 1.0, "copy": 1.0}
 WORKING_COPY = ("dvc", "git-lfs", "git-theta")
 
@@ -124,6 +124,16 @@ class Measured:
         self.res["checkouts"].append(entry)
         shutil.rmtree(root, ignore_errors=True)
 
+    def maintain(self, log: Log) -> None:
+        """The tool's upkeep after the last commit (ckstore-repack: `repack`), if it has one."""
+        os.sync()
+        step, ld = Step(), load()
+        if self.tool.maintain(step):
+            stored, aux = self.tool.stored()
+            self.res["maintain"] = {**asdict(step), "stored": stored, "aux": aux, "load": ld}
+            log(f"    upkeep {self.tool.name}: {step.wall:.2f} s wall, {step.maxrss / MIB:.0f} MiB, "
+                f"stored {stored / MIB:.1f} MiB")
+
     def recommit(self, src: Path, log: Log) -> None:
         """A no-op re-commit: the newest version once more, unchanged (same directory where possible)."""
         before = self.tool.stored()[0]
@@ -154,6 +164,8 @@ def measure_all(tools: list[Tool], versions: list[Path], hashes: list[dict[str, 
     for i, src in enumerate(versions):
         for m in ms:
             m.attempt(f"commit v{i}", lambda m=m: m.commit(i, src, log), log)
+    for m in ms:
+        m.attempt("upkeep", lambda m=m: m.maintain(log), log)
     last = len(versions) - 1
     for i in range(len(versions)):
         kinds = ["cold"] + ["hot"] * repeat if i in (0, last) else ["hot"]

@@ -76,7 +76,7 @@ def losses(all_series: dict[str, dict]) -> list[str]:
         if not s:
             continue
         for t in se["tools"]:
-            p = tool_summary(se, t) if t != "ckstore" else None
+            p = tool_summary(se, t) if not t.startswith("ckstore") else None
             if not p:
                 continue
             bits = []

@@ -41,6 +41,7 @@ class Target:
     unit: str = ""  # of a median
     also: str = ""  # a median: what the second figure of the samples is, shown beside it
     says: tuple[str, str] = ("series", "failed")  # every: what is counted, what the failures are called
+    tool: str = "ckstore"  # whose figures (ckstore-repack: the same commits, then `ckstore repack`)
 
 
 @dataclass
@@ -67,7 +68,7 @@ def v0_ratio(name: str, se: dict, s: dict) -> list[Sample]:
 
 
 def ratio_vs_best_peer(name: str, se: dict, s: dict) -> list[Sample]:
-    best = max(((t, tool_summary(se, t)) for t in se["tools"] if t != "ckstore"),
+    best = max(((t, tool_summary(se, t)) for t in se["tools"] if not t.startswith("ckstore")),
                key=lambda x: (x[1] or {}).get("ratio") or 0, default=(None, None))
     peer = best[1]["ratio"] if best[1] and best[1]["ratio"] else None
     return [Sample(name, s["ratio"], bound=peer, failure=f"{name}: {best[0]} {peer or 0:.2f}× > {s['ratio']:.2f}×")]
@@ -164,6 +165,7 @@ METRICS: dict[str, Callable[[str, Any, Any], list[Sample]]] = {
     "layout_churn": layout_churn, "new_data_gbs": new_data_gbs, "later_versions_gbs": later_versions_gbs,
     "recommit_s_per_gib": recommit_s_per_gib, "commit_total_vs_peers": against_borg_restic("commit_total"),
     "new_hot_vs_peers": against_borg_restic("new_hot"), "new_cold_vs_peers": against_borg_restic("new_cold"),
+    "old_hot_vs_peers": against_borg_restic("old_hot"),
     "hot_checkout_gbs": hot_checkout_gbs, "peak_rss": peak("rss"), "peak_anon": peak("anon"), "identical": identical,
     "help_s": help_s, "checkout_vs_copy": checkout_vs_copy, "large_rss": large_rss,
 }
@@ -202,6 +204,12 @@ TARGETS: list[Target] = [
     Target("size L: newest checkout hot ≥ 0.5 × `cp`'s speed, every series", "*", "checkout_vs_copy", "<=",
            over="every", says=("series", "slower")),
     Target("size L: peak RSS (commit and checkout) ≤ 256 MiB, every series", "*", "large_rss", "<=", over="worst"),
+    # the same checkouts after `ckstore repack` (rows only when the ckstore-repack tool ran)
+    Target("size L, after `ckstore repack`: newest checkout hot ≥ 0.5 × `cp`'s speed, every series", "*",
+           "checkout_vs_copy", "<=", over="every", says=("series", "slower"), tool="ckstore-repack"),
+    *[Target(f"after `ckstore repack`: {what} faster than borg and restic on every series", "*", f"{key}_vs_peers",
+             "<=", over="every", says=("comparisons won", "lost"), tool="ckstore-repack")
+      for what, key in (("newest checkout hot", "new_hot"), ("oldest checkout hot", "old_hot"))],
     Target("`ckstore --help` ≤ 0.2 s (median of {runs} runs, start and end)", "help", "help_s", "<="),
 ]
 
@@ -261,7 +269,7 @@ def evaluate(t: Target, all_series: dict[str, dict], help_t: dict | None) -> dic
     """The report row of one target, or None when none of its series was measured with ckstore."""
     samples: list[Sample] = []
     for name, se in select(t.scenario, all_series, help_t):
-        summary = tool_summary(se, "ckstore") if t.scenario != "help" else None
+        summary = tool_summary(se, t.tool) if t.scenario != "help" else None
         if summary or t.scenario == "help":
             samples += METRICS[t.metric](name, se, summary)
     if not samples:

@@ -65,6 +65,10 @@ class Tool:
         """(stored bytes, auxiliary cache bytes not counted as stored)."""
         raise NotImplementedError
 
+    def maintain(self, step: Step) -> bool:
+        """Upkeep run once after the last commit, before the checkouts (timed in `step`); False: none."""
+        return False
+
     def cold_paths(self) -> list[Path]:
         return [self.ctx.dir]
 

@@ -47,6 +47,20 @@ class Ckstore(Tool):
         return apparent_bytes(self.repo / ".ckstore", exclude=[cache]), apparent_bytes(cache)
 
 
+class CkstoreRepack(Ckstore):
+    """ckstore as above, with `ckstore repack` after the last commit: each branch tip full frames, older versions
+    deltas against newer ones, so the newest checkout decodes one frame per chunk."""
+
+    name = "ckstore-repack"
+    description = ("ckstore as above, then `ckstore repack` and `ckstore gc --now` once after the last commit "
+                   "(tips as full frames; gc deletes the old packs at once instead of after its grace period)")
+
+    def maintain(self, step: Step) -> bool:
+        self.sh(step, self.cmd("-C", self.repo, "repack", "--json"))
+        self.sh(step, self.cmd("-C", self.repo, "gc", "--now", "--json"))
+        return True
+
+
 def prepare_ckstore(src_root: Path, work: Path) -> str | None:
     """Copy ckstore/ into work and write a launcher equal to the console script; None or the reason it fails."""
     snap = work / "ckstore-snapshot"
