@@ -10,6 +10,7 @@ file gets its final name, and a failure leaves no file and no temporary file beh
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict, defaultdict
 from concurrent.futures import Executor
 from pathlib import Path
@@ -49,6 +50,7 @@ class Prefill:
         self.places: dict[bytes, list[tuple[int, int, int]]] = defaultdict(list)  # chunk -> (file, offset, length)
         self.done: set[bytes] = set()
         self.closed = False
+        self.lock = threading.Lock()
         try:
             for i, recipe in enumerate(manifest.files):
                 temp, fd = create_temp(recipe, self.tree)
@@ -66,10 +68,17 @@ class Prefill:
         return chunk in self.places
 
     def put(self, chunk: bytes, raw: memoryview) -> None:
-        """Write a verified chunk at every place the files have it (the fetch's thread)."""
+        """Write a verified chunk at every place the files have it (from any of the fetch's threads, each writing
+        through its own duplicate of the descriptor: another thread may close the shared one meanwhile)."""
         for i, offset, length in self.places.get(chunk, ()):
-            put_piece(self._fd(i), self.manifest.files[i], offset, length, raw)
-        self.done.add(chunk)
+            with self.lock:
+                fd = os.dup(self._fd(i))
+            try:
+                put_piece(fd, self.manifest.files[i], offset, length, raw)
+            finally:
+                os.close(fd)
+        with self.lock:
+            self.done.add(chunk)
 
     def finish(self, store: Store, pool: Executor, progress: Progress | None = None) -> None:
         """Write what did not arrive (inline bytes, chunks the store held already), check every file's length

@@ -14,6 +14,8 @@ The others wait, keyed by their base, and are verified on the verify threads as 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ RUN_GAP = 16 << 10              # ...and skips over gaps up to this size between
 RUNS_IN_FLIGHT = 3              # runs read (and their full frames decoded) ahead of the verifying thread
 RECENT_LIMIT = 32 << 20         # the most recently verified raw chunks, for the delta frames that name them
 VERIFY_WORKERS = 2              # threads decoding delta frames whose base has just been verified
-WAIT_LIMIT = 64 << 20           # delta frames held for a base not verified yet; past it they are fetched again
+WAIT_LIMIT = 32 << 20           # delta frames held in memory for a base not verified yet; past it, in a spill file
 
 
 @dataclass
@@ -89,8 +91,8 @@ class _Fetch:
         self.result, self.progress, self.url = result, progress, remote.url
         self.recent = RecentChunks(RECENT_LIMIT)
         self.waiting: dict[bytes, list[tuple[bytes, bytes, int, bytes]]] = defaultdict(list)  # base -> deltas
-        self.waiting_bytes = 0
-        self.again: list[bytes] = []  # deltas let go of (over WAIT_LIMIT): fetched again, after their bases
+        self.waiting_bytes = 0                       # of the waiting frames held in memory (not spilled)
+        self.spill = _Spill(repo.store.tmp_dir)
         self.sink = repo.store.sink(session.PACK_LIMIT, index_each_pack=True)
 
     def run(self, wanted: list[bytes]) -> None:
@@ -121,9 +123,7 @@ class _Fetch:
                     locs[c] = hit
                 requested.update(locs)
                 bases = self._round(_coalesce(locs, {c: i for i, c in enumerate(locs)}))
-                requested.difference_update(self.again)
-                todo = [b for b in bases if b not in requested] + self.again
-                self.again = []
+                todo = [b for b in bases if b not in requested]
                 if not todo:
                     break
             if self.waiting:
@@ -135,6 +135,7 @@ class _Fetch:
             self.sink.abort()
             raise
         finally:
+            self.spill.close()
             self.result.packs += self.sink.packs
 
     def _round(self, runs: list[_Run]) -> list[bytes]:
@@ -155,10 +156,12 @@ class _Fetch:
                         self.waiting[base].append((c, bytes(frame), e.raw_length, base))
                         self.waiting_bytes += e.length
                 if self.waiting_bytes > WAIT_LIMIT:
-                    # a remote whose packs are not in `chunks_in_order`'s order (written by an older push)
-                    # would otherwise have this fetch hold most of its deltas: they are read again next round
-                    self.again += [it[0] for items in self.waiting.values() for it in items]
-                    self.waiting.clear()
+                    # deltas whose bases come in a later round (a shallow clone's chains) or much later in this
+                    # one (packs an older push wrote in hash order) wait in a temporary file, unverified and
+                    # unindexed, not in memory; they are read back when their base is verified
+                    for items in self.waiting.values():
+                        items[:] = [(c, self.spill.put(f), n, b) if isinstance(f, bytes) else (c, f, n, b)
+                                    for c, f, n, b in items]
                     self.waiting_bytes = 0
                 self._verify(ready)
                 self.progress.advance(sum(f[1].length for f in frames))
@@ -183,8 +186,9 @@ class _Fetch:
                 base = codec.frame_base(frame)
             except codec.FrameError as exc:
                 raise CorruptObject("chunk", c.hex(), "?", detail=f"from {self.url}: {exc}") from None
+            # only the cache here: the sink is the verifying thread's while requests run
             cached = None if base is None else self.recent.get(base)
-            raw = self._decode(c, frame, e.raw_length, cached) if base is None or cached is not None else None
+            raw = self._verified(c, frame, e.raw_length, cached) if base is None or cached is not None else None
             out.append((c, e, frame, base, raw))
         return out
 
@@ -199,6 +203,13 @@ class _Fetch:
             raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {self.url}")
         return raw
 
+    def _verified(self, c: bytes, frame: bytes | memoryview, raw_length: int, base: memoryview | None) -> memoryview:
+        """Decode and check a frame (`base`: its base's bytes, for a delta), handing its bytes to `on_chunk`."""
+        raw = self._decode(c, frame, raw_length, base)
+        if self.on_chunk is not None:
+            self.on_chunk(c, raw)
+        return raw
+
     def _base(self, base: bytes) -> memoryview:
         cached = self.recent.get(base)
         return cached if cached is not None else self.sink.chunk(base)
@@ -207,8 +218,13 @@ class _Fetch:
         """Verify deltas whose bases are here, on the verify threads, and then those waiting on them in turn."""
         while ready:
             batch, ready = ready, []
-            raws = self.pool.map(lambda it: self._decode(it[0], it[1], it[2], self._base(it[3])), batch)
-            for (c, frame, raw_length, _), raw in zip(batch, raws):
+            def verify(it: tuple) -> tuple[bytes | memoryview, memoryview]:
+                frame = self.spill.get(it[1])
+                return frame, self._verified(it[0], frame, it[2], self._base(it[3]))
+
+            # all of the batch first: the verify threads may read the sink, which only this thread writes
+            done = list(self.pool.map(verify, batch))
+            for (c, _, raw_length, _), (frame, raw) in zip(batch, done):
                 ready += self._accept(c, frame, raw_length, raw)
 
     def _accept(self, c: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview
@@ -216,8 +232,39 @@ class _Fetch:
         """Add a verified frame to the sink; the deltas that waited for it."""
         self.result.chunks += self.sink.add(c, frame, raw_length)  # a view: writev takes it, no copy
         self.recent.put(c, raw)
-        if self.on_chunk is not None:
-            self.on_chunk(c, raw)
         waited = self.waiting.pop(c, [])
-        self.waiting_bytes -= sum(len(it[1]) for it in waited)
+        self.waiting_bytes -= sum(len(it[1]) for it in waited if isinstance(it[1], bytes))
         return waited
+
+
+class _Spill:
+    """Delta frames waiting for their base, in an unlinked temporary file (nothing in it is believed: each frame
+    is verified when read back, like any fetched frame)."""
+
+    def __init__(self, tmp_dir) -> None:
+        self.tmp_dir, self.file, self.size = tmp_dir, None, 0
+
+    def put(self, frame: bytes) -> tuple[int, int]:
+        """Store a frame; its (offset, length) in the file."""
+        if self.file is None:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self.file = tempfile.TemporaryFile(dir=self.tmp_dir, prefix="fetch-spill-")
+        where = (self.size, len(frame))
+        os.pwrite(self.file.fileno(), frame, self.size)
+        self.size += len(frame)
+        return where
+
+    def get(self, frame: bytes | memoryview | tuple[int, int]) -> bytes | memoryview:
+        """The frame itself, or read back from the file (any thread)."""
+        if not isinstance(frame, tuple):
+            return frame
+        offset, length = frame
+        data = os.pread(self.file.fileno(), length, offset)
+        if len(data) != length:
+            raise OSError(f"spill file truncated at {offset}")
+        return data
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None

@@ -52,7 +52,7 @@ from .session import (
 )
 
 PACKS_IN_FLIGHT = 2             # pushed packs being uploaded at once (each held in memory)
-RECENT_LIMIT = 64 << 20         # verified chunks kept while pushing, for the delta frames just after them
+RECENT_LIMIT = 32 << 20         # verified chunks kept while pushing, for the delta frames just after them
 
 
 def push(repo: Repository, remote_name: str | None = None, branches: list[str] | None = None, *, all: bool = False,
@@ -339,15 +339,16 @@ def _upload_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, ord
         cache_idx(repo, remote, pack_id, idx)
         result.packs += 1
 
-    def upload(pack_id: bytes, data: bytes, n: int) -> None:
+    def upload(pack_id: bytes, data: bytearray, n: int) -> None:
         remote.put_new(pack_key(pack_id), data)
         progress.advance(n)
 
     def flush(batch: list) -> None:
+        while len(in_flight) >= PACKS_IN_FLIGHT:   # before building the next: memory holds PACKS_IN_FLIGHT packs
+            finish_oldest()
         pack_id, data, entries = pack_bytes(batch)
         n = sum(len(f) for _, f, _ in batch)
-        while len(in_flight) >= PACKS_IN_FLIGHT:
-            finish_oldest()
+        batch.clear()                              # the frames are in `data` now
         in_flight.append((io.submit(upload, pack_id, data, n), pack_id, entries))
 
     batch: list = []

@@ -44,7 +44,8 @@ from ..transport import retry
 from ..transport.retry import RetryingTransport
 
 IO_WORKERS = 4                  # requests in flight
-PACK_LIMIT = 64 << 20           # packs pushed, and packs written by a fetch, are sealed at this size
+PACK_LIMIT = 32 << 20           # packs pushed, and packs written by a fetch, are sealed at this size (a push
+#                                holds three: one uploading, one built, the frames of the next)
 MAX_FRAME = 1 << 28             # push: an index entry claiming a bigger frame is not believed
 MAX_CHUNK = 64 << 20            # the largest chunk_size a remote's config may declare
 MAX_CONFIG = 1 << 20            # bytes of a remote's config, HEAD or ref file read at most

@@ -134,3 +134,13 @@ def wait_for(path: Path, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} never appeared")
         time.sleep(0.01)
+
+
+def drifting(state: dict, rng, n: int):
+    """(version, state) for `n` versions: every tensor moved a little (1e-5 noise) from one version to the next,
+    so each chunk of a later version is a delta frame against the one before."""
+    for v in range(n):
+        if v:
+            for k in state:
+                state[k] = state[k] + (rng.standard_normal(state[k].shape) * 1e-5).astype(state[k].dtype)
+        yield v, state

@@ -21,7 +21,7 @@ from ckstore.errors import AlreadyExists, CorruptObject, UsageError
 from ckstore.storage.packs import parse_idx
 
 from conftest import make_safetensors
-from remote_helpers import make_remote, same_tree
+from remote_helpers import drifting, make_remote, same_tree
 
 CHUNK = 1 << 16
 
@@ -38,10 +38,7 @@ def versions(root: Path, n: int = 3) -> list[Path]:
     state = {f"h.{i}.w": (rng.standard_normal((192, 256)) * 0.02).astype(np.float32) for i in range(4)}
     state["h.0.b"] = np.zeros(65536, np.float32)                     # one chunk, four times over
     out = []
-    for v in range(n):
-        if v:
-            for k in state:
-                state[k] = state[k] + (rng.standard_normal(state[k].shape) * 1e-5).astype(np.float32)
+    for v, state in drifting(state, rng, n):
         d = root / f"v{v}"
         make_safetensors(d / "shards" / "model-00001-of-00002.safetensors", dict(list(state.items())[:2]))
         make_safetensors(d / "shards" / "model-00002-of-00002.safetensors", dict(list(state.items())[2:]))

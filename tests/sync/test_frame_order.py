@@ -19,7 +19,7 @@ from ckstore.storage.packs import parse_idx
 from ckstore.sync import chunks as chunks_mod, push as push_mod, select
 
 from conftest import make_safetensors
-from remote_helpers import same_tree
+from remote_helpers import drifting, same_tree
 
 CHUNK = 1 << 16
 
@@ -36,13 +36,8 @@ def drifting_versions(root: Path, n: int = 3) -> list[Path]:
     state = {f"layers.{i}.weight": (rng.standard_normal((256, 256)) * 0.02).astype(np.float32) for i in range(6)}
     state.update({f"layers.{i}.bias": np.zeros(16384, np.float32) for i in range(6)})
     out = []
-    for v in range(n):
-        if v:
-            for k in state:
-                state[k] = state[k] + (rng.standard_normal(state[k].shape) * 1e-5).astype(np.float32)
-        d = root / f"v{v}"
-        make_safetensors(d / "model.safetensors", state)
-        out.append(d)
+    for v, st in drifting(state, rng, n):
+        out.append(make_safetensors(root / f"v{v}" / "model.safetensors", st).parent)
     return out
 
 
@@ -82,7 +77,7 @@ def test_push_puts_each_delta_just_after_its_base(tmp_path):
     assert len(select.manifest_chunks(m)) < len(list(m.file_chunks(m.files)))
 
 
-def test_fetch_of_a_remote_laid_out_deltas_first_reads_what_it_let_go_of_again(tmp_path, monkeypatch):
+def test_fetch_of_a_remote_laid_out_deltas_first_spills_what_waits_and_reads_it_once(tmp_path, monkeypatch):
     versions = drifting_versions(tmp_path / "ck")
     upload = push_mod._upload_packs
 
@@ -96,18 +91,26 @@ def test_fetch_of_a_remote_laid_out_deltas_first_reads_what_it_let_go_of_again(t
     assert any(where[b] > i for i, (_, b) in enumerate(frames) if b is not None)
     stored = sum(p.stat().st_size for p in Path(url, "packs").rglob("*.pack"))
 
-    with ckstore.clone(url, tmp_path / "roomy") as roomy:    # the default limit holds every waiting delta
-        assert roomy.last_transfer.bytes_received < stored + 64 * 1024
-        assert roomy.fsck(read_data=True).ok
+    for limit in (chunks_mod.WAIT_LIMIT, 4096):   # every waiting delta in memory; every one in the spill file
+        monkeypatch.setattr(chunks_mod, "WAIT_LIMIT", limit)
+        with ckstore.clone(url, tmp_path / f"c{limit}") as repo:
+            assert repo.last_transfer.bytes_received < stored + 64 * 1024     # each frame read once
+            assert repo.fsck(read_data=True).ok
+            for v, cid in zip(versions, ids):
+                repo.checkout(cid.id, tmp_path / f"out-{limit}-{v.name}")
+                assert same_tree(v, tmp_path / f"out-{limit}-{v.name}")
 
-    monkeypatch.setattr(chunks_mod, "WAIT_LIMIT", 4096)       # now every waiting delta is let go of
-    with ckstore.clone(url, tmp_path / "tight") as tight:
-        got = tight.last_transfer
-        assert got.bytes_received > stored + 64 * 1024        # the deltas came twice
-        assert tight.fsck(read_data=True).ok
-        for v, cid in zip(versions, ids):
-            tight.checkout(cid.id, tmp_path / f"out-{v.name}")
-            assert same_tree(v, tmp_path / f"out-{v.name}")
+
+def test_a_shallow_clone_reads_each_frame_of_the_chains_once(tmp_path, monkeypatch):
+    """--depth 1 of a remote whose newest chunks are deltas on deltas: the bases come round after round while
+    the deltas wait (spilled past the limit), never fetched twice."""
+    versions = drifting_versions(tmp_path / "ck", 4)
+    url, ids = pushed(tmp_path, versions)
+    stored = sum(p.stat().st_size for p in Path(url, "packs").rglob("*.pack"))
+    monkeypatch.setattr(chunks_mod, "WAIT_LIMIT", 4096)
+    with ckstore.clone(url, tmp_path / "c", depth=1, checkout=tmp_path / "out") as repo:
+        assert repo.last_transfer.bytes_received <= stored + 64 * 1024
+    assert same_tree(versions[-1], tmp_path / "out")
 
 
 def test_a_tampered_delta_is_refused_whichever_path_verifies_it(tmp_path, monkeypatch):
