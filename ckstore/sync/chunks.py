@@ -35,7 +35,8 @@ from .session import Session, load_index, missing_on, pack_key, remote_config
 
 MAX_RUN = 8 << 20               # one range GET covers at most this many bytes of frames...
 RUN_GAP = 16 << 10              # ...and skips over gaps up to this size between wanted frames
-RUNS_IN_FLIGHT = 3              # runs read (and their full frames decoded) ahead of the verifying thread
+RUNS_IN_FLIGHT = 3              # runs read (and their full frames decoded) ahead of the verifying thread, or
+#                                 the transport's `reads_in_flight` when it asks for more (S3: 8)
 RECENT_LIMIT = 32 << 20         # the most recently verified raw chunks, for the delta frames that name them
 VERIFY_WORKERS = 2              # threads decoding delta frames whose base has just been verified
 WAIT_LIMIT = 32 << 20           # delta frames held in memory for a base not verified yet; past it, in a spill file
@@ -50,8 +51,11 @@ class _Run:
     rank: int = 0               # the position of its first chunk in the order asked for
 
 
-def _coalesce(locs: dict[bytes, tuple[bytes, Entry]], rank: dict[bytes, int]) -> list[_Run]:
-    """The frames as runs of neighbouring frames within each pack, in the order of their first chunk's `rank`."""
+def _coalesce(locs: dict[bytes, tuple[bytes, Entry]], rank: dict[bytes, int], max_run: int | None = None
+              ) -> list[_Run]:
+    """The frames as runs of neighbouring frames within each pack (at most `max_run` bytes, default MAX_RUN), in
+    the order of their first chunk's `rank`."""
+    max_run = MAX_RUN if max_run is None else max_run
     by_pack: dict[bytes, list[tuple[bytes, Entry]]] = defaultdict(list)
     for c, (pack, e) in locs.items():
         by_pack[pack].append((c, e))
@@ -61,7 +65,7 @@ def _coalesce(locs: dict[bytes, tuple[bytes, Entry]], rank: dict[bytes, int]) ->
         cur: _Run | None = None
         for c, e in items:
             end = e.offset + e.length
-            if cur is not None and e.offset <= cur.end + RUN_GAP and max(end, cur.end) - cur.start <= MAX_RUN:
+            if cur is not None and e.offset <= cur.end + RUN_GAP and max(end, cur.end) - cur.start <= max_run:
                 cur.end = max(cur.end, end)
                 cur.items.append((c, e))
                 cur.rank = min(cur.rank, rank[c])
@@ -93,6 +97,7 @@ class _Fetch:
         self.waiting: dict[bytes, list[tuple[bytes, bytes, int, bytes]]] = defaultdict(list)  # base -> deltas
         self.waiting_bytes = 0                       # of the waiting frames held in memory (not spilled)
         self.spill = _Spill(repo.store.tmp_dir)
+        self.window = max(RUNS_IN_FLIGHT, min(getattr(remote.t, "reads_in_flight", 0), session.IO_WORKERS))
         self.sink = repo.store.sink(session.PACK_LIMIT, index_each_pack=True)
 
     def run(self, wanted: list[bytes]) -> None:
@@ -122,7 +127,10 @@ class _Fetch:
                         raise missing_on("chunk", c, self.url)
                     locs[c] = hit
                 requested.update(locs)
-                bases = self._round(_coalesce(locs, {c: i for i, c in enumerate(locs)}))
+                # more reads in flight (S3) in smaller runs: the same bytes held, more of the wait overlapped
+                run_size = max(min(MAX_RUN, 1 << 20), MAX_RUN * RUNS_IN_FLIGHT // self.window)
+                runs = _coalesce(locs, {c: i for i, c in enumerate(locs)}, run_size)
+                bases = self._round(runs)
                 todo = [b for b in bases if b not in requested]
                 if not todo:
                     break
@@ -143,7 +151,7 @@ class _Fetch:
         self.progress.begin("fetch", sum(r.end - r.start for r in runs))
         bases: list[bytes] = []
         try:
-            for frames in ordered_map(self.io, self._read, runs, window=RUNS_IN_FLIGHT):
+            for frames in ordered_map(self.io, self._read, runs, window=self.window):
                 ready = []
                 for c, e, frame, base, raw in frames:
                     if raw is not None:

@@ -43,7 +43,7 @@ from ..transport.base import Transport
 from ..transport import retry
 from ..transport.retry import RetryingTransport
 
-IO_WORKERS = 4                  # requests in flight
+IO_WORKERS = 8                  # requests in flight (at most: see Transport.reads_in_flight)
 PACK_LIMIT = 32 << 20           # packs pushed, and packs written by a fetch, are sealed at this size (a push
 #                                holds three: one uploading, one built, the frames of the next)
 MAX_FRAME = 1 << 28             # push: an index entry claiming a bigger frame is not believed

@@ -45,6 +45,7 @@ class RetryingTransport(Transport):
         self.timeout = TIMEOUT if timeout is None else float(timeout)
         self.timeouts = 0  # requests abandoned after `timeout` seconds
         self.url, self.persistent, self.etag_reads_content = inner.url, inner.persistent, inner.etag_reads_content
+        self.reads_in_flight = inner.reads_in_flight
         self.retries = 0
 
     def _retry(self, what: str, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -105,6 +105,8 @@ def _seconds(v: float | timedelta) -> timedelta:
 class S3Transport(Transport):
     """An S3 or S3-compatible bucket and prefix via obstore; credentials from arguments, environment or profile."""
 
+    reads_in_flight = 8
+
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
                  profile: str | None = None, access_key_id: str | None = None,
                  secret_access_key: str | None = None, session_token: str | None = None,
