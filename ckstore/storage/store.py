@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -27,6 +26,7 @@ from ..model.objects import (
 from .config import MAX_DELTA_DEPTH
 from .index import ChunkIndex, Location
 from .packs import Entry, PackFormatError, PackWriter, pack_path, parse_idx
+from .recent import RecentChunks
 from .tombstones import Tombstones
 
 MAX_OBJECT = 256 * 1024 * 1024  # decompressed size cap for one object
@@ -393,35 +393,6 @@ class Store:
     def sink(self, pack_size: int, *, index_each_pack: bool = False) -> PackSink:
         """A PackSink writing new frames into this store's packs."""
         return PackSink(self, pack_size, index_each_pack=index_each_pack)
-
-
-class RecentChunks:
-    """A small, bounded cache of verified chunks: a delta frame's base is usually the chunk read just before it
-    (diff reads old then new; a fine-tune series reads bases repeatedly), so it is decoded once, not twice."""
-
-    def __init__(self, budget: int = 16 << 20) -> None:  # counts toward the peak-memory target
-        self.budget, self.size = budget, 0
-        self.items: OrderedDict[bytes, memoryview] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, chunk: bytes) -> memoryview | None:
-        """The cached bytes of a chunk (now most recently used), or None."""
-        with self.lock:
-            raw = self.items.get(chunk)
-            if raw is not None:
-                self.items.move_to_end(chunk)
-            return raw
-
-    def put(self, chunk: bytes, raw: memoryview) -> None:
-        """Cache a chunk's verified bytes, unless over a quarter of the budget; evicts the least recently used."""
-        with self.lock:
-            if chunk in self.items or len(raw) > self.budget // 4:
-                return
-            self.items[chunk] = raw.toreadonly()  # shared between callers: nobody may write into it
-            self.size += len(raw)
-            while self.size > self.budget:
-                _, old = self.items.popitem(last=False)
-                self.size -= len(old)
 
 
 class PackSink:

@@ -29,7 +29,7 @@ from ..model.objects import hash_bytes
 from ..model.progress import Progress
 from ..results import SyncResult
 from ..storage.packs import Entry
-from ..storage.store import RecentChunks
+from ..storage.recent import RecentChunks
 from . import session
 from .session import Session, load_index, missing_on, pack_key, remote_config
 

@@ -31,7 +31,7 @@ from ..storage import remotes
 from ..storage.audit import whoami
 from ..storage.packs import ENTRY, idx_bytes, pack_bytes
 from ..storage.refs import ANY
-from ..storage.store import RecentChunks
+from ..storage.recent import RecentChunks
 from ..transport.base import Transport
 from . import governance, session
 from .remote_leases import RemoteLease
