@@ -60,3 +60,19 @@ def test_a_damaged_frame_in_the_unsealed_pack_is_named(store):
         sink.chunk(a)
     assert a.hex() in str(err.value) and "pack being written" in str(err.value)
     sink.abort()
+
+
+def test_small_views_of_large_reads_do_not_pin_them(store):
+    """A fetch hands the sink views of frames inside the ranges it read: the batch counts the whole buffer a view
+    keeps alive, so small frames cannot hold many 8 MiB reads at once."""
+    from ckstore.storage.packs import BATCH
+    sink = store.sink(64 << 20, index_each_pack=True)
+    for i in range(64):
+        read = bytes([i]) * (8 << 20)                  # one range GET's bytes
+        frame = codec.encode(memoryview(read)[:4096], 1)
+        buf = frame + read[len(frame):]                  # the frame at the start of its read
+        sink.add(hash_bytes(read[:4096]), memoryview(buf)[:len(frame)], 4096)
+        held = {id(v.obj) for v in sink.current._batch if isinstance(v, memoryview)}
+        assert len(held) * (8 << 20) <= BATCH + (8 << 20)   # at most the buffers of one batch's worth
+    sink.seal()
+    assert store.has_chunk(hash_bytes(bytes([63]) * 4096))
