@@ -2,14 +2,17 @@
 
 The frames are read in runs (one range GET over neighbouring frames of one pack), and the runs are taken in the
 order of the chunks asked for, not pack by pack. A fetch asks for the chunks of its commits oldest first and
-position by position (see `fetch._wanted`), so a run of one version's frames is followed by the run of the next
+position by position (`select.chunks_in_order`, the order push packs them in), so a run of one version's frames
+is followed by the run of the next
 version's frames of the same tensors: a delta frame's base was verified moments before, and is still in the
 bounded cache of verified chunks. Pack order would instead verify a whole version's deltas after their bases had
 left memory (decoding each base again from the new packs) or hold the deltas until then (1.2 GB of RSS on a
 1.9 GB clone).
 
 Full frames are decoded where they were read (the request threads); so is a delta whose base is in the cache.
-The others wait, keyed by their base, and are verified on the verify threads as soon as the base is.
+The others wait, keyed by their base, and are verified on the verify threads as soon as the base is; past
+WAIT_LIMIT they wait in a spill file instead of memory (a shallow clone's bases come in later rounds). S3 keeps
+more reads in flight, in smaller runs, than a directory (`Transport.reads_in_flight`).
 """
 
 from __future__ import annotations
