@@ -25,11 +25,11 @@ from .restore import (
     DestTree,
     Progress,
     TempFile,
-    file_mismatch,
-    placed_pieces,
     create_temp,
     discard,
+    file_mismatch,
     open_dest,
+    placed_pieces,
     publish,
     put_piece,
 )
@@ -41,10 +41,10 @@ READ_BACK = 8 << 20      # bytes per read when hashing a written file
 class Prefill:
     """The files of `manifest` being written into `dest` while their chunks arrive."""
 
-    def __init__(self, manifest: Manifest, dest: Path, *, force: bool = False) -> None:
+    def __init__(self, manifest: Manifest, dest: Path) -> None:
         check_paths([f.path for f in manifest.files])
-        self.manifest, self.dest = manifest, dest
-        self.tree = DestTree(open_dest(dest, force), dest)
+        self.manifest = manifest
+        self.tree = DestTree(open_dest(dest, force=False), dest)
         self.temps: list[TempFile] = []
         self.fds: OrderedDict[int, int] = OrderedDict()      # file index -> open descriptor
         self.places: dict[bytes, list[tuple[int, int, int]]] = defaultdict(list)  # chunk -> (file, offset, length)
@@ -62,10 +62,6 @@ class Prefill:
         except BaseException:
             self.abort()
             raise
-
-    def wants(self, chunk: bytes) -> bool:
-        """Does a file being written hold `chunk`?"""
-        return chunk in self.places
 
     def put(self, chunk: bytes, raw: memoryview) -> None:
         """Write a verified chunk at every place the files have it (from any of the fetch's threads, each writing

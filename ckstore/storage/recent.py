@@ -15,6 +15,9 @@ class RecentChunks:
         self.items: OrderedDict[bytes, memoryview] = OrderedDict()
         self.lock = threading.Lock()
 
+    def __contains__(self, chunk: bytes) -> bool:
+        return chunk in self.items
+
     def get(self, chunk: bytes) -> memoryview | None:
         """The cached bytes of a chunk (now most recently used), or None."""
         with self.lock:

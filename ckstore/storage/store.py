@@ -432,8 +432,8 @@ class PackSink:
             raw = codec.decode(frame, raw_length, self.chunk)
         except codec.FrameError as exc:
             raise CorruptObject("chunk", chunk.hex(), "?", detail=f"in the pack being written: {exc}") from None
-        if hash_bytes(raw) != chunk:
-            raise CorruptObject("chunk", chunk.hex(), hash_bytes(raw).hex(), detail="in the pack being written")
+        if (got := hash_bytes(raw)) != chunk:
+            raise CorruptObject("chunk", chunk.hex(), got.hex(), detail="in the pack being written")
         return raw
 
     def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, *, again: bool = False) -> bool:

@@ -3,9 +3,8 @@
 The frames are read in runs (one range GET over neighbouring frames of one pack), and the runs are taken in the
 order of the chunks asked for, not pack by pack. A fetch asks for the chunks of its commits oldest first and
 position by position (`select.chunks_in_order`, the order push packs them in), so a run of one version's frames
-is followed by the run of the next
-version's frames of the same tensors: a delta frame's base was verified moments before, and is still in the
-bounded cache of verified chunks. Pack order would instead verify a whole version's deltas after their bases had
+is followed by the run of the next version's frames of the same tensors: a delta frame's base was verified
+moments before, and is still in the bounded cache of verified chunks. Pack order would instead verify a whole version's deltas after their bases had
 left memory (decoding each base again from the new packs) or hold the deltas until then (1.2 GB of RSS on a
 1.9 GB clone).
 
@@ -101,6 +100,8 @@ class _Fetch:
         self.waiting_bytes = 0                       # of the waiting frames held in memory (not spilled)
         self.spill = _Spill(repo.store.tmp_dir)
         self.window = max(RUNS_IN_FLIGHT, min(getattr(remote.t, "reads_in_flight", 0), session.IO_WORKERS))
+        # more reads in flight (S3) in smaller runs: the same bytes held, more of the wait overlapped
+        self.run_size = max(min(MAX_RUN, 1 << 20), MAX_RUN * RUNS_IN_FLIGHT // self.window)
         self.sink = repo.store.sink(session.PACK_LIMIT, index_each_pack=True)
 
     def run(self, wanted: list[bytes]) -> None:
@@ -130,10 +131,7 @@ class _Fetch:
                         raise missing_on("chunk", c, self.url)
                     locs[c] = hit
                 requested.update(locs)
-                # more reads in flight (S3) in smaller runs: the same bytes held, more of the wait overlapped
-                run_size = max(min(MAX_RUN, 1 << 20), MAX_RUN * RUNS_IN_FLIGHT // self.window)
-                runs = _coalesce(locs, {c: i for i, c in enumerate(locs)}, run_size)
-                bases = self._round(runs)
+                bases = self._round(_coalesce(locs, {c: i for i, c in enumerate(locs)}, self.run_size))
                 todo = [b for b in bases if b not in requested]
                 if not todo:
                     break
@@ -159,7 +157,7 @@ class _Fetch:
                 for c, e, frame, base, raw in frames:
                     if raw is not None:
                         ready += self._accept(c, frame, e.raw_length, raw)
-                    elif self.sink.has(base) or base in self.recent.items:
+                    elif self.sink.has(base) or base in self.recent:
                         ready.append((c, frame, e.raw_length, base))
                     else:
                         if not self.waiting[base]:
@@ -203,20 +201,15 @@ class _Fetch:
             out.append((c, e, frame, base, raw))
         return out
 
-    def _decode(self, c: bytes, frame: bytes | memoryview, raw_length: int, base: memoryview | None) -> memoryview:
-        """The frame's bytes, checked against the chunk's id (any thread)."""
+    def _verified(self, c: bytes, frame: bytes | memoryview, raw_length: int, base: memoryview | None) -> memoryview:
+        """The frame's bytes (`base`: its base's bytes, for a delta), checked against the chunk's id and handed to
+        `on_chunk` (any thread)."""
         try:
             raw = codec.decode(frame, raw_length, None if base is None else (lambda _: base))
         except codec.FrameError as exc:
             raise CorruptObject("chunk", c.hex(), "?", detail=f"from {self.url}: {exc}") from None
-        got = hash_bytes(raw)
-        if got != c:
+        if (got := hash_bytes(raw)) != c:
             raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {self.url}")
-        return raw
-
-    def _verified(self, c: bytes, frame: bytes | memoryview, raw_length: int, base: memoryview | None) -> memoryview:
-        """Decode and check a frame (`base`: its base's bytes, for a delta), handing its bytes to `on_chunk`."""
-        raw = self._decode(c, frame, raw_length, base)
         if self.on_chunk is not None:
             self.on_chunk(c, raw)
         return raw
@@ -229,14 +222,16 @@ class _Fetch:
         """Verify deltas whose bases are here, on the verify threads, and then those waiting on them in turn."""
         while ready:
             batch, ready = ready, []
-            def verify(it: tuple) -> tuple[bytes | memoryview, memoryview]:
-                frame = self.spill.get(it[1])
-                return frame, self._verified(it[0], frame, it[2], self._base(it[3]))
-
             # all of the batch first: the verify threads may read the sink, which only this thread writes
-            done = list(self.pool.map(verify, batch))
+            done = list(self.pool.map(self._verify_waited, batch))
             for (c, _, raw_length, _), (frame, raw) in zip(batch, done):
                 ready += self._accept(c, frame, raw_length, raw)
+
+    def _verify_waited(self, item: tuple) -> tuple[bytes | memoryview, memoryview]:
+        """(frame, its verified bytes) of a delta that waited for its base: its frame perhaps in the spill file."""
+        c, frame, raw_length, base = item
+        frame = self.spill.get(frame)
+        return frame, self._verified(c, frame, raw_length, self._base(base))
 
     def _accept(self, c: bytes, frame: bytes | memoryview, raw_length: int, raw: memoryview
                 ) -> list[tuple[bytes, bytes, int, bytes]]:

@@ -201,8 +201,6 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
     ridx = load_index(repo, remote, io, result.warnings) if needed else {}
     missing = [c for c in needed if c not in ridx]
     locs = store.index.get_many(missing)
-    depth: dict[bytes, int] = {}
-    bases: dict[bytes, bytes | None] = {}
 
     def base_of(c: bytes) -> bytes | None:
         loc = locs.get(c) or store.index.get(c)
@@ -211,32 +209,21 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
             exc.hint = "neither this repository nor the remote has it (a partial clone?); fetch it first"
             raise exc
         locs[c] = loc
-        bases[c] = store.frame_base(loc)
-        return bases[c]
+        return store.frame_base(loc)
 
-    for c in missing:                   # depth = deltas to decode down to a frame the remote can resolve
+    # in `chunks_in_order`'s order, each delta just after its base: a chunk's chain is walked down to a frame the
+    # remote can resolve (a full frame, or one whose base it has) and what it lacks goes out bases first, so a
+    # fetch reading the packs in order verifies every delta while its base is still in memory
+    ordered: list[bytes] = []
+    placed: set[bytes] = set()
+    for c in missing:
         chain, x = [], c
-        while x not in depth:
+        while x is not None and x not in placed and x not in ridx:
             if len(chain) > 64:
                 raise CorruptObject("chunk", c.hex(), "?", detail="delta chain too deep or circular")
             chain.append(x)
-            base = base_of(x)
-            if base is None or base in ridx:
-                depth[chain.pop()] = 0
-                break
-            x = base
-        d = depth[x]
-        for y in reversed(chain):
-            d += 1
-            depth[y] = d
-    # in `chunks_in_order`'s order, each delta just after its base (a base the remote lacks goes first), so a
-    # fetch reading the packs in order verifies every delta while its base is still in memory
-    ordered: list[bytes] = []
-    for c in missing:
-        chain = []
-        while c is not None and depth.pop(c, None) is not None:   # `depth` holds what is not placed yet
-            chain.append(c)
-            c = bases[c]
+            x = base_of(x)
+        placed.update(chain)
         ordered += reversed(chain)
     result.chunks = len(ordered)
     progress.begin("push", sum(locs[c].length for c in ordered))
