@@ -29,7 +29,10 @@ ALLOWED: dict[str, set[str]] = {
     "integrations": {"api", "errors", "results", "model", "formats"},  # training frameworks, on top of the API
     "views": {"api", "errors", "results", "model", "fs"},  # what pictures show; pictures written whole (fs)
     "ui": {"views", "api", "errors", "results", "model"},  # the local web view's server
-    "cli": {"errors", "model", "results", "api", "allocator", "formats", "views", "ui", ""},
+    # the served remote: keys through DirectoryTransport, history read for ff_only (engine's rules, storage's
+    # object decoding), tokens and state written through fs
+    "serve": {"transport", "engine", "storage", "model", "errors", "fs"},
+    "cli": {"errors", "model", "results", "api", "allocator", "formats", "views", "ui", "serve", ""},
     "": {"api", "errors", "results", "integrations"},  # ckstore/__init__.py (Checkpointer, snapshot)
     "__main__": {"cli"},  # python -m ckstore
 }

@@ -1,10 +1,14 @@
 """The transport contract (ckstore.transport.base), written once and run against every transport: memory,
-directory, S3 (a real moto server on loopback, and SeaweedFS's `weed mini` in the integration tier) and the
-RetryingTransport over a transport that fails every other call."""
+directory, S3 (a real moto server on loopback, and SeaweedFS's `weed mini` in the integration tier), a remote
+served by `ckstore serve` (a real uvicorn server on loopback, an admin token) and the RetryingTransport over a
+transport that fails every other call."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 
@@ -17,8 +21,25 @@ from faults import Faulty
 from s3servers import BUCKET, WEED_KEY, WEED_SECRET, s3_env
 
 # ------------------------------------------------------------------------------------------- transports
-KINDS = ["memory", "directory", "retrying-faulty", "s3-moto",
+KINDS = ["memory", "directory", "retrying-faulty", "s3-moto", "served",
          pytest.param("s3-seaweedfs", marks=pytest.mark.integration)]
+_served: dict = {}
+
+
+def served_remote_url() -> tuple[str, str]:
+    """(base URL, admin secret) of one `ckstore serve` on loopback, started on first use, stopped at exit."""
+    if not _served:
+        from ckstore.serve.app import ServeConfig
+        from ckstore.serve.server import BackgroundServer
+        from ckstore.serve.tokens import TokenStore, state_dir
+
+        root = tempfile.mkdtemp(prefix="ckstore-served-")
+        _, secret = TokenStore(state_dir(root)).add("contract-admin", ["admin"])
+        server = BackgroundServer.start(ServeConfig(root))
+        atexit.register(shutil.rmtree, root, True)
+        atexit.register(server.stop)
+        _served.update(url=f"http://127.0.0.1:{server.port}", secret=secret)
+    return _served["url"], _served["secret"]
 
 
 @pytest.fixture(params=KINDS)
@@ -39,6 +60,13 @@ def transport(request, tmp_path, monkeypatch):
         return
     if kind == "directory":
         t = open_transport(tmp_path / "remote", create=True)
+        yield t
+        t.close()
+        return
+    if kind == "served":
+        base, secret = served_remote_url()
+        from ckstore.transport.http import HttpTransport
+        t = HttpTransport(f"{base}/c-{uuid.uuid4().hex[:12]}", token=secret)
         yield t
         t.close()
         return
