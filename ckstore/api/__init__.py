@@ -343,10 +343,10 @@ class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro):
 
     # -- remotes --------------------------------------------------------------------------------------------------
 
-    def remote_add(self, name: str, url: str, *, endpoint_url: str | None = None,
-                   region: str | None = None) -> RemoteSpec:
-        """Remember a remote under `name`."""
-        return remotes.add(self.dir, name, url, endpoint_url=endpoint_url, region=region)
+    def remote_add(self, name: str, url: str, **settings: Any) -> RemoteSpec:
+        """Remember a remote under `name` with its transport settings: endpoint_url, region, profile, sse and
+        sse_kms_key_id (S3); token_file (a served remote); allow_http and ca_bundle (both)."""
+        return remotes.add(self.dir, name, url, **settings)
 
     def remote_remove(self, name: str) -> RemoteSpec:
         """Forget a remote and its remote-tracking refs (and take it out of its groups); a group's name forgets
@@ -453,8 +453,8 @@ def default_clone_dir(url: str) -> str:
 
 def clone(url: str, dest: str | os.PathLike | None = None, **options: Any) -> Repo:
     """Clone a remote into a new repository at `dest` (default: named after the URL); options: filter,
-    metadata_only, depth (only the newest N commits' data of each branch; older on demand), endpoint_url, region,
-    name, progress, checkout (a new or empty directory: the checked-out branch's files are written there while the
+    metadata_only, depth (only the newest N commits' data of each branch; older on demand), name, progress, the
+    remote's transport settings as for `Repo.remote_add`, checkout (a new or empty directory: the checked-out branch's files are written there while the
     data arrives, verified as `checkout` does). `repo.last_transfer` says what moved."""
     from ..sync.pull import clone as clone_remote
     engine, result = clone_remote(url, dest, **options)

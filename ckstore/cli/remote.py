@@ -13,16 +13,41 @@ remote_app = typer.Typer(no_args_is_help=True, help="Manage the remotes this rep
 app.add_typer(remote_app, name="remote")
 
 
+EndpointOpt = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint (MinIO, SeaweedFS, R2).")
+RegionOpt = typer.Option(None, "--region", help="S3 region.")
+ProfileOpt = typer.Option(None, "--profile", help="AWS profile for S3 (default: AWS_PROFILE): static keys, "
+                                                  "credential_process, SSO or assume-role (the last three need boto3).")
+AllowHttpOpt = typer.Option(False, "--allow-http", help="Allow plain http:// to a host other than loopback "
+                                                        "(credentials and data travel unencrypted).")
+CaBundleOpt = typer.Option(None, "--ca-bundle", metavar="PEM", help="Trust these CA certificates too (https).")
+SseOpt = typer.Option(None, "--sse", metavar="AES256|aws:kms|aws:kms:dsse",
+                      help="S3 server-side encryption of every object written.")
+SseKeyOpt = typer.Option(None, "--sse-kms-key-id", metavar="KEY", help="The KMS key for --sse aws:kms.")
+TokenFileOpt = typer.Option(None, "--token-file", metavar="FILE",
+                            help="A served remote's bearer token, read from this file (else CKSTORE_TOKEN).")
+
+
+def _settings(endpoint_url: str | None, region: str | None, profile: str | None, allow_http: bool,
+              ca_bundle: Path | None, sse: str | None, sse_kms_key_id: str | None,
+              token_file: Path | None) -> dict[str, Any]:
+    return {"endpoint_url": endpoint_url, "region": region, "profile": profile, "allow_http": allow_http,
+            "ca_bundle": str(given_path(ca_bundle)) if ca_bundle else None, "sse": sse,
+            "sse_kms_key_id": sse_kms_key_id, "token_file": str(given_path(token_file)) if token_file else None}
+
+
 @remote_app.command("add")
 def remote_add(name: str = typer.Argument(..., help="Short name, e.g. origin."),
-               url: str = typer.Argument(..., help="A directory, file:///path, s3://bucket/prefix or memory://name."),
-               endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
-                                                          help="S3-compatible endpoint (MinIO, SeaweedFS, R2)."),
-               region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
+               url: str = typer.Argument(..., help="A directory, file:///path, s3://bucket/prefix, "
+                                                   "https://host:port/name (served) or memory://name."),
+               endpoint_url: Optional[str] = EndpointOpt, region: Optional[str] = RegionOpt,
+               profile: Optional[str] = ProfileOpt, allow_http: bool = AllowHttpOpt,
+               ca_bundle: Optional[Path] = CaBundleOpt, sse: Optional[str] = SseOpt,
+               sse_kms_key_id: Optional[str] = SseKeyOpt, token_file: Optional[Path] = TokenFileOpt,
                as_json: bool = JsonOpt) -> None:
-    """Remember a remote under a name."""
+    """Remember a remote under a name, with how to reach it."""
     with open_repo() as repo:
-        spec = repo.remote_add(name, url, endpoint_url=endpoint_url, region=region)
+        spec = repo.remote_add(name, url, **_settings(endpoint_url, region, profile, allow_http, ca_bundle, sse,
+                                                      sse_kms_key_id, token_file))
     return emit(spec) if as_json else info(f"added remote {spec.name}: {spec.url}")
 
 
@@ -134,15 +159,18 @@ def pull(remote: Optional[str] = typer.Argument(None, help="Remote name (default
 
 
 @app.command()
-def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://bucket/prefix or memory://name."),
+def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://bucket/prefix, https://host:port/name "
+                                              "(served) or memory://name."),
           directory: Optional[Path] = typer.Argument(None, help="Where to create it (default: named after URL)."),
           filters: list[str] = typer.Option([], "--filter", metavar="tensors=GLOB",
                                             help="Partial clone: only these tensors' data; the rest on demand."),
           metadata_only: bool = typer.Option(False, "--metadata-only", help="History and manifests, no data."),
           depth: Optional[int] = typer.Option(None, "--depth", metavar="N",
                                               help="Only the newest N commits' data of each branch; older on demand."),
-          endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint."),
-          region: Optional[str] = typer.Option(None, "--region", help="S3 region."),
+          endpoint_url: Optional[str] = EndpointOpt, region: Optional[str] = RegionOpt,
+          profile: Optional[str] = ProfileOpt, allow_http: bool = AllowHttpOpt,
+          ca_bundle: Optional[Path] = CaBundleOpt, sse: Optional[str] = SseOpt,
+          sse_kms_key_id: Optional[str] = SseKeyOpt, token_file: Optional[Path] = TokenFileOpt,
           checkout: Optional[Path] = typer.Option(None, "--checkout", metavar="<path>",
                                                   help="Also write the checked-out branch's files there (a new "
                                                        "or empty directory) while the data arrives."),
@@ -151,7 +179,8 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
     from ..api import clone as clone_repo
     from ..api import default_clone_dir
     with clone_repo(url, given_path(directory or Path(default_clone_dir(url))), filter=filters or None,
-                    metadata_only=metadata_only, depth=depth, endpoint_url=endpoint_url, region=region,
+                    metadata_only=metadata_only, depth=depth,
+                    **_settings(endpoint_url, region, profile, allow_http, ca_bundle, sse, sse_kms_key_id, token_file),
                     checkout=given_path(checkout) if checkout is not None else None,
                     progress=progress()) as repo:
         result, where = repo.last_transfer, str(repo.root)

@@ -1,7 +1,14 @@
 """The remotes a repository knows: `.ckstore/remotes.json`.
 
     {"origin": {"url": "s3://bucket/models", "endpoint_url": null, "region": null,
-                "partial": null | {"tensors": ["glob", ...], "depth": N}}}
+                "partial": null | {"tensors": ["glob", ...], "depth": N},
+                "profile": null, "allow_http": false, "ca_bundle": null, "sse": null, "sse_kms_key_id": null,
+                "token_file": null}}
+
+The transport settings (`SETTINGS`) are checked against the URL's kind when a remote is added: S3's (endpoint,
+region, profile, server-side encryption) only for s3://, a token file only for a served remote (https://,
+ckstore://); `allow_http` and `ca_bundle` for both. Plain `http://` is refused unless `allow_http` is set, except
+to a loopback host (the transports check it again, whatever opened them).
 
 `partial` is set by a partial clone: only the chunks of tensors matching one of the globs were fetched (an empty
 list: metadata only; no "tensors": every tensor), of the newest `depth` commits of each branch (default 1: the
@@ -14,7 +21,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ from ..errors import AlreadyExists, UsageError
 from ..fs.fileio import write_atomic
 from ..fs.locks import file_lock
 from ..model.refnames import check_ref_name
+from ..model.urls import check_plain_http
 
 FILENAME = "remotes.json"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -36,6 +44,12 @@ class RemoteSpec:
     endpoint_url: str | None = None
     region: str | None = None
     partial: dict | None = None
+    profile: str | None = None
+    allow_http: bool = False
+    ca_bundle: str | None = None
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
+    token_file: str | None = None
 
     def to_dict(self) -> dict:
         """All fields as a dict."""
@@ -53,9 +67,64 @@ class RemoteSpec:
             parts.append(f"depth {self.partial['depth']}")
         return "; ".join(parts)
 
+    def settings(self) -> dict[str, Any]:
+        """Its transport settings (`SETTINGS`), those set only."""
+        return {k: getattr(self, k) for k in SETTINGS if getattr(self, k)}
+
     def transport_options(self) -> dict[str, Any]:
-        """The endpoint_url and region keyword arguments for opening its transport, those set only."""
-        return {k: v for k, v in (("endpoint_url", self.endpoint_url), ("region", self.region)) if v}
+        """The keyword arguments for opening its transport: the settings set, `allow_http` always for S3 and
+        served remotes (so an `http://` endpoint is refused unless this remote allows it)."""
+        opts = self.settings()
+        if url_kind(self.url) in ("s3", "http"):
+            opts["allow_http"] = self.allow_http
+        return opts
+
+
+SETTINGS = ("endpoint_url", "region", "profile", "allow_http", "ca_bundle", "sse", "sse_kms_key_id", "token_file")
+_S3_ONLY = {"endpoint_url", "region", "profile", "sse", "sse_kms_key_id"}
+_SSE = ("AES256", "aws:kms", "aws:kms:dsse")
+
+
+def url_kind(url: str) -> str:
+    """"s3", "http" (a served remote: http://, https://, ckstore://), "memory" or "directory"."""
+    scheme = url.split("://", 1)[0].lower() if _SCHEME.match(url) else ""
+    return {"s3": "s3", "s3a": "s3", "http": "http", "https": "http", "ckstore": "http",
+            "memory": "memory"}.get(scheme, "directory")
+
+
+def check_settings(url: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The transport settings for a remote at `url`, normalised (paths made absolute, empty values dropped);
+    UsageError for an unknown setting, one this kind of remote has no use for, or a bad value."""
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise UsageError(f"unknown remote setting(s): {', '.join(sorted(unknown))}",
+                         hint=f"known: {', '.join(SETTINGS)}")
+    out = {k: v for k, v in settings.items() if v not in (None, "", False)}
+    kind = url_kind(url)
+    for k in out:
+        if (k in _S3_ONLY and kind != "s3") or (k == "token_file" and kind != "http") \
+                or (k in ("allow_http", "ca_bundle") and kind not in ("s3", "http")):
+            flag = "--" + k.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to {url!r}",
+                             hint="S3 settings go with s3:// remotes, a token file with served (https://) ones")
+    if "allow_http" in out and out["allow_http"] is not True:
+        raise UsageError(f"allow_http is true or false, not {out['allow_http']!r}")
+    for k in ("ca_bundle", "token_file"):
+        if k in out:
+            path = os.path.abspath(os.path.expanduser(str(out[k])))
+            if not os.path.isfile(path):
+                raise UsageError(f"--{k.replace('_', '-')} {out[k]}: no such file")
+            out[k] = path
+    if "endpoint_url" in out:
+        check_plain_http(out["endpoint_url"], bool(out.get("allow_http")), "the S3 endpoint")
+    if kind == "http":
+        check_plain_http(url, bool(out.get("allow_http")), "the served remote")
+    if "sse" in out and out["sse"] not in _SSE:
+        raise UsageError(f"--sse {out['sse']!r}: not a server-side encryption S3 knows",
+                         hint=f"one of {', '.join(_SSE)}")
+    if "sse_kms_key_id" in out and not str(out.get("sse", "")).startswith("aws:kms"):
+        raise UsageError("--sse-kms-key-id needs --sse aws:kms (or aws:kms:dsse)")
+    return out
 
 
 def check_remote_name(name: str) -> str:
@@ -114,13 +183,20 @@ def load(repo_dir: Path) -> dict[str, RemoteSpec]:
     for name, d in raw.items():
         if not isinstance(d, dict) or not isinstance(d.get("url"), str):
             raise UsageError(f"{path}: remote {name!r} has no url")
-        out[name] = RemoteSpec(check_remote_name(name), d["url"], d.get("endpoint_url"), d.get("region"),
-                               check_partial(d.get("partial")))
+        settings = {k: d[k] for k in SETTINGS if d.get(k) is not None}
+        if not isinstance(settings.get("allow_http", False), bool) \
+                or not all(isinstance(v, str) for k, v in settings.items() if k != "allow_http"):
+            raise UsageError(f"{path}: remote {name!r} has a setting of the wrong type", hint="fix or re-add it")
+        out[name] = RemoteSpec(check_remote_name(name), d["url"], partial=check_partial(d.get("partial")),
+                               **settings)
     return out
 
 
 def _save(repo_dir: Path, remotes: dict[str, RemoteSpec]) -> None:
-    body = {n: {k: v for k, v in r.to_dict().items() if k != "name"} for n, r in sorted(remotes.items())}
+    # the settings added after the first format are written only when set: older files stay as they were
+    later = set(SETTINGS) - {"endpoint_url", "region"}
+    body = {n: {k: v for k, v in r.to_dict().items() if k != "name" and (v or k not in later)}
+            for n, r in sorted(remotes.items())}
     (repo_dir / "tmp").mkdir(parents=True, exist_ok=True)
     write_atomic(_path(repo_dir), (json.dumps(body, indent=2) + "\n").encode(), repo_dir / "tmp")
 
@@ -129,11 +205,17 @@ def _lock(repo_dir: Path):
     return file_lock(repo_dir / "locks" / "remotes.json.lock")
 
 
-def add(repo_dir: Path, name: str, url: str, *, endpoint_url: str | None = None, region: str | None = None,
-        partial: dict | None = None) -> RemoteSpec:
-    """Record a new remote (a plain path is made absolute) and return it; AlreadyExists if the name is taken."""
-    spec = RemoteSpec(check_remote_name(name), normalize_url(url), endpoint_url or None, region or None,
-                      check_partial(partial))
+def make_spec(name: str, url: str, *, partial: dict | None = None, **settings: Any) -> RemoteSpec:
+    """A checked RemoteSpec: the name, the URL normalised, the partial setting and the transport settings
+    (`check_settings`)."""
+    url = normalize_url(url)
+    return RemoteSpec(check_remote_name(name), url, partial=check_partial(partial), **check_settings(url, settings))
+
+
+def add(repo_dir: Path, name: str, url: str, *, partial: dict | None = None, **settings: Any) -> RemoteSpec:
+    """Record a new remote (a plain path is made absolute) with its transport settings (`SETTINGS`) and return
+    it; AlreadyExists if the name is taken."""
+    spec = make_spec(name, url, partial=partial, **settings)
     with _lock(repo_dir):
         remotes = load(repo_dir)
         if name in groups(repo_dir):
@@ -151,7 +233,7 @@ def set_partial(repo_dir: Path, name: str, partial: dict | None) -> None:
     with _lock(repo_dir):
         remotes = load(repo_dir)
         r = get_from(remotes, name)
-        remotes[name] = RemoteSpec(r.name, r.url, r.endpoint_url, r.region, check_partial(partial))
+        remotes[name] = replace(r, partial=check_partial(partial))
         _save(repo_dir, remotes)
 
 

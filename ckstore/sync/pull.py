@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..engine import history
 from ..engine.prefill import Prefill
@@ -75,21 +76,22 @@ def default_clone_dir(url: str) -> str:
 
 
 def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list[str] | None = None,
-          metadata_only: bool = False, depth: int | None = None, endpoint_url: str | None = None, region: str | None = None,
-          name: str = "origin", progress: Progress | None = None, checkout: str | os.PathLike | None = None,
-          transport: Transport | None = None) -> tuple[Repository, SyncResult]:
+          metadata_only: bool = False, depth: int | None = None, name: str = "origin",
+          progress: Progress | None = None, checkout: str | os.PathLike | None = None,
+          transport: Transport | None = None, **settings: Any) -> tuple[Repository, SyncResult]:
     """A new repository at `dest` holding the remote's history, and what moved (`filter`, `metadata_only`, `depth`:
     a partial clone, see `parse_filter`; the rest of the data comes on demand). A failed clone leaves nothing.
     A killed one leaves `.ckstore/CLONING` (every other command then refuses, naming this one): the same clone
     again finishes it, keeping the packs already sealed; a clone of another URL or filter into it is refused.
     `checkout`: also write the files of the branch the clone checks out there (an empty or new directory),
-    verified as `checkout` does, while the data arrives: the newest version is decoded once, not twice."""
+    verified as `checkout` does, while the data arrives: the newest version is decoded once, not twice.
+    `settings`: the remote's transport settings (`remotes.SETTINGS`: endpoint_url, region, profile, allow_http,
+    ca_bundle, sse, sse_kms_key_id, token_file), recorded with it."""
     partial = parse_filter(filter, metadata_only, depth)
     if checkout is not None and partial is not None and "tensors" in partial:
         raise UsageError("--checkout needs the whole of the newest commit: not with --filter or --metadata-only",
                          hint="clone, then `ckstore checkout BRANCH -o DIR` (it fetches what is missing)")
-    spec = RemoteSpec(remotes.check_remote_name(name), remotes.normalize_url(url), endpoint_url or None,
-                      region or None, partial)
+    spec = remotes.make_spec(name, url, partial=partial, **settings)
     remote = Session(transport or open_spec(spec, create=False), spec.name)
     prefills: list[Prefill] = []
     out = made = None
@@ -120,8 +122,7 @@ def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list
             repo = Repository.create(target, chunk_size=chunk, required=required or None, incomplete_ok=True)
         try:
             if spec.name not in remotes.load(repo.dir):
-                remotes.add(repo.dir, name, spec.url, endpoint_url=spec.endpoint_url, region=spec.region,
-                            partial=partial)
+                remotes.add(repo.dir, name, spec.url, partial=partial, **spec.settings())
             def begin_checkout(manifest: Manifest) -> Prefill:
                 prefills.append(Prefill(manifest, out))
                 return prefills[-1]

@@ -4,8 +4,12 @@
     open_transport("file:///mnt/share/models")     DirectoryTransport
     open_transport("s3://bucket/prefix", endpoint_url="http://127.0.0.1:9000")   S3Transport
     open_transport("memory://name")                the process-global MemoryTransport called "name"
+    open_transport("https://host:8470/team")       HttpTransport: a remote served by `ckstore serve`
+                                                   (also ckstore://host:8470/team; http:// only to loopback
+                                                   or with allow_http=True)
 
-`S3Transport` is imported on first use, so importing this package does not load obstore.
+`S3Transport` and `HttpTransport` are imported on first use, so importing this package loads neither obstore
+nor the HTTP client.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from .directory import DirectoryTransport
 from .memory import MemoryTransport, forget_memory_transport, named_memory_transport
 
 __all__ = ["Transport", "KeyStat", "check_key", "open_transport", "DirectoryTransport", "MemoryTransport",
-           "S3Transport", "named_memory_transport", "forget_memory_transport"]
+           "S3Transport", "HttpTransport", "named_memory_transport", "forget_memory_transport"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
@@ -31,7 +35,8 @@ def open_transport(url: str | os.PathLike, **options: Any) -> Transport:
 
     `options` go to the transport's constructor: for directories `create`, `lock_timeout`, `fsync`; for S3
     `endpoint_url`, `region`, `profile`, `access_key_id`, `secret_access_key`, `session_token`, `allow_http`,
-    `max_retries`, `retry_timeout`, `connect_timeout`, `timeout`, `s3_config`.
+    `ca_bundle`, `sse`, `sse_kms_key_id`, `max_retries`, `retry_timeout`, `connect_timeout`, `timeout`,
+    `s3_config`; for served remotes `token`, `token_file`, `allow_http`, `ca_bundle`, `timeout`, `max_retries`.
     """
     if not isinstance(url, str):
         return DirectoryTransport(url, **options)
@@ -55,16 +60,23 @@ def open_transport(url: str | os.PathLike, **options: Any) -> Transport:
     if scheme in ("s3", "s3a"):
         from .s3 import S3Transport
         return S3Transport(url, **options)
+    if scheme in ("http", "https", "ckstore"):
+        from .http import HttpTransport
+        return HttpTransport(url, **options)
     if scheme == "memory":
         if options:
             raise UsageError(f"memory:// transports take no options (got {', '.join(sorted(options))})")
         return named_memory_transport(url[len(m.group(0)):].strip("/"))
     raise UsageError(f"unsupported remote URL scheme {scheme!r} in {url!r}",
-                     hint="use a directory path, file:///path, s3://bucket/prefix or memory://name")
+                     hint="use a directory path, file:///path, s3://bucket/prefix, https://host:port/name "
+                          "(a served remote) or memory://name")
 
 
 def __getattr__(name: str) -> Any:
     if name == "S3Transport":
         from .s3 import S3Transport
         return S3Transport
+    if name == "HttpTransport":
+        from .http import HttpTransport
+        return HttpTransport
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

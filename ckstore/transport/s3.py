@@ -4,13 +4,19 @@
 
 * explicit arguments (`endpoint_url`, `region`, `profile`, `access_key_id`, `secret_access_key`, `session_token`);
 * the environment: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL_S3`,
-  `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_DEFAULT_REGION`;
+  `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_DEFAULT_REGION`, `AWS_CA_BUNDLE`;
 * the profile `AWS_PROFILE` (or `default`) in `~/.aws/credentials` and `~/.aws/config`
-  (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`): keys, `region`, `endpoint_url`;
-* obstore's own discovery (web identity, container and instance credentials).
+  (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`): static keys, `region`, `endpoint_url`, `ca_bundle`;
+* when the profile has no static keys (or no profile is set) and boto3 is installed: boto3's credential chain for
+  that profile — `credential_process`, SSO, assume-role (`role_arn` + `source_profile`), web identity, container
+  and instance metadata — refreshed as it expires (`BotoCredentials`). Resolved once when the remote is opened, so
+  a profile that gives nothing fails at once with an error naming the profile and the step that failed;
+* without boto3: obstore's own discovery (web identity, container and instance credentials).
 
-An `http://` endpoint is allowed (local test servers). Conditional writes are S3's own: `If-None-Match: *`
-for `if_absent`, `If-Match: <etag>` for `if_match`. Transient failures (connection errors, 5xx, timeouts of
+Plain `http://` endpoints are refused unless `allow_http` (`--allow-http`) or the host is loopback; https
+certificates are verified against the system roots plus `ca_bundle` (a PEM file). `sse` (`AES256`, `aws:kms`,
+`aws:kms:dsse`) and `sse_kms_key_id` ask S3 to encrypt every object written. Conditional writes are S3's own:
+`If-None-Match: *` for `if_absent`, `If-Match: <etag>` for `if_match`. Transient failures (connection errors, 5xx, timeouts of
 idempotent requests) are retried by obstore with exponential backoff, bounded by `max_retries` and
 `retry_timeout`; what is still failing then is RemoteUnavailable.
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
@@ -37,12 +43,13 @@ from ..errors import (
     RemoteUnavailable,
     UsageError,
 )
-from .base import Data, KeyStat, Transport, check_key, check_prefix, check_range
+from .base import Data, KeyStat, Transport, check_key, check_plain_http, check_prefix, check_range
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
 _CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
 _STATUS = re.compile(r"status code: (\d{3})")
+_CERT = re.compile(r"InvalidCertificate\(\s*([A-Za-z]{1,60})")
 _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                  "InvalidToken", "TokenRefreshRequired", "AllAccessDisabled", "AccountProblem"}
 _TRANSIENT_CODES = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
@@ -76,26 +83,106 @@ def _read_ini(path: str) -> configparser.RawConfigParser:
     return cp
 
 
+def profile_name(profile: str | None, env: dict[str, str] | os._Environ = os.environ) -> str:
+    """The AWS profile in use: `profile`, else AWS_PROFILE, else AWS_DEFAULT_PROFILE, else "default"."""
+    return profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
+
+
 def profile_settings(profile: str | None, env: dict[str, str] | os._Environ = os.environ) -> dict[str, str]:
     """Settings of an AWS profile from the shared files: access_key_id, secret_access_key, session_token,
-    region, endpoint_url (only those present). `profile` None means AWS_PROFILE, else "default"."""
-    name = profile or env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
+    region, endpoint_url, ca_bundle (only those present), and "exists" ("1") when either file has the profile.
+    `profile` None means AWS_PROFILE, else "default"; a named profile found in neither file is a UsageError."""
+    name = profile_name(profile, env)
     creds = _read_ini(env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"))
     conf = _read_ini(env.get("AWS_CONFIG_FILE", "~/.aws/config"))
     found: dict[str, str] = {}
     sections = [(conf, name if name == "default" else f"profile {name}"), (conf, name), (creds, name)]
     for cp, section in sections:          # later sections win: credentials over config
         if cp.has_section(section):
+            found["exists"] = "1"
             for opt, key in (("aws_access_key_id", "access_key_id"), ("aws_secret_access_key", "secret_access_key"),
                              ("aws_session_token", "session_token"), ("region", "region"),
-                             ("endpoint_url", "endpoint_url")):
+                             ("endpoint_url", "endpoint_url"), ("ca_bundle", "ca_bundle")):
                 v = cp.get(section, opt, fallback="").strip()
                 if v:
                     found[key] = v
     if name != "default" and not found:
-        raise UsageError(f"AWS profile {name!r} not found in ~/.aws/credentials or ~/.aws/config",
-                         hint="fix AWS_PROFILE (or the profile option), or add the profile")
+        raise UsageError(f"AWS profile {name!r} not found in {env.get('AWS_SHARED_CREDENTIALS_FILE', '~/.aws/credentials')}"
+                         f" or {env.get('AWS_CONFIG_FILE', '~/.aws/config')}",
+                         hint="fix AWS_PROFILE (or --profile), or add the profile")
     return found
+
+
+# botocore's names for the steps of its credential chain, in words for error messages
+_STEPS = {"env": "the environment variables", "assume-role": "assume-role (role_arn)",
+          "assume-role-with-web-identity": "web identity", "sso": "SSO", "shared-credentials-file":
+          "the shared credentials file", "custom-process": "credential_process", "config-file": "the config file",
+          "container-role": "container credentials", "iam-role": "instance metadata"}
+
+
+class BotoCredentials:
+    """An obstore credential provider over boto3's chain for one profile: resolved once when made (so a profile
+    that yields nothing fails when the remote is opened, naming the step), then asked again each `ttl` (boto3
+    refreshes temporary credentials itself as they near expiry)."""
+
+    def __init__(self, url: str, profile: str | None, region: str | None = None,
+                 ttl: timedelta = timedelta(minutes=5)) -> None:
+        import boto3
+        import botocore.exceptions as bx
+        self.ttl = ttl
+        self.profile = profile_name(profile)
+        where = f"S3 remote {url}: AWS profile {self.profile!r}"
+        try:
+            session = boto3.Session(profile_name=profile or None, region_name=region)  # STS needs a region
+            self.credentials = session.get_credentials()
+            frozen = self.credentials.get_frozen_credentials() if self.credentials is not None else None
+        except bx.ProfileNotFound as exc:
+            raise UsageError(f"{where} not found: {exc}", hint="fix AWS_PROFILE (or --profile)") from None
+        except (bx.SSOTokenLoadError, bx.UnauthorizedSSOTokenError, bx.TokenRetrievalError) as exc:
+            raise RemoteAccessDenied(f"{where}: the SSO step failed: {exc}", url=url,
+                                     hint=f"run `aws sso login --profile {self.profile}`") from None
+        except bx.CredentialRetrievalError as exc:
+            provider = getattr(exc, "kwargs", {}).get("provider", "")
+            step = _STEPS.get(provider, provider or "a credential provider")
+            reason = str(getattr(exc, "kwargs", {}).get("error_msg", exc)).strip()
+            raise RemoteAccessDenied(f"{where}: {step} failed: {reason}", url=url) from None
+        except (bx.BotoCoreError, bx.ClientError) as exc:
+            raise RemoteAccessDenied(f"{where}: resolving credentials failed ({type(exc).__name__}): "
+                                     f"{str(exc).strip()}",
+                                     url=url) from None
+        if frozen is None or not frozen.access_key:
+            raise RemoteAccessDenied(
+                f"{where}: no credentials found. Tried: the environment (AWS_ACCESS_KEY_ID), static keys, "
+                "credential_process, SSO and assume-role in the shared files, web identity, container and "
+                "instance metadata", url=url,
+                hint="set AWS_PROFILE or --profile to a profile with credentials, or AWS_ACCESS_KEY_ID and "
+                     "AWS_SECRET_ACCESS_KEY")
+        self.method = getattr(self.credentials, "method", "")
+
+    def __call__(self) -> dict[str, Any]:
+        """The current credentials in obstore's shape, valid for `ttl`."""
+        frozen = self.credentials.get_frozen_credentials()
+        return {"access_key_id": frozen.access_key, "secret_access_key": frozen.secret_key,
+                "token": frozen.token, "expires_at": datetime.now(timezone.utc) + self.ttl}
+
+
+def _boto3_installed() -> bool:
+    try:
+        import boto3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _read_ca_bundle(path: str) -> str:
+    try:
+        with open(os.path.expanduser(path), encoding="ascii") as f:
+            pem = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the CA bundle {path}: {exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise UsageError(f"the CA bundle {path} holds no PEM certificate")
+    return pem
 
 
 def _seconds(v: float | timedelta) -> timedelta:
@@ -110,7 +197,8 @@ class S3Transport(Transport):
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
                  profile: str | None = None, access_key_id: str | None = None,
                  secret_access_key: str | None = None, session_token: str | None = None,
-                 allow_http: bool | None = None, max_retries: int = 5, retry_timeout: float = 60.0,
+                 allow_http: bool = False, ca_bundle: str | None = None, sse: str | None = None,
+                 sse_kms_key_id: str | None = None, max_retries: int = 5, retry_timeout: float = 60.0,
                  connect_timeout: float = 5.0, timeout: float = 600.0,
                  s3_config: dict[str, Any] | None = None) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
@@ -118,37 +206,57 @@ class S3Transport(Transport):
         env = os.environ
         prof = profile_settings(profile, env)
         config: dict[str, Any] = dict(s3_config or {})
+        provider: BotoCredentials | None = None
 
         # credentials: explicit > environment (unless a profile was named) > profile; else obstore discovers
+        self.region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or prof.get("region") \
+            or "us-east-1"
+        #: where the credentials come from, for messages: arguments, environment, profile ... or obstore
+        self.credential_source = "environment"
         if access_key_id or secret_access_key:
             if not (access_key_id and secret_access_key):
                 raise UsageError("give both access_key_id and secret_access_key, or neither")
             config.update(access_key_id=access_key_id, secret_access_key=secret_access_key)
             if session_token:
                 config["token"] = session_token
+            self.credential_source = "arguments"
         elif (profile or not env.get("AWS_ACCESS_KEY_ID")) and "access_key_id" in prof:
             config.update(access_key_id=prof["access_key_id"], secret_access_key=prof.get("secret_access_key", ""))
             if "session_token" in prof:
                 config["token"] = prof["session_token"]
+            self.credential_source = f"profile {profile_name(profile, env)} (static keys)"
+        elif (profile or not env.get("AWS_ACCESS_KEY_ID")) and _boto3_installed():
+            provider = BotoCredentials(f"s3://{self.bucket}", profile, self.region)
+            self.credential_source = f"profile {provider.profile} via {provider.method or 'boto3'}"
+        elif profile and "exists" in prof:
+            raise UsageError(f"AWS profile {profile_name(profile, env)!r} has no static keys, and its "
+                             "credential_process, SSO or assume-role needs boto3", hint="pip install boto3")
+        elif not env.get("AWS_ACCESS_KEY_ID"):
+            self.credential_source = "obstore's discovery"
 
         self.endpoint = (endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
                          or env.get("AWS_ENDPOINT") or prof.get("endpoint_url"))
         if self.endpoint:
             self.endpoint = self.endpoint.rstrip("/")
             config["endpoint"] = self.endpoint
-        self.region = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or prof.get("region") \
-            or "us-east-1"
         config["region"] = self.region
-        if allow_http is None:
-            allow_http = bool(self.endpoint and self.endpoint.startswith("http://"))
-        client = {"allow_http": bool(allow_http), "connect_timeout": _seconds(connect_timeout),
-                  "timeout": _seconds(timeout)}
+        if self.endpoint:
+            check_plain_http(self.endpoint, allow_http, "the S3 endpoint")
+        if sse:
+            config["server_side_encryption"] = sse
+            if sse_kms_key_id:
+                config["sse_kms_key_id"] = sse_kms_key_id
+        client: dict[str, Any] = {"allow_http": bool(self.endpoint and self.endpoint.startswith("http://")),
+                                  "connect_timeout": _seconds(connect_timeout), "timeout": _seconds(timeout)}
+        bundle = ca_bundle or env.get("AWS_CA_BUNDLE") or prof.get("ca_bundle")
+        if bundle:
+            client["root_certificate"] = _read_ca_bundle(bundle)
         retry = {"max_retries": int(max_retries), "retry_timeout": _seconds(retry_timeout),
                  "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5),
                              "base": 2}}
         try:
             self._store = S3Store(self.bucket, prefix=self.prefix or None, config=config, client_options=client,
-                                  retry_config=retry)
+                                  retry_config=retry, credential_provider=provider)
         except (obx.BaseError, ValueError, TypeError) as exc:
             raise UsageError(f"cannot configure S3 remote {self.url}: {_summary(exc)}") from exc
 
@@ -166,6 +274,10 @@ class S3Transport(Transport):
         summary = _summary(exc)
         kw = dict(url=self.url, key=key)
         at = f" at {self.endpoint}" if self.endpoint else ""
+        cert = _CERT.search(text)
+        if cert:
+            return RemoteError(f"{where}: the server's TLS certificate is not trusted{at} ({cert.group(1)})", **kw,
+                               hint="give --ca-bundle PEM with the CA that signed it (or set AWS_CA_BUNDLE)")
         if "NoSuchBucket" in codes:
             return RemoteBucketMissing(f"{where}: bucket {self.bucket!r} does not exist{at}", **kw)
         if isinstance(exc, (obx.AlreadyExistsError, obx.PreconditionError)):

@@ -14,7 +14,6 @@ given --token), every request needs the token printed at start (a `?token=` quer
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import mimetypes
 import secrets
@@ -29,21 +28,12 @@ from importlib import resources
 from typing import Any, Callable
 
 from ..errors import CkstoreError, UsageError
+from ..model.urls import is_loopback
 from .routes import Routes
 
 STATIC = "static"
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'")
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and localhost."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def asset(name: str) -> bytes | None:

@@ -37,6 +37,8 @@ def test_open_transport_urls(tmp_path, monkeypatch):
     forget_memory_transport("shared-test")
     assert open_transport("memory://shared-test").stat("k") is None
     forget_memory_transport("shared-test")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")       # opening resolves credentials: give some
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     s3 = open_transport("s3://my-bucket/some/prefix/", endpoint_url="http://127.0.0.1:9", region="eu-west-1")
     assert type(s3).__name__ == "S3Transport"
     assert (s3.bucket, s3.prefix, s3.url, s3.region) == ("my-bucket", "some/prefix", "s3://my-bucket/some/prefix",
