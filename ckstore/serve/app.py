@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -49,6 +50,7 @@ DRAIN_PAST_LIMIT = 64 * MIB      # an over-limit body is read and dropped up to 
 PAGE = 5000                      # keys per list page (at most MAX_PAGE when asked)
 MAX_PAGE = 10000
 CAS_ATTEMPTS = 5
+MAX_HEADERS = 16 * 1024          # bytes of request headers, all told (h11 bounds only a head still arriving)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _RANGE = re.compile(r"^bytes=(\d{1,19})-(\d{0,19})$")
 
@@ -104,7 +106,8 @@ class ServeConfig:
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    headers = extra.pop("headers", None)
+    # the message again in a header: a HEAD's answer has no body to carry it
+    headers = {**extra.pop("headers", {}), "x-ckstore-error": message[:500].encode("ascii", "replace").decode()}
     return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
 
 
@@ -358,6 +361,19 @@ class Server:
             return _response_for(exc)
 
 
+class HeaderLimit:
+    """ASGI middleware: a request whose headers exceed MAX_HEADERS bytes is answered 431 before any handler runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADERS:
+            await _error(431, "headers_too_large", f"request headers over {MAX_HEADERS} bytes")(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def make_app(config: ServeConfig) -> Starlette:
     """The ASGI application serving `config.root`."""
     s = Server(config)
@@ -371,6 +387,7 @@ def make_app(config: ServeConfig) -> Starlette:
     async def not_allowed(request: Request, exc: Exception) -> Response:
         return _error(405, "method_not_allowed", f"{request.method[:20]} is not allowed here")
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed})
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed},
+                    middleware=[Middleware(HeaderLimit)])
     app.state.server = s
     return app

@@ -174,6 +174,7 @@ class HttpTransport(Transport):
             message = str(info.get("message", ""))[:1000] if isinstance(info, dict) else ""
         except (ValueError, UnicodeDecodeError):
             message = data[:300].decode("utf-8", "replace")
+        message = message or headers.get("x-ckstore-error", "")[:1000]
         where = f"{self.url}: " + (message or f"HTTP {status}")
         if status in (401, 403):
             hint = ("give a valid token (token, token_file, or CKSTORE_TOKEN)" if status == 401
