@@ -171,7 +171,7 @@ class CorruptObject(IntegrityError):
     def __init__(self, what: str, expected: str, got: str, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
         super().__init__(f"corrupt {what} {expected}: content hashes to {got}{extra}")
-        self.what, self.expected, self.got = what, expected, got
+        self.what, self.expected, self.got, self.detail = what, expected, got, detail
 
 
 class MissingObject(IntegrityError):

@@ -41,10 +41,12 @@ from ..results import (
     TagInfo,
 )
 from ..storage import remotes
+from ..storage.keys import Passphrase
 from ..storage.config import Config
 from ..storage.remotes import RemoteSpec
 from ..model.retention import Policy
 from .governance import Governance
+from .keys import KeyInfo, Keys  # noqa: F401  (KeyInfo: what key_list returns)
 from .lifecycle import Lifecycle
 from .queries import Queries, similar  # noqa: F401  (similar: did-you-mean lists for callers)
 from .remote_lifecycle import RemoteLifecycle
@@ -53,7 +55,7 @@ from .repro import Repro
 __all__ = ["Policy", "Repo", "clone", "default_clone_dir", "metric_value", "read_meta_file"]
 
 
-class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro):
+class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro, Keys):
     """A ckstore repository. Use as a context manager, or call `close()`. The lifecycle verbs (forget, gc, du)
     are in `api.lifecycle`, their remote side (gc_remote, forget_remote, archive, groups) in
     `api.remote_lifecycle`."""
@@ -67,15 +69,18 @@ class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro):
 
     @classmethod
     def init(cls, path: str | os.PathLike = ".", *, chunk_size: int | None = None,
-             required: dict[str, str] | None = None) -> Repo:
+             required: dict[str, str] | None = None, encrypt: Passphrase = None) -> Repo:
         """Create an empty repository at `path`; `required` names metadata every commit must carry
-        (``{"metrics.val_loss": "number"}``)."""
-        return cls(Repository.create(path, chunk_size=chunk_size, required=required))
+        (``{"metrics.val_loss": "number"}``). `encrypt`: an encrypted repository under this passphrase (or a
+        function asking for one; CKSTORE_PASSWORD* win over it)."""
+        return cls(Repository.create(path, chunk_size=chunk_size, required=required, encrypt=encrypt))
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None) -> Repo:
-        """Open the repository at or above `path` (default: CKSTORE_DIR, else the working directory)."""
-        engine = Repository(find_root(path))
+    def open(cls, path: str | os.PathLike | None = None, *, passphrase: Passphrase = None) -> Repo:
+        """Open the repository at or above `path` (default: CKSTORE_DIR, else the working directory). An
+        encrypted one needs its passphrase: `passphrase`, else CKSTORE_PASSWORD, CKSTORE_PASSWORD_FILE or
+        CKSTORE_PASSWORD_COMMAND (a function given is asked only when none of those is set)."""
+        engine = Repository(find_root(path), passphrase=passphrase)
         spec = remotes.partial_remote(engine.dir)
         if spec is not None or engine.archived.records():  # only these read through the sync layer
             from ..sync.on_demand import Tiered

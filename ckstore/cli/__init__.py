@@ -8,6 +8,7 @@ from . import plot  # noqa: F401  (plot metric, plot diff, plot lineage)
 from . import lifecycle_remote  # noqa: F401  (archive, restore-archive)
 from . import ui  # noqa: F401  (the web view)
 from . import serve  # noqa: F401  (the served remote: serve, serve token, serve audit)
+from . import keys  # noqa: F401  (key list, add, remove, passwd)
 from .app import app, main
 
 __all__ = ["app", "main"]

@@ -52,10 +52,21 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(directory: Optional[Path] = typer.Option(None, "-C", help="Run as if started in DIR.", metavar="DIR"),
           quiet: bool = QuietOpt,
+          password_file: Optional[Path] = typer.Option(None, "--password-file", metavar="FILE",
+                                                       help="An encrypted repository's passphrase: the first line "
+                                                            "of FILE (or set CKSTORE_PASSWORD_FILE)."),
+          password_command: Optional[str] = typer.Option(None, "--password-command", metavar="CMD",
+                                                         help="An encrypted repository's passphrase: the first "
+                                                              "line CMD prints (or CKSTORE_PASSWORD_COMMAND)."),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     # The root runs before the command's options parse (their callbacks set json and quiet).
     _state.update(dir=directory, json=False, quiet=quiet, nan_warned=False)
+    # the passphrase options are the environment variables' (library and CLI read one place); they win over it
+    for var, value in (("CKSTORE_PASSWORD_FILE", password_file), ("CKSTORE_PASSWORD_COMMAND", password_command)):
+        if value is not None:
+            os.environ.pop("CKSTORE_PASSWORD", None)
+            os.environ[var] = str(value)
 
 
 def open_repo() -> Repo:
@@ -66,7 +77,23 @@ def open_repo() -> Repo:
         # Without this check, a mistyped -C DIR silently walks up to whatever repository encloses it.
         from ..errors import UsageError
         raise UsageError(f"-C {directory}: no such directory")
-    return Repo.open(directory)
+    return Repo.open(directory, passphrase=ask_passphrase("the repository"))
+
+
+def ask_passphrase(what: str, *, twice: bool = False) -> Any:
+    """A function asking the terminal for a passphrase (`twice`: a new one, typed again), or None when standard
+    input is not a terminal (scripts give CKSTORE_PASSWORD* or --password-file/--password-command)."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask() -> str:
+        import getpass
+        first = getpass.getpass(f"passphrase for {what}: ")
+        if twice and getpass.getpass("again: ") != first:
+            from ..errors import UsageError
+            raise UsageError("the passphrases did not match")
+        return first
+    return ask
 
 
 def given_path(p: Path) -> Path:

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from .app import JsonLinesOpt, JsonOpt, QuietOpt, app, base_dir, emit, fail, given_path, info, open_repo, progress, warn
+from .app import (JsonLinesOpt, JsonOpt, QuietOpt, app, ask_passphrase, base_dir, emit, fail, given_path, info,
+                  open_repo, progress, warn)
 
 if TYPE_CHECKING:
     from ..results import CommitInfo
@@ -21,11 +22,20 @@ def init(directory: Path = typer.Argument(Path("."), help="Where to create the r
          require: list[str] = typer.Option([], "--require", metavar="KEY:TYPE",
                                            help="Metadata every commit must carry, e.g. metrics.val_loss:number."),
          chunk_size: Optional[int] = typer.Option(None, help="Chunk size in bytes (default 1 MiB)."),
+         encrypt: bool = typer.Option(False, "--encrypt",
+                                      help="Encrypt everything stored (asks for a passphrase, or reads "
+                                           "CKSTORE_PASSWORD / --password-file / --password-command)."),
          quiet: bool = QuietOpt, as_json: bool = JsonOpt) -> None:
     """Create an empty repository."""
     from ..api import Repo
+    from ..errors import UsageError
     from ..model.metadata import parse_requirements
-    with Repo.init(base_dir() / directory, chunk_size=chunk_size, required=parse_requirements(require)) as repo:
+    def no_terminal() -> str:    # asked only when the environment gives no passphrase either
+        raise UsageError("--encrypt needs a passphrase", hint="set CKSTORE_PASSWORD (or give --password-file / "
+                         "--password-command), or run it on a terminal")
+    secret = (ask_passphrase("the new repository", twice=True) or no_terminal) if encrypt else None
+    with Repo.init(base_dir() / directory, chunk_size=chunk_size, required=parse_requirements(require),
+                   encrypt=secret) as repo:
         where = repo.dir
     if as_json:
         return emit({"path": str(where)})

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .app import JsonOpt, QuietOpt, app, emit, given_path, info, open_repo, progress, warn
+from .app import JsonOpt, QuietOpt, app, ask_passphrase, emit, given_path, info, open_repo, progress, warn
 
 remote_app = typer.Typer(no_args_is_help=True, help="Manage the remotes this repository pushes to and fetches from.")
 app.add_typer(remote_app, name="remote")
@@ -92,7 +92,10 @@ def remote_list(as_json: bool = JsonOpt) -> None:
         return emit({"remotes": [s.to_dict() for s in specs], "groups": groups, "min_replicas": least})
     for s in specs:
         partial = "" if s.partial is None else f"  [partial: {s.describe_partial()}]"
-        typer.echo(f"{s.name}\t{s.url}" + (f"  (endpoint {s.endpoint_url})" if s.endpoint_url else "") + partial)
+        shown = {k: v for k, v in s.settings().items() if k != "endpoint_url"}
+        extra = ", ".join(k.replace("_", "-") if v is True else f"{k.replace('_', '-')} {v}" for k, v in shown.items())
+        typer.echo(f"{s.name}\t{s.url}" + (f"  (endpoint {s.endpoint_url})" if s.endpoint_url else "")
+                   + (f"  [{extra}]" if extra else "") + partial)
     for name, members in sorted(groups.items()):
         typer.echo(f"{name}\tgroup: {' '.join(members)}")
     if least:
@@ -182,6 +185,7 @@ def clone(url: str = typer.Argument(..., help="A directory, file:///path, s3://b
                     metadata_only=metadata_only, depth=depth,
                     **_settings(endpoint_url, region, profile, allow_http, ca_bundle, sse, sse_kms_key_id, token_file),
                     checkout=given_path(checkout) if checkout is not None else None,
+                    passphrase=ask_passphrase(f"the remote {url}"),
                     progress=progress()) as repo:
         result, where = repo.last_transfer, str(repo.root)
         branch = repo.head_branch() if result.checked_out else None

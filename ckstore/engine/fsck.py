@@ -6,9 +6,9 @@ up once more before it is reported."""
 
 from __future__ import annotations
 
-from ..errors import CkstoreError, DamagedRef, UnsupportedFormat
+from ..errors import CkstoreError, CorruptObject, DamagedRef, UnsupportedFormat
 from ..model import codec
-from ..model.objects import AliasMove, Commit, Manifest, Note, Tag, hash_bytes, object_id
+from ..model.objects import AliasMove, Commit, Manifest, Note, Tag, hash_bytes
 from ..model.progress import Progress
 from ..results import FsckReport, Problem
 from ..storage import remotes
@@ -157,7 +157,10 @@ def _idx(repo: Repository, pack_id: bytes, report: FsckReport) -> list[Entry] | 
 
 def frame_ok(repo: Repository, data: bytes | memoryview, e: Entry) -> tuple[bool, str]:
     """(whether the frame `e` places in a pack's `data` decodes to its chunk id, why not)."""
-    frame = data[e.offset:e.offset + e.length]
+    try:
+        frame = repo.store.open_frame(e.chunk, data[e.offset:e.offset + e.length])
+    except CorruptObject as exc:
+        return False, exc.detail or "does not open"
     try:
         base = codec.frame_base(frame)
         raw = codec.decode(frame, e.raw_length, (lambda b: repo.store.get_chunk(b)) if base else None)
@@ -165,7 +168,7 @@ def frame_ok(repo: Repository, data: bytes | memoryview, e: Entry) -> tuple[bool
         return False, f"undecodable: {exc}"
     except CkstoreError as exc:
         return False, f"its delta base cannot be read ({exc})"
-    return (True, "") if hash_bytes(raw) == e.chunk else (False, "content does not hash to its id")
+    return (True, "") if repo.store.scheme.chunk_id(raw) == e.chunk else (False, "content does not hash to its id")
 
 
 def _damaged(packs: _Packs, entries: list[Entry], report: FsckReport, problem: Problem) -> None:
@@ -328,11 +331,14 @@ def _check_caches(repo: Repository, packs: _Packs, report: FsckReport) -> None:
     if wrong or unindexed:
         report.problems.append(Problem("cache", "chunks", f"{wrong} chunk locations disagree with the packs' .idx "
                                        f"files, {unindexed} indexed chunks are missing"))
-    bad_commits = [k for k, v in index.items("commits") if object_id(v) != k]
+    scheme = repo.store.scheme
+    bad_commits = [k for k, v in index.items("commits")
+                   if (opened := scheme.open_cache(k, v)) is None or scheme.object_id(opened) != k]
     if bad_commits:
         report.problems.append(Problem("cache", "commits", f"{len(bad_commits)} cached commits do not hash to "
                                        f"their ids (first {bad_commits[0].hex()[:12]})"))
-    bad_stats = [k for k, v in index.items("stat") if len(v) < 32 or hash_bytes(v[32:]) != v[:32]]
+    bad_stats = [k for k, v in index.items("stat") if (o := scheme.open_cache(k, v)) is None or len(o) < 32
+                 or hash_bytes(o[32:]) != o[:32]]
     if bad_stats:
         report.problems.append(Problem("cache", "stat", f"{len(bad_stats)} stat-cache entries do not match "
                                        "their hashes"))

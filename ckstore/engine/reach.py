@@ -161,7 +161,7 @@ def _mark_bases(repo: Repository, chunks: Iterable[bytes], reach: Reach) -> None
         cur = chunk
         while loc is not None and depth <= MAX_DELTA_DEPTH:
             try:
-                base = repo.store.frame_base(loc)
+                base = repo.store.frame_base(loc, cur)
             except (codec.FrameError, OSError, CkstoreError):
                 break  # fsck's to report; the frame itself is kept
             if base is None or cur in reach.base_of:

@@ -29,7 +29,6 @@ from typing import Callable, Iterable
 
 from ..errors import CkstoreError, CorruptObject, UsageError
 from ..model import codec
-from ..model.objects import hash_bytes
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, REMOTES, TAGS
 from ..results import GcResult
@@ -276,7 +275,7 @@ def _head(repo: Repository, st: Survey, pack: bytes, e: Entry) -> bytes | None:
     key = (pack, e.offset)
     if key not in st.heads:
         try:
-            st.heads[key] = repo.store.frame_base(Location(pack, e.offset, e.length, e.raw_length))
+            st.heads[key] = repo.store.frame_base(Location(pack, e.offset, e.length, e.raw_length), e.chunk)
         except (codec.FrameError, OSError, CkstoreError):
             st.heads[key] = None  # fsck's to report; a header that does not parse names no base
     return st.heads[key]
@@ -330,10 +329,10 @@ def _verify(repo: Repository, reach: Reach, st: Survey, chunks: list[bytes], ver
         try:
             if base is FAILED:
                 raise CorruptObject("chunk", c.hex(), "?", detail="its delta base did not verify")
-            frame = repo.store.read_frame(loc)
+            frame = repo.store.open_frame(c, repo.store.read_frame(loc))
             expected = reach.base_of.get(c)
             raw = codec.decode(frame, loc.raw_length, lambda b: _raw(repo, b, expected, base))
-            if hash_bytes(raw) != c:
+            if repo.store.scheme.chunk_id(raw) != c:
                 raise CorruptObject("chunk", c.hex(), "?")
         except (CkstoreError, codec.FrameError, OSError):
             bad.add(loc.pack)
@@ -365,10 +364,10 @@ def _write(repo: Repository, reach: Reach, st: Survey, plan: Plan, sink, progres
         loc, b = st.loc[c], plan.want[c]
         frame = _new_frame(repo, reach, st, plan, c, base, level)
         raw = codec.decode(frame, loc.raw_length, lambda x: _raw(repo, x, b, base))
-        if hash_bytes(raw) != c:
-            raise CorruptObject("chunk", c.hex(), hash_bytes(raw).hex(), detail="a repacked frame does not decode "
+        if (got := repo.store.scheme.chunk_id(raw)) != c:
+            raise CorruptObject("chunk", c.hex(), got.hex(), detail="a repacked frame does not decode "
                                 "to its chunk; nothing was changed")
-        sink.add(c, frame, loc.raw_length, again=True)
+        sink.add(c, repo.store.scheme.seal_frame(c, frame), loc.raw_length, again=True)
         progress.advance(loc.length)
         return raw
     try:
@@ -379,17 +378,18 @@ def _write(repo: Repository, reach: Reach, st: Survey, plan: Plan, sink, progres
 
 def _new_frame(repo: Repository, reach: Reach, st: Survey, plan: Plan, c: bytes, base: object,
                level: int) -> bytes:
-    """The copied, flipped or re-encoded frame of `c`."""
+    """The copied, flipped or re-encoded frame of `c` (as the codec reads it: sealed when written)."""
     loc, b = st.loc[c], plan.want[c]
+    store = repo.store
     if c not in plan.changed:
-        return bytes(repo.store.read_frame(loc))
+        return bytes(store.open_frame(c, store.read_frame(loc)))
     if b is not None and reach.base_of.get(b) == c and b in st.loc:
-        newer = repo.store.read_frame(st.loc[b])  # the XOR of b against c: the same payload serves c against b
+        newer = store.open_frame(b, store.read_frame(st.loc[b]))  # b XOR c: the same payload serves c against b
         kind, _, width, _, length = codec.HEADER.unpack_from(newer)
         if kind == codec.GROUPED and length == loc.raw_length:
             return codec.HEADER.pack(codec.GROUPED, codec.FLAG_XOR, width, 0, length) + b + bytes(
                 newer[codec.HEADER.size + 32:])
-    width = codec.HEADER.unpack_from(repo.store.read_frame(loc))[2]
+    width = codec.HEADER.unpack_from(store.open_frame(c, store.read_frame(loc)))[2]
     raw = repo.store.get_chunk(c, keep=False)
     if b is None:
         return codec.encode(raw, width, level)

@@ -16,7 +16,9 @@ from ..model.metadata import check_schema_spec
 from ..model.objects import AliasMove, Commit, FileRecipe, Manifest, Tag, TensorEntry, is_hex
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import ALIASES, HEADS, NOTES, TAGS, candidates, short
+from ..model.crypto import PLAIN, Keyring, Scheme, Sealed
 from ..storage.config import Config
+from ..storage.keys import KeyStore, Passphrase, new_key_file, resolve
 from ..storage.records import archived_set, dropped_set
 from ..storage.leases import Leases
 from ..storage.refs import RefStore
@@ -26,6 +28,11 @@ from ..storage.store import Store
 from .restore import select
 
 DIRNAME = ".ckstore"
+def encryption_table(keyring: Keyring) -> dict:
+    """The config's `encryption` table of a repository under `keyring`."""
+    return {"cipher": "aes-256-gcm", "ids": "blake3-keyed", "key_id": keyring.key_id}
+
+
 LAYOUT = ("refs/heads", "refs/tags", "objects", "packs", "logs", "locks", "tmp", "cache")
 # made when first needed: dropped/ (records of commits retention dropped), tombstones/ (gc's first phase)
 _MEMO_MAX = 1_000_000
@@ -84,16 +91,30 @@ def check_complete(ckdir: Path) -> None:
 class Repository:
     """An open repository. Everything above the storage layer (history rules, sync, the API) works through it."""
 
-    def __init__(self, root: Path, chunk_source: ChunkSource | None = None, *, incomplete_ok: bool = False) -> None:
+    def __init__(self, root: Path, chunk_source: ChunkSource | None = None, *, incomplete_ok: bool = False,
+                 passphrase: Passphrase | Keyring = None) -> None:
         self.root = root
         self.dir = root / DIRNAME
         if not incomplete_ok:
             check_complete(self.dir)
         self.config = Config.load(self.dir / "config")
-        self.refs = RefStore(self.dir)
+        #: the key file that opened an encrypted repository (None: a plain one)
+        self.key_name: str | None = None
+        scheme: Scheme = PLAIN
+        if self.config.encryption:
+            key_id = self.config.encryption["key_id"]
+            if isinstance(passphrase, Keyring):            # the master key in hand: a repository just made
+                if passphrase.key_id != key_id:
+                    raise UsageError(f"repository {root} is encrypted under another master key")
+                keyring = passphrase
+            else:
+                keyring, self.key_name = KeyStore(self.dir).unlock(resolve(passphrase, f"repository {root}"), key_id,
+                                                                   f"repository {root}")
+            scheme = Sealed(keyring)
+        self.refs = RefStore(self.dir, scheme)
         self.refs.audit.signer = signer_from(self.config.governance, root)
-        self.store = Store(self.dir)
-        self.stat_cache = StatCache(self.store.index)
+        self.store = Store(self.dir, scheme=scheme)
+        self.stat_cache = StatCache(self.store.index, scheme)
         self.dropped = dropped_set(self.dir)
         self.archived = archived_set(self.dir)
         self.leases = Leases(self.dir / "locks")
@@ -104,9 +125,12 @@ class Repository:
 
     @classmethod
     def create(cls, path: str | os.PathLike, *, chunk_size: int | None = None,
-               required: dict[str, str] | None = None, incomplete_ok: bool = False) -> Repository:
+               required: dict[str, str] | None = None, incomplete_ok: bool = False,
+               encrypt: Passphrase | Keyring = None, key_files: dict[str, bytes] | None = None) -> Repository:
         """Make an empty repository at `path` (the config is written last: without it, nothing is a repository).
-        `incomplete_ok`: the caller is the clone that wrote `path`'s CLONING marker (else IncompleteClone)."""
+        `incomplete_ok`: the caller is the clone that wrote `path`'s CLONING marker (else IncompleteClone).
+        `encrypt`: an encrypted repository — a passphrase (or a function asking for one) for a new master key and
+        its first key file, or the Keyring of the remote a clone copies, with that remote's `key_files`."""
         root = Path(path).resolve()
         d = root / DIRNAME
         if not incomplete_ok:
@@ -115,13 +139,28 @@ class Repository:
             raise AlreadyExists(f"{d} already exists", hint="open it instead, or remove it to start over")
         if chunk_size is not None and chunk_size < 4096:
             raise UsageError(f"chunk size {chunk_size} is below the minimum of 4096 bytes")
+        keyring = None
+        if isinstance(encrypt, Keyring):
+            keyring = encrypt
+        elif encrypt is not None:
+            keyring = Keyring.generate()
+            secret = resolve(encrypt, f"the new repository {root}")
         config = Config(chunk_size=chunk_size or Config.chunk_size,
-                        schema=check_schema_spec(required) if required else {})
+                        schema=check_schema_spec(required) if required else {},
+                        encryption=encryption_table(keyring) if keyring else {})
         for sub in LAYOUT:
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "HEAD").write_text("ref: refs/heads/main\n")
+        if keyring is not None:      # key files before the config: a config naming keys nobody has is no repository
+            keys = KeyStore(d)
+            for name, data in (key_files or {}).items():
+                keys.put_raw(name, data)
+            made = None if isinstance(encrypt, Keyring) else keys.add(new_key_file(keyring, secret))
         config.save(d / "config", d / "tmp")
-        return cls(root, incomplete_ok=incomplete_ok)
+        repo = cls(root, incomplete_ok=incomplete_ok, passphrase=keyring)
+        if keyring is not None:
+            repo.key_name = made
+        return repo
 
     def close(self) -> None:
         """Flush caches and release files and threads."""

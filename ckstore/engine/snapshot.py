@@ -14,8 +14,7 @@ import numpy as np
 from ..formats.base import DTYPES, ScannedFile, TensorInfo, drop_range, itemsize, mapping_of
 from ..model import codec, stats
 from ..model.chunking import INLINE_MAX, chunk_bytes_for, split
-from ..model.objects import (ChunkRun, FileRecipe, Inline, Manifest, Segment, TensorEntry, TensorRef,
-                             hash_bytes)
+from ..model.objects import (ChunkRun, FileRecipe, Inline, Manifest, Segment, TensorEntry, TensorRef)
 from ..storage.store import PackSink, Store
 from .parallel import ordered_map
 
@@ -75,8 +74,9 @@ class Snapshotter:
 
     def _process(self, job: _Job) -> tuple[bytes, bytes | None, stats.Partial | None]:
         """Hash a chunk, take its statistics unless it equals its base, and, when the store lacks it, encode its
-        frame (runs on a worker thread)."""
-        cid = hash_bytes(job.data)
+        frame, sealed in an encrypted repository (runs on a worker thread)."""
+        scheme = self.store.scheme
+        cid = scheme.chunk_id(job.data)
         part = None
         if job.dtype is not None and cid != job.base:
             part = stats.partial(np.frombuffer(job.data, dtype=job.dtype))
@@ -87,9 +87,9 @@ class Snapshotter:
             depth, plain = self.store.delta_chain(job.base, self.settings.max_delta_depth)
             if depth < self.settings.max_delta_depth:
                 base = self.store.get_chunk(job.base, keep=False)
-                return cid, codec.encode(job.data, job.width, level, base=base, base_id=job.base,
-                                         plain_hint=plain), part
-        return cid, codec.encode(job.data, job.width, level), part
+                return cid, scheme.seal_frame(cid, codec.encode(job.data, job.width, level, base=base,
+                                                                base_id=job.base, plain_hint=plain)), part
+        return cid, scheme.seal_frame(cid, codec.encode(job.data, job.width, level)), part
 
     def _parent(self, path: str, name: str) -> TensorEntry | None:
         return self.parent_tensors.get((path, name)) or self.parent_tensors.get(name)

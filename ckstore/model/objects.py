@@ -10,6 +10,7 @@ import blake3
 import msgpack
 
 from ..errors import CorruptObject
+from .crypto import PLAIN, Scheme
 from .metadata import ALL_SECTIONS
 
 ID_BYTES = 32
@@ -397,7 +398,8 @@ def encode_object(obj: Object) -> bytes:
 
 
 def object_id(encoded: bytes) -> bytes:
-    """The id of an encoded object: the BLAKE3-256 of its bytes."""
+    """The id of an encoded object in a plain repository: the BLAKE3-256 of its bytes (an encrypted one keys it:
+    `Scheme.object_id`)."""
     return hash_bytes(encoded)
 
 
@@ -409,11 +411,12 @@ def decode_trusted_commit(encoded: bytes) -> Commit:
                   *(d.get(k, {}) for k in ALL_SECTIONS), d.get("reverted_from"))
 
 
-def decode_object(encoded: bytes, expected_id: bytes | None = None) -> Object:
-    """Verify, decode and schema-check an object; raises CorruptObject on any mismatch."""
+def decode_object(encoded: bytes, expected_id: bytes | None = None, scheme: Scheme = PLAIN) -> Object:
+    """Verify (the id under the repository's `scheme`), decode and schema-check an object; raises CorruptObject on
+    any mismatch."""
     label = expected_id.hex() if expected_id else "?"
     if expected_id is not None:
-        got = object_id(encoded)
+        got = scheme.object_id(encoded)
         if got != expected_id:
             raise CorruptObject("object", label, got.hex())
     try:

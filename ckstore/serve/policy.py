@@ -27,7 +27,7 @@ from ..engine.protect import rule_for
 from ..errors import CkstoreError, CorruptObject, RemoteNotFound, UsageError
 from ..model import graph
 from ..model.objects import AliasMove, Commit, Note, Tag, decode_object
-from ..storage.store import Store
+from ..storage.store import decompress_object
 from ..transport.directory import DirectoryTransport
 from .tokens import Token
 
@@ -139,7 +139,7 @@ class RemoteObjects:
             raise Refused(f"the history behind this ref is longer than {MAX_WALK} objects: ask an admin to move it")
         h = oid.hex()
         try:
-            obj = decode_object(Store.decompress_object(oid, self.t.get(f"objects/{h[:2]}/{h[2:]}")), oid)
+            obj = decode_object(decompress_object(oid, self.t.get(f"objects/{h[:2]}/{h[2:]}")), oid)
         except (RemoteNotFound, CorruptObject):
             return ()
         if isinstance(obj, (Commit, Note)):

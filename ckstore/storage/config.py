@@ -12,6 +12,8 @@ from ..errors import UnsupportedFormat
 from ..fs.fileio import write_atomic
 
 FORMAT, VERSION, HASH = "ckstore", 1, "blake3-256"
+ENCRYPTED_VERSION = 2  # an encrypted repository: keyed ids, sealed frames, objects and refs (docs/design.md)
+VERSIONS = (VERSION, ENCRYPTED_VERSION)
 DEFAULT_CHUNK = 1 << 20
 DEFAULT_PACK = 256 << 20
 MAX_DELTA_DEPTH = 64  # the longest delta chain a reader follows
@@ -27,6 +29,23 @@ def with_checksum(raw: dict) -> dict:
     return {**body, "check": _checksum(body)}
 
 
+def check_version(raw: dict, where: str) -> None:
+    """Refuse a config of a format version this ckstore does not read, or an encrypted one that does not say how
+    (UnsupportedFormat)."""
+    version = raw.get("version")
+    if version not in VERSIONS:
+        raise UnsupportedFormat(f"{where}: repository format version {version!r} is not supported (this ckstore "
+                                f"reads versions {', '.join(map(str, VERSIONS))})", hint="upgrade ckstore")
+    enc = raw.get("encryption")
+    if (version == ENCRYPTED_VERSION) != bool(enc):
+        raise UnsupportedFormat(f"{where}: format version {version} " + ("needs" if enc is None else "has no place for")
+                                + " an encryption table")
+    if enc and not (isinstance(enc, dict) and enc.get("cipher") == "aes-256-gcm" and enc.get("ids") == "blake3-keyed"
+                    and isinstance(enc.get("key_id"), str)):
+        raise UnsupportedFormat(f"{where}: encryption {enc!r} is not one this ckstore knows",
+                                hint="upgrade ckstore")
+
+
 @dataclass(frozen=True)
 class Config:
     """A repository's settings, as its config file records them."""
@@ -39,14 +58,17 @@ class Config:
     retention: dict = field(default_factory=dict)  # {"policy": {...}, "auto": bool}; "prices": {tier: $/GiB-month}
     protect: dict = field(default_factory=dict)    # {ref pattern: {"no_delete", "ff_only", "require_checks"}}
     governance: dict = field(default_factory=dict)  # {"checks": {name: command}, "name_template": str, ...}
+    encryption: dict = field(default_factory=dict)  # {"cipher", "ids", "key_id"}: set only in an encrypted one
 
     def to_json(self) -> str:
         """The config file's text, with a checksum over its values (fsck reports a config changed behind it)."""
-        body = {"format": FORMAT, "version": VERSION, "hash": HASH, "chunk_size": self.chunk_size,
+        version = ENCRYPTED_VERSION if self.encryption else VERSION
+        body = {"format": FORMAT, "version": version, "hash": HASH, "chunk_size": self.chunk_size,
                 "pack_size": self.pack_size,
                 "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
                 "schema": self.schema}
-        for key in ("retention", "protect", "governance"):  # absent when unset: older configs keep their checksum
+        for key in ("retention", "protect", "governance", "encryption"):  # absent when unset: older configs keep
+            # their checksum
             if getattr(self, key):
                 body[key] = getattr(self, key)
         return json.dumps({**body, "check": _checksum(body)}, indent=2) + "\n"
@@ -76,9 +98,7 @@ class Config:
             raise UnsupportedFormat(f"{path} is not a readable ckstore config: {exc}") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise UnsupportedFormat(f"{path} is not a ckstore config")
-        if raw.get("version") != VERSION:
-            raise UnsupportedFormat(f"repository format version {raw.get('version')!r} is not supported "
-                                    f"(this ckstore reads version {VERSION})")
+        check_version(raw, str(path))
         if raw.get("hash") != HASH:
             raise UnsupportedFormat(f"repository hash {raw.get('hash')!r} is not supported (this ckstore uses {HASH})")
         chunk, pack = raw.get("chunk_size", DEFAULT_CHUNK), raw.get("pack_size", DEFAULT_PACK)
@@ -89,7 +109,7 @@ class Config:
             raise UnsupportedFormat(f"{path}: chunk_size, pack_size and codec.zstd_level must be positive integers "
                                     f"(chunk_size at least 4096), codec.max_delta_depth an integer from 0 to "
                                     f"{MAX_DELTA_DEPTH} (readers refuse longer delta chains)")
-        tables = {key: raw.get(key) or {} for key in ("retention", "protect", "governance")}
+        tables = {key: raw.get(key) or {} for key in ("retention", "protect", "governance", "encryption")}
         for key, value in tables.items():
             if not isinstance(value, dict):
                 raise UnsupportedFormat(f"{path}: {key} must be a table")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import errno
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..errors import ChangeNotDurable, DamagedRef, RefConflict, UsageError
+from ..errors import ChangeNotDurable, CorruptObject, DamagedRef, RefConflict, UsageError
 from ..fs.fileio import NotDurable, fsync_dir, write_atomic
 from ..fs.locks import file_lock
-from ..model.objects import is_hex
+from ..model.crypto import PLAIN, Scheme
 from ..model.refnames import check_ref_name
 from .audit import AuditLog
 
@@ -22,8 +23,9 @@ SetRef = Callable[..., None]  # set(new, action, message="")
 class RefStore:
     """The refs/ tree and HEAD of one repository directory."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, scheme: Scheme = PLAIN) -> None:
         self.root, self.tmp = root, root / "tmp"
+        self.scheme = scheme  # an encrypted repository's refs are sealed, each with its sequence number
         self.audit = AuditLog(root / "logs" / "audit", refs=lambda: self.list(errors=[]))
 
     def _path(self, name: str) -> Path:
@@ -31,11 +33,16 @@ class RefStore:
 
     def read(self, name: str) -> bytes | None:
         """The id `name` holds, None if there is no such ref; DamagedRef if its file does not hold an id."""
+        got = self.read_seq(name)
+        return None if got is None else got[0]
+
+    def read_seq(self, name: str) -> tuple[bytes, int] | None:
+        """(id, sequence number) of `name` (the number is 0 in a plain repository), None if there is none."""
         try:
             data = self._path(name).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        return parse_ref(name, data)
+        return parse_ref(name, data, self.scheme)
 
     def head(self) -> str:
         """The ref HEAD names (refs/heads/BRANCH)."""
@@ -89,15 +96,17 @@ class RefStore:
         """Hold a ref's lock: yields (current value, set(new, action, message)) for read-decide-write."""
         path = self._path(name)
         with file_lock(path.with_name(path.name + ".lock")):
-            current = self.read(name)
+            got = self.read_seq(name)
+            current, seq = got if got is not None else (None, 0)
 
             def set_value(new: bytes | None, action: str, message: str = "") -> None:
                 self.audit.append(action, name, current, new, message)  # the intent first: no unaudited change
-                self._write(path, new)
+                self._write(path, None if new is None else self.scheme.ref_bytes(name, new, next_seq(seq)))
 
             yield current, set_value
 
     def _write(self, path: Path, new: bytes | None) -> None:
+        """Write a ref file's bytes (None: delete it)."""
         if new is None:
             try:
                 path.unlink()
@@ -107,9 +116,9 @@ class RefStore:
             return
         self.tmp.mkdir(parents=True, exist_ok=True)
         try:
-            write_atomic(path, (new.hex() + "\n").encode(), self.tmp)
+            write_atomic(path, new, self.tmp)
         except NotDurable as exc:
-            raise ChangeNotDurable(f"{path.relative_to(self.root)} was moved to {new.hex()[:12]}, but its directory "
+            raise ChangeNotDurable(f"{path.relative_to(self.root)} was moved, but its directory "
                                    f"could not be synced ({exc.strerror}): the change is made but may not survive a "
                                    "power loss") from None
         except NotADirectoryError:
@@ -120,9 +129,20 @@ class RefStore:
             raise
 
 
-def parse_ref(name: str, data: bytes) -> bytes:
-    """The 32-byte id a ref file holds (64 hex digits and a newline); DamagedRef for anything else."""
-    text = data.strip()
-    if len(text) != 64 or not is_hex(text.decode("ascii", "replace")):
-        raise DamagedRef(name, f"holds {data[:80]!r}, not a 64-digit id")
-    return bytes.fromhex(text.decode("ascii"))
+def next_seq(seq: int) -> int:
+    """The sequence number of a ref's next value: above the current one, and above the clock in nanoseconds,
+    so a ref deleted and made again still counts up past what clones saw of it."""
+    return max(seq + 1, time.time_ns())
+
+
+def parse_ref(name: str, data: bytes, scheme: Scheme = PLAIN) -> tuple[bytes, int]:
+    """(id, sequence number) a ref file holds: 64 hex digits and a newline, or a sealed ref in an encrypted
+    repository; DamagedRef for anything else (a sealed ref that does not open as `name`'s included)."""
+    try:
+        got = scheme.ref_value(name, data)
+    except CorruptObject as exc:
+        raise DamagedRef(name, f"does not open as this ref: {exc.detail}") from None
+    if got is None:
+        what = "a sealed ref" if scheme.encrypted else "a 64-digit id"
+        raise DamagedRef(name, f"holds {data[:80]!r}, not {what}")
+    return got

@@ -1,12 +1,15 @@
 """The stat cache: (absolute path, chunk size) -> the file's stat stamp (device, inode, size, mtime, ctime), its
 recipe and tensors, so unchanged files are not re-read. Lives in the LMDB cache; a hit is used only while the
-stamp matches, the entry hashes to the BLAKE3 stored before it, and every chunk it names is still in the store."""
+stamp matches, the entry hashes to the BLAKE3 stored before it, and every chunk it names is still in the store.
+In an encrypted repository the key is the path's keyed id and the value is sealed: the cache names no path and
+holds no recipe in the clear."""
 
 from __future__ import annotations
 
 import os
 import time
 
+from ..model.crypto import PLAIN, Scheme
 from ..model.objects import ChunkRun, FileRecipe, TensorEntry, hash_bytes, pack_canonical, unpack_limited
 from .index import ChunkIndex
 
@@ -24,16 +27,22 @@ def _stamp(st: os.stat_result) -> list[int]:
 class StatCache:
     """Stat-cache lookups and stores over the LMDB index, keyed by absolute path and chunk size."""
 
-    def __init__(self, index: ChunkIndex) -> None:
-        self.index = index
+    def __init__(self, index: ChunkIndex, scheme: Scheme = PLAIN) -> None:
+        self.index, self.scheme = index, scheme
+
+    def _key(self, path: str, chunk_size: int) -> bytes:
+        key = _key(path, chunk_size)
+        return self.scheme.object_id(b"stat\0" + key) if self.scheme.encrypted else key
 
     def get(self, path: str, rel: str, st: os.stat_result, chunk_size: int) -> tuple[FileRecipe, tuple] | None:
         """A file's cached (recipe, tensors) if its stat is unchanged and every chunk is still indexed; else None."""
-        raw = self.index.get_stat(_key(path, chunk_size))
+        key = self._key(path, chunk_size)
+        raw = self.index.get_stat(key)
         if raw is None:
             return None
-        if len(raw) < 32 or hash_bytes(raw[32:]) != raw[:32]:
-            self.index.delete("stat", [_key(path, chunk_size)])  # damaged: a miss, and gone
+        raw = self.scheme.open_cache(key, raw)
+        if raw is None or len(raw) < 32 or hash_bytes(raw[32:]) != raw[:32]:
+            self.index.delete("stat", [key])  # damaged: a miss, and gone
             return None
         try:
             stamp, recipe, tensors = unpack_limited(raw[32:])
@@ -57,5 +66,6 @@ class StatCache:
             if now - st.st_mtime < RACY_SECONDS:
                 continue
             value = pack_canonical([_stamp(st), recipe.to_dict(), [t.to_dict() for t in tensors]])
-            rows.append((_key(path, chunk_size), hash_bytes(value) + value))  # bound to its hash, checked on read
+            key = self._key(path, chunk_size)
+            rows.append((key, self.scheme.seal_cache(key, hash_bytes(value) + value)))  # hash checked on read
         self.index.put_stats(rows)

@@ -13,15 +13,14 @@ import zstandard
 from ..errors import CkstoreError, CorruptObject, MissingObject
 from ..fs.fileio import write_atomic
 from ..model import codec
+from ..model.crypto import PLAIN, Scheme
 from ..model.objects import (
     Commit,
     Object,
     decode_object,
     decode_trusted_commit,
     encode_object,
-    hash_bytes,
     is_hex,
-    object_id,
 )
 from .config import MAX_DELTA_DEPTH
 from .index import ChunkIndex, Location
@@ -32,11 +31,24 @@ from .tombstones import Tombstones
 MAX_OBJECT = 256 * 1024 * 1024  # decompressed size cap for one object
 
 
+def decompress_object(oid: bytes, data: bytes) -> bytes:
+    """The encoded object from its zstd bytes (at most MAX_OBJECT); CorruptObject if undecodable."""
+    try:
+        size = zstandard.frame_content_size(data)
+        if not 0 <= size <= MAX_OBJECT:
+            raise zstandard.ZstdError(f"declared size {size} out of bounds")
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+    except zstandard.ZstdError as exc:
+        raise CorruptObject("object", oid.hex(), "?", detail=f"undecodable: {exc}") from None
+
+
 class Store:
     """A repository's objects (zstd loose files), chunk packs and their LMDB index; reads are verified."""
 
-    def __init__(self, root: Path, index_path: Path | None = None) -> None:
+    def __init__(self, root: Path, index_path: Path | None = None, scheme: Scheme = PLAIN) -> None:
         self.root = root
+        #: how ids are computed and frames and objects stored: plain, or keyed and sealed (an encrypted repository)
+        self.scheme = scheme
         self.objects_dir, self.packs_dir, self.tmp_dir = root / "objects", root / "packs", root / "tmp"
         self.index = ChunkIndex(index_path or root / "cache" / "index.lmdb")
         self.index.on_rebuild = self.sync_index
@@ -65,22 +77,24 @@ class Store:
     def put_object(self, obj: Object) -> bytes:
         """Encode, compress and write an object (an existing file for its id is kept); returns its id."""
         encoded = encode_object(obj)
-        oid = object_id(encoded)
-        write_atomic(self.object_path(oid), zstandard.ZstdCompressor(level=3).compress(encoded), self.tmp_dir,
-                     exclusive=True)
+        oid = self.scheme.object_id(encoded)
+        data = self.scheme.seal_object(oid, zstandard.ZstdCompressor(level=3).compress(encoded))
+        write_atomic(self.object_path(oid), data, self.tmp_dir, exclusive=True)
         return oid
 
     def get_commit_or_object(self, oid: bytes) -> Object:
         """Like get_object, but commits come from the LMDB cache when they can (history walks touch thousands)."""
         raw = self.index.get_commit(oid)
-        if raw is not None and object_id(raw) == oid:  # a cache entry is believed only once it hashes to its id
+        if raw is not None:
+            raw = self.scheme.open_cache(oid, raw)
+        if raw is not None and self.scheme.object_id(raw) == oid:  # believed only once it hashes to its id
             try:
                 return decode_trusted_commit(raw)  # the bytes are the object's own: schema-checked when cached
             except (ValueError, TypeError, KeyError, IndexError):
                 pass  # cannot happen for bytes that hash to a commit's id; read the object itself
         obj = self.get_object(oid)
         if isinstance(obj, Commit):
-            self._commit_cache[oid] = encode_object(obj)
+            self._commit_cache[oid] = self.scheme.seal_cache(oid, encode_object(obj))
             if len(self._commit_cache) >= 1024:
                 self.flush_commit_cache()
         return obj
@@ -100,18 +114,12 @@ class Store:
             data = self.object_path(oid).read_bytes()
         except FileNotFoundError:
             raise MissingObject("object", oid.hex()) from None
-        return decode_object(self.decompress_object(oid, data), oid)
+        return decode_object(self.decompress_object(oid, data), oid, self.scheme)
 
-    @staticmethod
-    def decompress_object(oid: bytes, data: bytes) -> bytes:
-        """The encoded object from a loose file's zstd bytes (at most MAX_OBJECT); CorruptObject if undecodable."""
-        try:
-            size = zstandard.frame_content_size(data)
-            if not 0 <= size <= MAX_OBJECT:
-                raise zstandard.ZstdError(f"declared size {size} out of bounds")
-            return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
-        except zstandard.ZstdError as exc:
-            raise CorruptObject("object", oid.hex(), "?", detail=f"undecodable: {exc}") from None
+    def decompress_object(self, oid: bytes, data: bytes) -> bytes:
+        """The encoded object from a loose file's bytes (opened, then zstd, at most MAX_OBJECT); CorruptObject if
+        it does not open or decode."""
+        return decompress_object(oid, self.scheme.open_object(oid, data))
 
     def has_object(self, oid: bytes) -> bool:
         """True when the loose object file exists (its content is not checked)."""
@@ -227,9 +235,16 @@ class Store:
                                 detail=f"{loc.length} bytes at {loc.offset} lie outside the pack")
         return os.pread(fd, loc.length, loc.offset)
 
-    def frame_base(self, loc: Location) -> bytes | None:
-        """The delta base a stored frame names (None for a full frame), read from its header alone."""
+    def frame_base(self, loc: Location, chunk: bytes) -> bytes | None:
+        """The delta base `chunk`'s stored frame names (None for a full frame): read from its header alone, or in
+        an encrypted repository from the whole frame opened."""
+        if self.scheme.encrypted:
+            return codec.frame_base(self.scheme.open_frame(chunk, self.read_frame(loc)))
         return codec.frame_base(os.pread(self._fd(loc.pack), min(loc.length, codec.HEADER.size + 32), loc.offset))
+
+    def open_frame(self, chunk: bytes, stored: bytes | memoryview) -> bytes | memoryview:
+        """A stored frame of `chunk` as the codec reads it (opened in an encrypted repository)."""
+        return self.scheme.open_frame(chunk, stored)
 
     def get_chunk(self, chunk: bytes, *, keep: bool = True) -> memoryview:
         """The verified raw bytes of a chunk. `keep=False` for a chunk read once (checkout, a commit's delta
@@ -266,7 +281,7 @@ class Store:
 
     def _verified(self, chunk: bytes) -> memoryview:
         raw, pack = self._decode(chunk)
-        got = hash_bytes(raw)
+        got = self.scheme.chunk_id(raw)
         if got != chunk:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail=f"in pack {pack.hex()[:12]}")
         return raw
@@ -281,8 +296,8 @@ class Store:
             if loc is None:
                 break
             try:
-                cur = self.frame_base(loc)
-            except (codec.FrameError, OSError, MissingObject):
+                cur = self.frame_base(loc, cur)
+            except (codec.FrameError, OSError, CkstoreError):
                 break
         return out
 
@@ -321,9 +336,9 @@ class Store:
             if loc is None:
                 return MissingObject("chunk", cid.hex()) if cid != chunk else exc
             try:
-                frame = self.read_frame(loc)
+                frame = self.open_frame(cid, self.read_frame(loc))
                 raw = codec.decode(frame, loc.raw_length, (lambda b: self._verified(b)) if i + 1 < len(chain) else None)
-                ok = hash_bytes(raw) == cid
+                ok = self.scheme.chunk_id(raw) == cid
             except (codec.FrameError, CkstoreError, OSError):
                 ok = False
             if not ok:
@@ -351,7 +366,7 @@ class Store:
                 raise CorruptObject("chunk", chunk.hex(), "?", detail=f"delta base {cur.hex()[:12]} has another length")
             if len(frames) > MAX_DELTA_DEPTH:
                 raise CorruptObject("chunk", chunk.hex(), "?", detail="delta chain too deep")
-            frames.append(self.read_frame(loc))
+            frames.append(self.open_frame(cur, self.read_frame(loc)))
             try:
                 base = codec.frame_base(frames[-1])
             except codec.FrameError as exc:
@@ -378,8 +393,8 @@ class Store:
             if loc is None:
                 return limit, None  # unknown base: never delta against it
             try:
-                base = self.frame_base(loc)
-            except codec.FrameError:
+                base = self.frame_base(loc, chunk)
+            except (codec.FrameError, CkstoreError):
                 return limit, None
             if base is None:
                 return depth, loc.length
@@ -429,15 +444,16 @@ class PackSink:
             return self.store.get_chunk(chunk)
         frame, raw_length = got
         try:
-            raw = codec.decode(frame, raw_length, self.chunk)
+            raw = codec.decode(self.store.open_frame(chunk, frame), raw_length, self.chunk)
         except codec.FrameError as exc:
             raise CorruptObject("chunk", chunk.hex(), "?", detail=f"in the pack being written: {exc}") from None
-        if (got := hash_bytes(raw)) != chunk:
+        if (got := self.store.scheme.chunk_id(raw)) != chunk:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail="in the pack being written")
         return raw
 
     def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, *, again: bool = False) -> bool:
-        """Add a verified chunk's frame; False if the sink or the store has it already. `again` writes a chunk the
+        """Add a verified chunk's stored frame (sealed already in an encrypted repository: a fetch keeps the
+        remote's bytes); False if the sink or the store has it already. `again` writes a chunk the
         store indexes anyway (a repair copying the intact frames out of a damaged pack)."""
         if chunk in self.pending or (not again and (self.store.has_chunk(chunk) or self.store.revive(chunk))):
             return False

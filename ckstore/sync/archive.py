@@ -21,7 +21,7 @@ from ..engine.reach import mark, roots
 from ..engine.repository import Repository
 from ..errors import CorruptObject, MissingObject, UsageError
 from ..model import codec, graph
-from ..model.objects import Commit, Manifest, hash_bytes
+from ..model.objects import Commit, Manifest
 from ..model.progress import NoProgress, Progress
 from ..results import SyncResult, human_bytes
 from ..storage import remotes
@@ -31,7 +31,8 @@ from .check import check_pack_data
 from .chunks import fetch_chunks
 from .push import push_refs
 from .remote_view import ARCHIVE
-from .session import Session, io_pool, load_index, obj_key, open_spec, pack_key, read_ref, verified_object
+from .remote_refs import read_ref
+from .session import Session, io_pool, load_index, obj_key, open_spec, pack_key, verified_object
 
 
 @dataclass
@@ -110,7 +111,7 @@ def archive(repo: Repository, commits: list[bytes], to: str, *, progress: Progre
     pushed = push_refs(repo, spec.name, {ARCHIVE + c.hex(): c for c in commits}, progress=progress,
                        transport=transport)
     result = ArchiveResult("archive", spec.name, pushed.url, [c.hex() for c in commits], push=pushed)
-    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name, repo.store.scheme)
     io = io_pool()
     try:
         verify(repo, remote, commits, result, progress)
@@ -142,11 +143,11 @@ def verify(repo: Repository, remote: Session, commits: list[bytes], result: Arch
         data = remote.get_opt(obj_key(c))
         if ref != c or data is None:
             raise _with_hint(MissingObject("commit", c.hex()), hint)
-        commit = verified_object(c, data, remote.url)
+        commit = verified_object(c, data, remote.url, scheme=remote.scheme)
         mdata = remote.get_opt(obj_key(commit.manifest)) if isinstance(commit, Commit) else None
         if mdata is None:
             raise _with_hint(MissingObject("manifest", c.hex()), hint)
-        manifest = verified_object(commit.manifest, mdata, remote.url)
+        manifest = verified_object(commit.manifest, mdata, remote.url, scheme=remote.scheme)
         if not isinstance(manifest, Manifest):
             raise _with_hint(CorruptObject("manifest", commit.manifest.hex(), "?", detail=f"on {remote.url}"), hint)
         needed |= manifest.chunk_ids()
@@ -179,16 +180,17 @@ def verify(repo: Repository, remote: Session, commits: list[bytes], result: Arch
             for c, e in items:
                 frame = data[e.offset:e.offset + e.length]
                 try:
+                    frame = remote.scheme.open_frame(c, frame)
                     base = codec.frame_base(frame)
                     if base is not None and base not in raws and not store.has_chunk(base):
                         nxt.add(base)       # verify the base first (it is not here), then this frame
                         continue
                     raw = codec.decode(frame, e.raw_length, lambda b: raws.get(b) or store.get_chunk(b))
-                except codec.FrameError as exc:
+                except (codec.FrameError, CorruptObject) as exc:
                     raise _with_hint(CorruptObject("chunk", c.hex(), "?", detail=f"on {remote.url}: {exc}"),
                                      hint) from None
-                if hash_bytes(raw) != c:
-                    raise _with_hint(CorruptObject("chunk", c.hex(), hash_bytes(raw).hex(),
+                if remote.scheme.chunk_id(raw) != c:
+                    raise _with_hint(CorruptObject("chunk", c.hex(), remote.scheme.chunk_id(raw).hex(),
                                                    detail=f"on {remote.url}"), hint)
                 if not store.has_chunk(c):
                     raws[c] = bytes(raw)
@@ -221,7 +223,7 @@ def restore_archive(repo: Repository, commits: list[bytes], *, progress: Progres
     for name in names:
         group = [c for c, r in zip(commits, recs) if r.remote == name]
         spec = remotes.get(repo.dir, name)
-        remote = Session(transport or open_spec(spec, create=False), spec.name)
+        remote = Session(transport or open_spec(spec, create=False), spec.name, repo.store.scheme)
         sync = SyncResult("restore-archive", spec.name, remote.url)
         io = io_pool()
         try:

@@ -13,7 +13,8 @@ from ..results import FsckReport, Problem
 from ..storage import remotes
 from ..storage.packs import PackFormatError, parse_idx, read_pack_entries
 from .remote_view import ARCHIVE, fetch_record
-from .session import Session, io_pool, obj_key, open_spec, pack_key, remote_refs, verified_object
+from .remote_refs import remote_refs
+from .session import Session, io_pool, obj_key, open_spec, pack_key, verified_object
 
 _PACK_SUFFIX = ".idx"
 
@@ -21,7 +22,7 @@ _PACK_SUFFIX = ".idx"
 def check_remote(repo: Repository, name: str, *, read_data: bool, progress: Progress) -> FsckReport:
     """Check the remote `name` of `repo` (see the module docstring); report, never raise for damage found."""
     spec = remotes.get(repo.dir, name)
-    remote = Session(open_spec(spec, create=False), spec.name)
+    remote = Session(open_spec(spec, create=False), spec.name, repo.store.scheme)
     report = FsckReport()
     io = io_pool()
     warnings: list[str] = []
@@ -94,7 +95,7 @@ def _check_history(remote: Session, refs: dict[str, bytes], chunks: set[bytes], 
         if oid not in objects:
             try:
                 data = remote.get_opt(obj_key(oid))
-                objects[oid] = None if data is None else verified_object(oid, data, remote.url)
+                objects[oid] = None if data is None else verified_object(oid, data, remote.url, scheme=remote.scheme)
                 report.objects += 1
             except CkstoreError as exc:
                 report.problems.append(Problem("object", oid.hex(), str(exc)))

@@ -27,7 +27,6 @@ from ..engine.parallel import ordered_map
 from ..engine.repository import Repository
 from ..errors import CorruptObject, RemoteNotFound
 from ..model import codec
-from ..model.objects import hash_bytes
 from ..model.progress import Progress
 from ..results import SyncResult
 from ..storage.packs import Entry
@@ -192,23 +191,27 @@ class _Fetch:
         for c, e in run.items:
             frame = view[e.offset - run.start:e.offset - run.start + e.length]
             try:
-                base = codec.frame_base(frame)
-            except codec.FrameError as exc:
+                opened = self.remote.scheme.open_frame(c, frame)   # the stored frame itself when not encrypted
+                base = codec.frame_base(opened)
+            except (codec.FrameError, CorruptObject) as exc:
                 raise CorruptObject("chunk", c.hex(), "?", detail=f"from {self.url}: {exc}") from None
             # only the cache here: the sink is the verifying thread's while requests run
             cached = None if base is None else self.recent.get(base)
-            raw = self._verified(c, frame, e.raw_length, cached) if base is None or cached is not None else None
+            raw = self._verified(c, frame, e.raw_length, cached, opened) if base is None or cached is not None else None
             out.append((c, e, frame, base, raw))
         return out
 
-    def _verified(self, c: bytes, frame: bytes | memoryview, raw_length: int, base: memoryview | None) -> memoryview:
-        """The frame's bytes (`base`: its base's bytes, for a delta), checked against the chunk's id and handed to
-        `on_chunk` (any thread)."""
+    def _verified(self, c: bytes, frame: bytes | memoryview, raw_length: int, base: memoryview | None,
+                  opened: bytes | memoryview | None = None) -> memoryview:
+        """The stored frame's bytes (`base`: its base's bytes, for a delta; `opened`: the frame opened already),
+        checked against the chunk's id and handed to `on_chunk` (any thread)."""
+        scheme = self.remote.scheme
         try:
-            raw = codec.decode(frame, raw_length, None if base is None else (lambda _: base))
-        except codec.FrameError as exc:
+            opened = scheme.open_frame(c, frame) if opened is None else opened
+            raw = codec.decode(opened, raw_length, None if base is None else (lambda _: base))
+        except (codec.FrameError, CorruptObject) as exc:
             raise CorruptObject("chunk", c.hex(), "?", detail=f"from {self.url}: {exc}") from None
-        if (got := hash_bytes(raw)) != c:
+        if (got := scheme.chunk_id(raw)) != c:
             raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"from {self.url}")
         if self.on_chunk is not None:
             self.on_chunk(c, raw)

@@ -28,6 +28,7 @@ from . import governance, session
 from .chunks import fetch_chunks
 from .remote_view import fetch_record
 from .select import chunks_in_order, depth_of, topo_order
+from .remote_refs import remote_head, remote_refs, track_refs
 from .session import (
     Session,
     io_pool,
@@ -35,8 +36,6 @@ from .session import (
     obj_key,
     open_spec,
     remote_config,
-    remote_head,
-    remote_refs,
     verified_object,
 )
 
@@ -60,7 +59,7 @@ def fetch(repo: Repository, remote_name: str | None = None, *, prune: bool = Fal
     """Download what the remote has and this repository lacks; move refs/remotes/<name>/* (`prune`: delete those
     whose branch the remote no longer has, audited)."""
     spec = remotes.get(repo.dir, remote_name)
-    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name, repo.store.scheme)
     try:
         return fetch_with(repo, spec, remote, progress or NoProgress(), prune=prune)[0]
     finally:
@@ -91,6 +90,7 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
            progress: Progress, checkout: Callable[[Manifest], Any] | None = None) -> _Fetched:
     store = repo.store
     remote_config(remote)
+    track_refs(remote, repo)
     heads = remote_refs(remote, io, HEADS, result.warnings)
     tags = remote_refs(remote, io, TAGS, result.warnings)
     head = remote_head(remote)
@@ -100,7 +100,7 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
         data = remote.get_small(obj_key(oid), limit + limit // 128 + 4096)
         if data is None:
             raise missing_on("object", oid, remote.url)
-        return data, verified_object(oid, data, remote.url, limit)
+        return data, verified_object(oid, data, remote.url, limit, scheme=remote.scheme)
 
     def get_manifest(oid: bytes) -> tuple[bytes, Any]:
         return get_object(oid, session.MAX_MANIFEST)
@@ -123,7 +123,7 @@ def _fetch(repo: Repository, remote: Session, io: ThreadPoolExecutor, partial: d
         data = remote.get_small(obj_key(oid), session.MAX_COMMIT + session.MAX_COMMIT // 128 + 4096)
         if data is None:
             return None
-        return data, verified_object(oid, data, remote.url, session.MAX_COMMIT)
+        return data, verified_object(oid, data, remote.url, session.MAX_COMMIT, scheme=remote.scheme)
 
     while frontier:
         # a commit dropped here is not fetched again (unless a remote ref names it); one this repository holds

@@ -30,7 +30,8 @@ from ..model.objects import AliasMove, Note
 from ..model.refnames import ALIASES, NOTES
 from ..results import SyncResult
 from . import session
-from .session import Session, move_ref, obj_key, read_ref, verified_object
+from .remote_refs import move_ref, read_ref
+from .session import Session, obj_key, verified_object
 
 ANCHORS = "audit/heads/"
 CHECKED = ("promote", "rollback")
@@ -42,7 +43,7 @@ def _remote_object(remote: Session, oid: bytes, kind: type) -> tuple[bytes, Any]
     data = remote.get_small(obj_key(oid), session.MAX_COMMIT + session.MAX_COMMIT // 128 + 4096)
     if data is None:
         raise RemoteError(f"{remote.url}: object {oid.hex()} is missing", url=remote.url, key=obj_key(oid))
-    obj = verified_object(oid, data, remote.url, session.MAX_COMMIT)
+    obj = verified_object(oid, data, remote.url, session.MAX_COMMIT, scheme=remote.scheme)
     if not isinstance(obj, kind):
         raise CorruptObject("object", oid.hex(), oid.hex(), detail=f"on {remote.url}: expected a {kind.__name__}")
     return data, obj
@@ -69,7 +70,7 @@ def _download_chain(repo: Repository, remote: Session, head: bytes, kind: type, 
 def _upload(repo: Repository, remote: Session, io: ThreadPoolExecutor, oids: list[bytes]) -> int:
     def put(oid: bytes) -> bool:
         data = repo.store.object_path(oid).read_bytes()
-        verified_object(oid, data, "the local store")
+        verified_object(oid, data, "the local store", scheme=repo.store.scheme)
         return remote.put_new(obj_key(oid), data)
     return sum(io.map(put, oids))
 
@@ -254,7 +255,7 @@ def on_remote(repo: Repository, name: str, work):
     from ..storage import remotes
     from .session import open_spec
     spec = remotes.get(repo.dir, name)
-    remote = Session(open_spec(spec, create=False), spec.name)
+    remote = Session(open_spec(spec, create=False), spec.name, repo.store.scheme)
     try:
         return work(remote)
     finally:

@@ -27,7 +27,7 @@ class OnDemand:
 
     def fetch_chunks(self, repo: Repository, chunks: list[bytes], progress: Progress) -> SyncResult:
         """Bring `chunks` into `repo`; the result says what moved."""
-        remote = Session(open_spec(self.spec, create=False), self.spec.name)
+        remote = Session(open_spec(self.spec, create=False), self.spec.name, repo.store.scheme)
         result = SyncResult("fetch-missing", self.spec.name, remote.url)
         io = io_pool()
         try:
@@ -96,7 +96,7 @@ class Tiered:
 
     def _from_cold(self, repo: Repository, spec: RemoteSpec, chunks: list[bytes],
                    progress: Progress) -> SyncResult | None:
-        remote = Session(open_spec(spec, create=False), spec.name)
+        remote = Session(open_spec(spec, create=False), spec.name, repo.store.scheme)
         result = SyncResult("fetch-archived", spec.name, remote.url)
         io = io_pool()
         try:

@@ -14,18 +14,21 @@ from ..engine.repository import CLONING, DIRNAME, Repository, clone_marker
 from ..errors import AlreadyExists, NonFastForward, UnknownRevision, UsageError
 from ..fs.fileio import fsync_dir, write_atomic
 from ..model import graph
+from ..model.crypto import PLAIN, Sealed
 from ..model.objects import Manifest
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import HEADS, REMOTES, check_ref_name, remote_ref
 from ..results import SyncResult
 from ..storage import remotes
 from ..storage.config import DEFAULT_CHUNK
+from ..storage.keys import Passphrase
 from ..storage.remotes import RemoteSpec
 from ..transport.base import Transport
 from .fetch import clone_head, fetch_with
 from .on_demand import OnDemand
 from .select import parse_filter
-from .session import Session, open_spec, remote_config
+from .remote_refs import remote_keyring
+from .session import Session, check_same_keys, open_spec, remote_config
 
 
 def pull(repo: Repository, remote_name: str | None = None, branch: str | None = None, *, force: bool = False,
@@ -33,7 +36,7 @@ def pull(repo: Repository, remote_name: str | None = None, branch: str | None = 
     """Fetch, then fast-forward the local branch to the remote's (`force`: reset it; audited; `merge`: join a
     diverged branch with a two-parent commit holding our checkpoint, so it can be pushed)."""
     spec = remotes.get(repo.dir, remote_name)
-    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name, repo.store.scheme)
     try:
         result, _ = fetch_with(repo, spec, remote, progress or NoProgress(), action="pull")
     finally:
@@ -78,25 +81,31 @@ def default_clone_dir(url: str) -> str:
 def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list[str] | None = None,
           metadata_only: bool = False, depth: int | None = None, name: str = "origin",
           progress: Progress | None = None, checkout: str | os.PathLike | None = None,
-          transport: Transport | None = None, **settings: Any) -> tuple[Repository, SyncResult]:
+          transport: Transport | None = None, passphrase: Passphrase = None,
+          **settings: Any) -> tuple[Repository, SyncResult]:
     """A new repository at `dest` holding the remote's history, and what moved (`filter`, `metadata_only`, `depth`:
     a partial clone, see `parse_filter`; the rest of the data comes on demand). A failed clone leaves nothing.
     A killed one leaves `.ckstore/CLONING` (every other command then refuses, naming this one): the same clone
     again finishes it, keeping the packs already sealed; a clone of another URL or filter into it is refused.
     `checkout`: also write the files of the branch the clone checks out there (an empty or new directory),
     verified as `checkout` does, while the data arrives: the newest version is decoded once, not twice.
-    `settings`: the remote's transport settings (`remotes.SETTINGS`: endpoint_url, region, profile, allow_http,
+    An encrypted remote is opened with `passphrase` (else CKSTORE_PASSWORD*, or a prompt function) and the clone
+    is encrypted under the same master key, with the remote's key files. `settings`: the remote's transport settings (`remotes.SETTINGS`: endpoint_url, region, profile, allow_http,
     ca_bundle, sse, sse_kms_key_id, token_file), recorded with it."""
     partial = parse_filter(filter, metadata_only, depth)
     if checkout is not None and partial is not None and "tensors" in partial:
         raise UsageError("--checkout needs the whole of the newest commit: not with --filter or --metadata-only",
                          hint="clone, then `ckstore checkout BRANCH -o DIR` (it fetches what is missing)")
     spec = remotes.make_spec(name, url, partial=partial, **settings)
-    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name, PLAIN)  # sealed once the remote config says so
     prefills: list[Prefill] = []
     out = made = None
     try:
-        cfg = remote_config(remote)                  # before anything is created: a bad URL leaves nothing behind
+        cfg = remote_config(remote, match_scheme=False)  # before anything is made: a bad URL leaves nothing behind
+        keyring, key_files = None, None
+        if cfg.get("encryption"):
+            keyring, key_files = remote_keyring(remote, cfg, passphrase)
+            remote.scheme = Sealed(keyring)
         target = Path(dest if dest is not None else default_clone_dir(spec.url)).resolve()
         out = _checkout_dir(Path(checkout), target) if checkout is not None else None
         made = _first_missing(out) if out is not None else None
@@ -117,9 +126,11 @@ def clone(url: str, dest: str | os.PathLike | None = None, *, filter: str | list
         chunk = cfg.get("chunk_size", DEFAULT_CHUNK)
         required = (cfg.get("schema") or {}).get("required")
         if (ckdir / "config").exists():
-            repo = Repository(target, incomplete_ok=True)
+            repo = Repository(target, incomplete_ok=True, passphrase=keyring)
         else:
-            repo = Repository.create(target, chunk_size=chunk, required=required or None, incomplete_ok=True)
+            repo = Repository.create(target, chunk_size=chunk, required=required or None, incomplete_ok=True,
+                                     encrypt=keyring, key_files=key_files)
+        check_same_keys(cfg, repo.store.scheme, remote.url)
         try:
             if spec.name not in remotes.load(repo.dir):
                 remotes.add(repo.dir, name, spec.url, partial=partial, **spec.settings())

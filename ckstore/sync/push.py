@@ -23,7 +23,7 @@ from ..errors import (
     UsageError,
 )
 from ..model import codec, graph
-from ..model.objects import Commit, Manifest, hash_bytes
+from ..model.objects import Commit, Manifest
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import ALIASES, HEADS, TAGS, check_ref_name, remote_ref
 from ..results import SyncResult
@@ -37,6 +37,7 @@ from . import governance, session
 from .remote_leases import RemoteLease
 from .remote_view import record_key
 from .select import chunks_in_order, topo_order
+from .remote_refs import move_ref, read_ref, track_refs, upload_keys
 from .session import (
     Session,
     cache_idx,
@@ -45,8 +46,6 @@ from .session import (
     obj_key,
     open_spec,
     pack_key,
-    move_ref,
-    read_ref,
     remote_config,
     verified_object,
 )
@@ -68,7 +67,7 @@ def push_refs(repo: Repository, remote_name: str | None, targets: dict[str, byte
               action: str = "push") -> SyncResult:
     """Upload these refs ({full ref name: id}) with their history and data, under a remote writer lease."""
     spec = remotes.get(repo.dir, remote_name)
-    remote = Session(transport or open_spec(spec, create=True), spec.name)
+    remote = Session(transport or open_spec(spec, create=True), spec.name, repo.store.scheme)
     result = SyncResult(action, spec.name, remote.url)
     io = io_pool()
     try:
@@ -111,7 +110,9 @@ def _push_targets(repo: Repository, branches: list[str] | None, all_branches: bo
 def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: SyncResult, targets: dict[str, bytes],
           force: bool, progress: Progress) -> None:
     store = repo.store
+    upload_keys(repo, remote)        # before the config: a remote that says it is encrypted has its key files
     cfg = remote_config(remote, create_from=(repo.dir / "config").read_bytes())
+    track_refs(remote, repo)
     theirs = cfg.get("chunk_size")
     if isinstance(theirs, int) and repo.config.chunk_size > theirs:
         # Fetches bound a remote's frames by its chunk size: bigger chunks pushed here would be refused by clones.
@@ -209,7 +210,7 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
             exc.hint = "neither this repository nor the remote has it (a partial clone?); fetch it first"
             raise exc
         locs[c] = loc
-        return store.frame_base(loc)
+        return store.frame_base(loc, c)
 
     # in `chunks_in_order`'s order, each delta just after its base: a chunk's chain is walked down to a frame the
     # remote can resolve (a full frame, or one whose base it has) and what it lacks goes out bases first, so a
@@ -235,7 +236,7 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
     # 4. objects: manifests, then commits parents first, then tag objects
     def put_object(oid: bytes) -> bool:
         data = store.object_path(oid).read_bytes()
-        verified_object(oid, data, "the local store")
+        verified_object(oid, data, "the local store", scheme=repo.store.scheme)
         return remote.put_new(obj_key(oid), data)
 
     result.objects += sum(io.map(put_object, list(manifests)))
@@ -305,12 +306,12 @@ def _upload_packs(repo: Repository, remote: Session, io: ThreadPoolExecutor, ord
 
     def read(c: bytes) -> tuple[bytes, bytes, int]:
         loc = locs[c]
-        frame = store.read_frame(loc)
+        frame = store.read_frame(loc)   # sent as stored: an encrypted repository's remote holds the sealed frame
         try:
-            raw = codec.decode(frame, loc.raw_length, base)
+            raw = codec.decode(store.open_frame(c, frame), loc.raw_length, base)
         except codec.FrameError as exc:
             raise CorruptObject("chunk", c.hex(), "?", detail=f"local pack {loc.pack.hex()[:12]}: {exc}") from None
-        got = hash_bytes(raw)
+        got = store.scheme.chunk_id(raw)
         if got != c:
             raise CorruptObject("chunk", c.hex(), got.hex(), detail=f"local pack {loc.pack.hex()[:12]}")
         recent.put(c, raw)

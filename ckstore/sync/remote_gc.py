@@ -44,7 +44,8 @@ from ..transport.base import Transport
 from . import session
 from .remote_leases import RemoteGcLock
 from .remote_view import RemoteReach, RemoteView, mark, mark_bases, pack_size, record_key, remote_packs
-from .session import Session, io_pool, obj_key, open_spec, pack_key, read_ref, remote_config
+from .remote_refs import read_ref
+from .session import Session, io_pool, obj_key, open_spec, pack_key, remote_config
 
 DEFAULT_GRACE = 3600.0
 PENDING = "gc/pending.json"
@@ -94,7 +95,7 @@ def gc_remote(repo: Repository, name: str, *, grace: float = DEFAULT_GRACE, now:
     if not isinstance(grace, (int, float)) or grace < 0:
         raise UsageError("--grace must not be negative")
     spec = remotes.get(repo.dir, name)
-    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name, repo.store.scheme)
     effective = 0.0 if now else float(grace)
     result = RemoteGcResult(dry_run=dry_run, grace=effective, remote=spec.name, url=remote.url)
     io = io_pool()
@@ -248,7 +249,7 @@ def forget_remote(repo: Repository, name: str, policy: Policy, *, dry_run: bool 
     tags naming only dropped commits are deleted there (logged); gc --remote frees the bytes later."""
     now = time.time() if now is None else now
     spec = remotes.get(repo.dir, name)
-    remote = Session(transport or open_spec(spec, create=False), spec.name)
+    remote = Session(transport or open_spec(spec, create=False), spec.name, repo.store.scheme)
     io = io_pool()
     warnings: list[str] = []
     try:

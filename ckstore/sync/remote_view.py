@@ -26,7 +26,8 @@ from ..storage.config import MAX_DELTA_DEPTH
 from ..storage.packs import ENTRY, FOOTER, Entry
 from ..storage.records import Dropped, parse_dropped
 from . import session
-from .session import Session, missing_on, obj_key, pack_key, remote_idx, remote_refs, verified_object
+from .remote_refs import remote_refs
+from .session import Session, missing_on, obj_key, pack_key, remote_idx, verified_object
 
 ARCHIVE = "refs/archive/"       # a cold remote's root per archived commit (never fetched as a branch or tag)
 DROPPED = "dropped/"
@@ -94,7 +95,8 @@ class RemoteView:
         """The verified object `oid`, or None when the remote lacks it."""
         if oid not in self._objects:
             data = self.remote.get_small(obj_key(oid), limit + limit // 128 + 4096)
-            self._objects[oid] = None if data is None else verified_object(oid, data, self.remote.url, limit)
+            self._objects[oid] = None if data is None else verified_object(oid, data, self.remote.url, limit,
+                                                                               scheme=self.remote.scheme)
         return self._objects[oid]
 
     def prefetch(self, oids: list[bytes], limit: int = session.MAX_COMMIT) -> None:
@@ -315,11 +317,12 @@ def mark_bases(repo: Repository, view: RemoteView, reach: RemoteReach,
         if chunk.hex() in known:
             v = known[chunk.hex()]
             return bytes.fromhex(v) if isinstance(v, str) and _HEX64.match(v) else None
-        n = min(e.length, codec.HEADER.size + 32)
+        # the header alone, or in an encrypted remote the whole frame, opened
+        n = e.length if view.remote.scheme.encrypted else min(e.length, codec.HEADER.size + 32)
         data = view.remote.get(pack_key(pack_id), e.offset, e.offset + n)
         try:
-            base = codec.frame_base(data)
-        except codec.FrameError as exc:
+            base = codec.frame_base(view.remote.scheme.open_frame(chunk, data))
+        except (codec.FrameError, CorruptObject) as exc:
             raise CorruptObject("chunk", chunk.hex(), "?", detail=f"on {view.remote.url}: unreadable frame header "
                                 f"in pack {pack_id.hex()[:12]}: {exc}") from None
         return base

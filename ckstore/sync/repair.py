@@ -15,7 +15,7 @@ def refetch(repo: Repository, spec: RemoteSpec, chunks: list[bytes], objects: li
             progress: Progress) -> tuple[int, int]:
     """Fetch `chunks` (with the delta bases they need) and `objects` from the remote; how many of each arrived.
     Whatever the remote lacks too is left missing (the repair reports it)."""
-    remote = Session(open_spec(spec, create=False), spec.name)
+    remote = Session(open_spec(spec, create=False), spec.name, repo.store.scheme)
     result = SyncResult("repair", spec.name, remote.url)
     io = io_pool()
     got_objects = 0
@@ -24,7 +24,7 @@ def refetch(repo: Repository, spec: RemoteSpec, chunks: list[bytes], objects: li
             data = remote.get_opt(obj_key(oid))
             if data is None:
                 continue
-            verified_object(oid, data, remote.url)
+            verified_object(oid, data, remote.url, scheme=remote.scheme)
             if write_atomic(repo.store.object_path(oid), data, repo.store.tmp_dir, exclusive=True):
                 got_objects += 1
         if chunks:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import blake3
 import zstandard
 
 from ..engine.repository import Repository
@@ -24,23 +23,19 @@ from ..errors import (
     RemoteError,
     RemoteNotFound,
     RemotePreconditionFailed,
-    RemoteRefMoved,
-    RemoteUnavailable,
     UnsupportedFormat,
-    UsageError,
 )
 from ..fs.fileio import write_atomic
 from ..model import codec
 from ..model.metadata import SCHEMA_TYPES
+from ..model.crypto import Scheme
 from ..model.objects import decode_object
-from ..model.refnames import HEADS, check_ref_name
 from ..storage import remotes
-from ..storage.config import FORMAT, HASH, VERSION
+from ..storage.config import FORMAT, HASH, check_version
 from ..storage.packs import Entry, PackFormatError, parse_idx
 from ..storage.remotes import RemoteSpec
-from ..storage.store import Store
+from ..storage.store import decompress_object
 from ..transport.base import Transport
-from ..transport import retry
 from ..transport.retry import RetryingTransport
 
 IO_WORKERS = 8                  # requests in flight (at most: see Transport.reads_in_flight)
@@ -55,7 +50,6 @@ MAX_COMMIT = 16 << 20
 MAX_MANIFEST = 32 << 20
 STREAM_CHECK = 1 << 20          # an object declaring more is hashed while streaming before it is held whole
 _stream_lock = threading.Lock()  # ...one at a time, so requests in flight do not each hold a large object
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _PACK_KEY = re.compile(r"^packs/([0-9a-f]{2})/([0-9a-f]{64})\.(pack|idx)$")
 
 
@@ -75,8 +69,14 @@ def pack_key(pack_id: bytes, suffix: str = ".pack") -> str:
 class Session:
     """One sync's view of a remote: a RetryingTransport around it, and a count of the bytes moved."""
 
-    def __init__(self, transport: Transport, name: str) -> None:
+    def __init__(self, transport: Transport, name: str, scheme: Scheme) -> None:
         self.t, self.name, self.url = transport, name, transport.url
+        #: the scheme its ids and sealed bytes follow: the local repository's (an encrypted repository's remotes
+        #: hold the same ids and sealed frames, so a push copies them as they are)
+        self.scheme = scheme
+        self.seqs: dict[str, int] = {}       # the sequence number each sealed ref read this session held
+        self.seen: dict[str, int] | None = None   # the highest seen before (`track_refs`): lower is a replay
+        self.seen_file: Path | None = None
         self.r = transport if isinstance(transport, RetryingTransport) else RetryingTransport(transport)
         self.sent = self.received = 0
         self.config: dict | None = None  # set by remote_config()
@@ -220,9 +220,11 @@ def check_remote_config(raw: dict, url: str) -> dict:
     return raw
 
 
-def remote_config(remote: Session, create_from: bytes | None = None) -> dict:
+def remote_config(remote: Session, create_from: bytes | None = None, *, match_scheme: bool = True) -> dict:
     """The remote's config (created if-absent from `create_from` on an empty remote), schema-checked; other
-    formats refused. Kept as `remote.config` for the rest of the session."""
+    formats refused, and (`match_scheme`) a remote encrypted otherwise than the session's scheme: a plain one for
+    an encrypted repository, an encrypted one for a plain repository, or one under another master key. Kept as
+    `remote.config` for the rest of the session."""
     data = remote.get_small("config")
     if data is None and create_from is not None:
         remote.put_new("config", create_from)
@@ -236,66 +238,28 @@ def remote_config(remote: Session, create_from: bytes | None = None) -> dict:
         raw = None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise UnsupportedFormat(f"{remote.url}: its config is not a ckstore config", hint="check the URL")
-    if raw.get("version") != VERSION:
-        raise UnsupportedFormat(f"remote {remote.url} has repository format version {raw.get('version')!r} "
-                                f"(this ckstore reads version {VERSION})")
+    check_version(raw, f"remote {remote.url}")
     if raw.get("hash") != HASH:
         raise UnsupportedFormat(f"remote {remote.url} uses hash {raw.get('hash')!r} (this ckstore uses {HASH})")
+    if match_scheme:
+        check_same_keys(raw, remote.scheme, remote.url)
     remote.config = check_remote_config(raw, remote.url)
     return raw
 
 
-def _parse_id(data: bytes) -> bytes | None:
-    text = data.decode("ascii", "replace").strip()
-    return bytes.fromhex(text) if _HEX64.match(text) else None
-
-
-def read_ref(remote: Session, key: str) -> tuple[bytes | None, str | None]:
-    """(id, etag) of the remote ref at `key`, or (None, None) if absent; RemoteError if it is not a 64-digit id."""
-    got = remote.get_with_etag(key)
-    if got is None:
-        return None, None
-    value = _parse_id(got[0])
-    if value is None:
-        raise RemoteError(f"{remote.url}: ref {key} is damaged (not a 64-digit id)", url=remote.url, key=key,
-                          hint="repair or delete that key on the remote")
-    return value, got[1]
-
-
-def remote_refs(remote: Session, io: ThreadPoolExecutor, prefix: str, warnings: list[str]) -> dict[str, bytes]:
-    """Refs under `prefix` ("refs/heads/" or "refs/tags/"): {short name: id}, names and ids checked."""
-    names = []
-    for key in remote.list(prefix.rstrip("/")):
-        name = key[len(prefix):]
-        try:
-            check_ref_name(name)
-        except UsageError:
-            warnings.append(f"ignored remote ref with an invalid name: {key[:200]!r}")
-            continue
-        names.append(name)
-    out = {}
-    for name, data in zip(names, io.map(lambda n: remote.get_small(prefix + n, 4096), names)):
-        value = _parse_id(data) if data is not None else None
-        if value is None:
-            if data is not None:
-                warnings.append(f"ignored remote ref {prefix + name}: not a 64-digit id")
-            continue
-        out[name] = value
-    return out
-
-
-def remote_head(remote: Session) -> str | None:
-    """The branch the remote's HEAD names, or None when it is absent, detached or not a valid name."""
-    data = remote.get_small("HEAD", 4096)
-    if not data:
-        return None
-    text = data.decode("utf-8", "replace").strip()
-    if text.startswith("ref: " + HEADS):
-        try:
-            return check_ref_name(text[5 + len(HEADS):])
-        except UsageError:
-            return None
-    return None
+def check_same_keys(raw: dict, scheme: Scheme, url: str) -> None:
+    """UnsupportedFormat unless the remote config `raw` is encrypted exactly when `scheme` is, under its key."""
+    enc = raw.get("encryption") or {}
+    mine = getattr(scheme, "keyring", None)
+    if enc and mine is None:
+        raise UnsupportedFormat(f"remote {url} is an encrypted repository and this one is not",
+                                hint="clone it instead (it asks for its passphrase)")
+    if mine is not None and not enc:
+        raise UnsupportedFormat(f"this repository is encrypted and the remote {url} is not: its ids and frames "
+                                "would not match", hint="push to a new (empty) remote")
+    if mine is not None and enc.get("key_id") != mine.key_id:
+        raise UnsupportedFormat(f"remote {url} is encrypted under another master key ({enc.get('key_id')}, this "
+                                f"repository's is {mine.key_id})", hint="push to a new (empty) remote")
 
 
 def load_index(repo: Repository, remote: Session, io: ThreadPoolExecutor, warnings: list[str],
@@ -360,19 +324,24 @@ def cache_idx(repo: Repository, remote: Session, pack_id: bytes, data: bytes) ->
     write_atomic(cache / f"{pack_id.hex()}.idx", data, repo.store.tmp_dir)
 
 
-def verified_object(oid: bytes, data: bytes, where: str, limit: int | None = None) -> Any:
-    """Decompress, verify against `oid` and decode an object downloaded from `where`; CorruptObject if bad. With
+def verified_object(oid: bytes, data: bytes, where: str, limit: int | None = None, *, scheme: Scheme) -> Any:
+    """Open (under `scheme`), decompress, verify against `oid` and decode an object downloaded from `where`;
+    CorruptObject if bad. With
     `limit`, an object declaring more decoded bytes is refused before any is decompressed, and one declaring over
     STREAM_CHECK is first hashed as it streams (one at a time), so a zstd bomb never sits in memory whole."""
-    if limit is not None:
-        _check_declared(oid, data, where, limit)
     try:
-        return decode_object(Store.decompress_object(oid, data), oid)
+        data = scheme.open_object(oid, data)
+    except CorruptObject as exc:
+        raise CorruptObject("object", oid.hex(), "?", detail=f"from {where}: {exc.detail}") from None
+    if limit is not None:
+        _check_declared(oid, data, where, limit, scheme)
+    try:
+        return decode_object(decompress_object(oid, data), oid, scheme)
     except CorruptObject as exc:
         raise CorruptObject("object", oid.hex(), exc.got, detail=f"from {where}") from None
 
 
-def _check_declared(oid: bytes, data: bytes, where: str, limit: int) -> None:
+def _check_declared(oid: bytes, data: bytes, where: str, limit: int, scheme: Scheme) -> None:
     try:
         size = zstandard.frame_content_size(data)
     except zstandard.ZstdError as exc:
@@ -384,7 +353,7 @@ def _check_declared(oid: bytes, data: bytes, where: str, limit: int) -> None:
     if size <= STREAM_CHECK:
         return
     with _stream_lock:
-        h, n = blake3.blake3(), 0
+        h, n = scheme.hasher(), 0
         try:
             reader = zstandard.ZstdDecompressor().stream_reader(data)
             while n <= size:
@@ -405,33 +374,3 @@ def missing_on(what: str, oid: bytes, url: str) -> MissingObject:
     exc = MissingObject(what, oid.hex())
     exc.hint = f"the remote {url} does not have it: it may be damaged, or a push to it is under way; retry later"
     return exc
-
-
-def move_ref(remote: Session, ref: str, new: bytes, expected: bytes | None, etag: str | None) -> None:
-    """Move a remote ref by compare-and-swap against `etag` (retrying transient faults; RemoteRefMoved when
-    another writer moved it)."""
-    data = (new.hex() + "\n").encode()
-    delay = retry.BACKOFF
-    for attempt in range(retry.ATTEMPTS):
-        try:
-            remote.put_cas(ref, data, etag)
-            return
-        except RemotePreconditionFailed:
-            cur, _ = read_ref(remote, ref)
-            if cur == new:
-                return                      # our write landed; its reply was lost and the retry was refused
-            raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on {remote.url} "
-                                 f"is now {cur.hex()[:12] if cur else 'gone'})") from None
-        except RemoteUnavailable as exc:
-            if attempt + 1 == retry.ATTEMPTS:
-                raise RemoteUnavailable(f"cannot update {ref} on {remote.url}: {exc}", url=remote.url, key=ref,
-                                        hint="retry the push; what was uploaded is kept") from exc
-            time.sleep(delay)
-            delay *= 3
-            cur, cur_etag = read_ref(remote, ref)
-            if cur == new:
-                return
-            if cur != expected:
-                raise RemoteRefMoved(f"the remote ref moved during the push: fetch and retry ({ref} on "
-                                     f"{remote.url})") from None
-            etag = cur_etag

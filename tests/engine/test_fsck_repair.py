@@ -196,7 +196,7 @@ def test_a_damaged_delta_base_is_blamed_not_its_healthy_dependant(tmp_path: Path
         store = repo.engine.store
         tensor = next(t for t in repo.manifest(v1).tensors if store.delta_depth(t.chunks[0], 8) == 1)
         dependant = tensor.chunks[0]
-        base = store.frame_base(store.index.get(dependant))
+        base = store.frame_base(store.index.get(dependant), dependant)
         loc = store.index.get(base)
     path = pack_path(tmp_path / "repo" / ".ckstore" / "packs", loc.pack)
     data = bytearray(path.read_bytes())

@@ -71,7 +71,7 @@ def disk(repo: Repo) -> int:
 
 def is_full(repo: Repo, chunk: bytes) -> bool:
     st = repo.engine.store
-    return st.frame_base(st.index.get(chunk)) is None
+    return st.frame_base(st.index.get(chunk), chunk) is None
 
 
 def tensor_chunks(repo: Repo, rev: str) -> list[bytes]:
@@ -160,7 +160,8 @@ def test_invert_makes_the_tip_full_and_older_versions_deltas(dense, tmp_path):
         assert all(is_full(repo, c) for c in tensor_chunks(repo, ids[3])), "the branch tip must be full frames"
         older = [c for i in ids[:3] for c in tensor_chunks(repo, i)]
         assert not any(is_full(repo, c) for c in older), "older versions become deltas against newer ones"
-        base = repo.engine.store.frame_base(repo.engine.store.index.get(tensor_chunks(repo, ids[2])[0]))
+        c2 = tensor_chunks(repo, ids[2])[0]
+        base = repo.engine.store.frame_base(repo.engine.store.index.get(c2), c2)
         assert base == tensor_chunks(repo, ids[3])[0], "v2's chunk is a delta against v3's same chunk"
         after = disk(repo)
         assert abs(after - before) <= 0.02 * before, (before, after)

@@ -123,7 +123,7 @@ def test_gc_now_refused_while_a_push_holds_a_lease(tmp_path):
     url = str(tmp_path / "remote")
     repo, v = _setup(tmp_path, url, {}, n=1)
     from ckstore.sync.session import Session
-    session = Session(transport(url, {}), "origin")
+    session = Session(transport(url, {}), "origin", repo.engine.store.scheme)
     with remote_leases.RemoteLease(session, "push"):
         with pytest.raises(LockTimeout, match="gc --now refused"):
             repo.gc_remote("origin", now=True)

@@ -20,7 +20,7 @@ from ckstore import cli as ckstore_cli
 from ckstore.errors import RemoteAccessDenied, RemoteError, UsageError
 from ckstore.storage import remotes
 from ckstore.transport import open_transport
-from s3servers import BUCKET, free_port, moto_endpoint, s3_env  # noqa: F401  (fixture)
+from s3servers import BUCKET, free_port, s3_env
 from conftest import make_safetensors
 from tlscerts import make_ca
 
