@@ -45,3 +45,22 @@ def repo(tmp_path: Path):
 
 
 from s3servers import moto_endpoint, weed_endpoint  # noqa: E402,F401  (fixtures shared by the S3 test modules)
+
+
+@pytest.fixture(autouse=True)
+def _encrypted_mode(monkeypatch):
+    """CKSTORE_TEST_ENCRYPTED=1 runs the suite with every new repository encrypted (a fast scrypt, the passphrase
+    in CKSTORE_PASSWORD): the engine, sync and API paths must behave the same on keyed ids and sealed bytes."""
+    if not os.environ.get("CKSTORE_TEST_ENCRYPTED"):
+        return
+    from ckstore.engine.repository import Repository
+    from ckstore.model import crypto
+    monkeypatch.setattr(crypto, "SCRYPT", {"n": 1 << 10, "r": 8, "p": 1})
+    monkeypatch.setenv("CKSTORE_PASSWORD", "encrypted test mode")
+    create = Repository.create.__func__
+
+    def encrypted_create(cls, path, **kw):
+        if kw.get("encrypt") is None and not kw.get("incomplete_ok"):
+            kw["encrypt"] = "encrypted test mode"
+        return create(cls, path, **kw)
+    monkeypatch.setattr(Repository, "create", classmethod(encrypted_create))

@@ -25,7 +25,7 @@ SLOW = 5.0  # seconds: a hot checkout slower than this is not repeated (series.p
 Log = Callable[[str], None]
 # what each tool stores, as a share of the logical bytes of a whole series (rough upper bounds from the S and M
 # runs), and whether it also keeps a working copy of one version; ckstore's cache is counted in its share
-STORE_SHARE = {"ckstore": 0.6, "ckstore-repack": 0.6, "restic": 0.8, "restic-max": 0.8, "borg": 0.8, "dvc": 1.0, "git-lfs": 1.0,
+STORE_SHARE = {"ckstore": 0.6, "ckstore-repack": 0.6, "ckstore-encrypted": 0.6, "restic": 0.8, "restic-max": 0.8, "borg": 0.8, "dvc": 1.0, "git-lfs": 1.0,
                "git-theta": 1.0, "zstd": 1.0, "zipnn": 1.0, "copy": 1.0}
 WORKING_COPY = ("dvc", "git-lfs", "git-theta")
 

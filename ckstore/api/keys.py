@@ -1,4 +1,5 @@
-"""The key verbs of `Repo`: the key files of an encrypted repository (list, add, remove, passwd)."""
+"""The key verbs of `Repo`: the key files of an encrypted repository (list, add, remove, passwd), and making a
+plain repository an encrypted one (`migrate_encrypt`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from ..engine.repository import Repository
 from ..errors import UsageError
 from ..model.crypto import KeyFile
+from ..model.progress import Progress
 from ..storage.keys import KeyStore, Passphrase, new_key_file, resolve
 
 
@@ -78,3 +80,15 @@ class Keys:
         self._keys().remove(old)
         self.engine.key_name = new
         return new
+
+    def migrate_encrypt(self, passphrase: Passphrase, *, keep_plain: bool = False, wait: float = 60.0,
+                        progress: Progress | None = None):
+        """Rewrite this plain repository in place as an encrypted one under `passphrase` (every id changes: it
+        is keyed); waits up to `wait` s for running writers. Afterwards this Repo is the encrypted repository.
+        Its remotes stay plain: push to a new one. `keep_plain`: leave the old files in `.ckstore-plain`.
+        Returns a `MigrateResult`."""
+        from ..engine.migrate import migrate_encrypt
+        secret = passphrase if isinstance(passphrase, str) else resolve(passphrase, "the encrypted repository")
+        result, root = migrate_encrypt(self.engine, secret, keep_plain=keep_plain, wait=wait, progress=progress)
+        self.engine = Repository(root, passphrase=secret)
+        return result

@@ -1,4 +1,4 @@
-"""Commands for the key files of an encrypted repository: key list, add, remove, passwd."""
+"""Commands for the key files of an encrypted repository (key list, add, remove, passwd), and `migrate --encrypt`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import datetime
 
 import typer
 
-from .app import JsonOpt, app, ask_passphrase, emit, info, open_repo
+from .app import JsonOpt, app, ask_passphrase, emit, info, open_repo, progress
 
 key_app = typer.Typer(no_args_is_help=True, help="The passphrases (key files) of an encrypted repository.")
 app.add_typer(key_app, name="key")
 
 
-def _new_passphrase() -> object:
-    """A new passphrase: asked twice on a terminal, else CKSTORE_NEW_PASSWORD (scripts)."""
+def _new_passphrase(required: bool = True) -> object:
+    """A new passphrase: asked twice on a terminal, else CKSTORE_NEW_PASSWORD (scripts). Not `required`: None
+    then, and the library takes CKSTORE_PASSWORD* (or says how to give one)."""
     import os
     from ..errors import UsageError
     asked = ask_passphrase("the new key", twice=True)
@@ -22,6 +23,8 @@ def _new_passphrase() -> object:
         return asked
     if os.environ.get("CKSTORE_NEW_PASSWORD"):
         return os.environ["CKSTORE_NEW_PASSWORD"]
+    if not required:
+        return None
     raise UsageError("a new passphrase is needed", hint="run it on a terminal, or set CKSTORE_NEW_PASSWORD")
 
 
@@ -64,3 +67,28 @@ def key_passwd(as_json: bool = JsonOpt) -> None:
     with open_repo() as repo:
         name = repo.key_passwd(_new_passphrase())
     return emit({"key": name}) if as_json else info(f"passphrase changed: key {name[:12]}")
+
+
+@app.command()
+def migrate(encrypt: bool = typer.Option(False, "--encrypt", help="Make this plain repository an encrypted one."),
+            keep_plain: bool = typer.Option(False, "--keep-plain",
+                                            help="Keep the old plain files in .ckstore-plain (default: deleted)."),
+            wait: float = typer.Option(60.0, "--wait", metavar="SECONDS", help="How long to wait for running "
+                                                                               "writers."),
+            as_json: bool = JsonOpt) -> None:
+    """Rewrite the repository in a newer form: `--encrypt` makes a plain one encrypted, in place (every id
+    changes; its remotes stay plain, so push to a new remote)."""
+    from ..errors import UsageError
+    if not encrypt:
+        raise UsageError("say what to migrate to", hint="ckstore migrate --encrypt")
+    with open_repo() as repo:
+        result = repo.migrate_encrypt(_new_passphrase(required=False), keep_plain=keep_plain, wait=wait,
+                                      progress=progress())
+    if as_json:
+        return emit(dataclasses.asdict(result))
+    info(f"encrypted: {result.chunks} chunks, {result.objects} objects, {result.refs} refs rewritten; "
+         f"{result.stored_before / 2**20:.1f} MiB before, {result.stored_after / 2**20:.1f} MiB after")
+    if result.kept_plain:
+        info(f"the plain files are kept in {result.kept_plain}: delete them when done")
+    info("its remotes are plain: push to a new remote (ckstore remote add NAME URL)")
+

@@ -26,8 +26,8 @@ from ..storage.signing import signer_from
 from ..storage.statcache import StatCache
 from ..storage.store import Store
 from .restore import select
+from .swap import DIRNAME, WORK as MIGRATE_WORK, finish_migration
 
-DIRNAME = ".ckstore"
 def encryption_table(keyring: Keyring) -> dict:
     """The config's `encryption` table of a repository under `keyring`."""
     return {"cipher": "aes-256-gcm", "ids": "blake3-keyed", "key_id": keyring.key_id}
@@ -55,6 +55,8 @@ def find_root(start: str | os.PathLike | None = None) -> Path:
             raise NotARepository(f"CKSTORE_DIR={start} is not a ckstore repository")
     here = Path(start or os.getcwd()).resolve()
     for d in (here, *here.parents):
+        if (d / MIGRATE_WORK).is_dir():   # `migrate --encrypt` was killed between its two renames: finish it
+            finish_migration(d)
         if (d / DIRNAME / "config").is_file() or (d / DIRNAME / CLONING).is_file():
             return d
     raise NotARepository(f"not a ckstore repository (or any parent up to /): {here}")

@@ -177,11 +177,11 @@ def wrap(keyring: Keyring, passphrase: str, *, label: str, created: float, host:
 
 def unwrap(key_file: KeyFile, passphrase: str) -> Keyring | None:
     """The keyring `key_file` holds, or None when `passphrase` is not its passphrase."""
-    from cryptography.exceptions import InvalidTag
     w = key_file.wrapped
     if len(w) != OVERHEAD + MASTER_BYTES or w[0] != VERSION:
         return None
     aead = _aesgcm()(_kek(passphrase, key_file.kdf, key_file.salt))
+    from cryptography.exceptions import InvalidTag
     try:
         master = aead.decrypt(w[1:1 + NONCE], w[1 + NONCE:], b"ckstore key file")
     except InvalidTag:

@@ -105,16 +105,15 @@ def check_write(token: Token, w: Write) -> None:
 
 # -- protected refs ---------------------------------------------------------------------------------------------
 
-def remote_rules(t: DirectoryTransport) -> dict[str, Any]:
-    """The `protect` table of the remote's config ({} when it has none or no config)."""
+def remote_settings(t: DirectoryTransport) -> dict[str, Any]:
+    """The remote's config as a table ({} when it has none)."""
     try:
         raw = json.loads(t.get("config", 0, 1 << 20))
     except RemoteNotFound:
         return {}
     except (ValueError, UnicodeDecodeError):
         raise Refused("the remote's config is damaged: ref writes are refused until an admin repairs it") from None
-    protect = raw.get("protect") if isinstance(raw, dict) else None
-    return protect if isinstance(protect, dict) else {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def ref_value(data: bytes, key: str) -> bytes:
@@ -155,8 +154,9 @@ def check_ref_write(t: DirectoryTransport, token: Token, key: str, old: bytes | 
     """Refused, naming the rule, if writing the ref `key` from the bytes `old` to `new` (None: absent, deleting)
     breaks the remote's protection: no_delete and ff_only bind every token; require_checks refs move only by
     admin tokens. Unprotected refs are bytes like any key; a protected one must be given a 64-digit id."""
+    settings = remote_settings(t)
     try:
-        rule = rule_for(remote_rules(t), key)
+        rule = rule_for(settings.get("protect") if isinstance(settings.get("protect"), dict) else {}, key)
     except UsageError as exc:
         raise Refused(f"the remote's protection rules are malformed ({exc}): ref writes are refused") from None
     if rule is None or old == new:
@@ -169,6 +169,12 @@ def check_ref_write(t: DirectoryTransport, token: Token, key: str, old: bytes | 
     if rule.require_checks and not token.admin:
         raise Refused(f"{where}: only an admin token may move it (the server cannot see that checks passed)")
     if not rule.ff_only or old is None:
+        return
+    if settings.get("encryption"):
+        # sealed refs and objects: the server cannot read history, so it cannot see a fast-forward
+        if not token.admin:
+            raise Refused(f"{where}: the remote is encrypted, so the server cannot check a fast-forward; only an "
+                          "admin token may move it")
         return
     new_id = ref_value(new, key)
     try:

@@ -352,3 +352,80 @@ def test_cli_init_encrypt_and_keys(tmp_path, monkeypatch, capsys):
     assert {k["label"] for k in keys} >= {"ci"}
     monkeypatch.setenv("CKSTORE_PASSWORD", "for the ci runner")
     assert run("log", "--oneline")[0] == 0
+
+
+# ------------------------------------------------------------------------------------------------ migrate
+
+def _plain_repo_with_history(tmp_path: Path) -> tuple[ckstore.Repo, Path, list[bytes]]:
+    src = tmp_path / "src"
+    tensors = _weights()
+    repo = ckstore.Repo.init(tmp_path / "repo")
+    files = []
+    for i in range(3):
+        tensors["w"][i] += 1.0
+        make_safetensors(src / FILENAME, tensors)
+        (src / "notes.txt").write_text(f"run {i}\n")
+        repo.commit(src, MESSAGE if i == 0 else f"v{i}", capture_env=False)
+        files.append((src / FILENAME).read_bytes())
+    repo.tag("best", "HEAD~1")
+    repo.branch("exp", "HEAD~2")
+    return repo, src, files
+
+
+def test_migrate_encrypt_in_place(tmp_path):
+    repo, src, files = _plain_repo_with_history(tmp_path)
+    before = [i.commit.message for i in repo.log()]
+    result = repo.migrate_encrypt(PASS)
+    assert result.chunks > 0 and result.objects >= 6 and result.refs == 3
+    assert repo.engine.store.scheme.encrypted
+    assert [i.commit.message for i in repo.log()] == before
+    repo.close()
+    ck = tmp_path / "repo" / ".ckstore"
+    assert not (tmp_path / "repo" / ".ckstore-plain").exists() and not (tmp_path / "repo" / ".ckstore-migrate").exists()
+    tensors = _weights()
+    tensors["w"][0] += 1.0
+    _assert_no_plaintext(_files(ck, skip=("audit",)), tensors)
+    with pytest.raises(UsageError, match="is encrypted: its passphrase is needed"):
+        ckstore.Repo.open(tmp_path / "repo")
+    with ckstore.Repo.open(tmp_path / "repo", passphrase=PASS) as r:
+        for i, rev in enumerate(("HEAD~2", "HEAD~1", "HEAD")):
+            r.checkout(rev, tmp_path / f"out{i}")
+            assert (tmp_path / f"out{i}" / FILENAME).read_bytes() == files[i]
+        r.checkout("best", tmp_path / "best")
+        assert (tmp_path / "best" / FILENAME).read_bytes() == files[1]
+        assert r.fsck().ok
+        with pytest.raises(UsageError, match="encrypted already"):
+            r.migrate_encrypt(PASS)
+
+
+def test_migrate_killed_before_the_swap_leaves_the_plain_repository(tmp_path, monkeypatch):
+    repo, _, files = _plain_repo_with_history(tmp_path)
+    from ckstore.engine import migrate
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(migrate._Rewrite, "objects", killed)
+    with pytest.raises(KeyboardInterrupt):
+        repo.migrate_encrypt(PASS)
+    repo.close()
+    with ckstore.Repo.open(tmp_path / "repo") as r:               # still the plain repository, whole
+        assert not r.engine.store.scheme.encrypted
+        r.checkout("HEAD", tmp_path / "out")
+        assert (tmp_path / "out" / FILENAME).read_bytes() == files[2]
+        monkeypatch.undo()
+        r.migrate_encrypt(PASS)                                   # starts over
+        assert r.engine.store.scheme.encrypted
+
+
+def test_migrate_finishes_a_swap_cut_between_its_renames(tmp_path, monkeypatch):
+    repo, _, files = _plain_repo_with_history(tmp_path)
+    from ckstore.engine import migrate
+    monkeypatch.setattr(migrate, "finish_migration", lambda root: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        repo.migrate_encrypt(PASS)
+    monkeypatch.undo()
+    assert not (tmp_path / "repo" / ".ckstore").exists()           # between the two renames
+    with ckstore.Repo.open(tmp_path / "repo", passphrase=PASS) as r:  # any command finishes the swap
+        assert r.engine.store.scheme.encrypted
+        r.checkout("HEAD", tmp_path / "out")
+        assert (tmp_path / "out" / FILENAME).read_bytes() == files[2]

@@ -61,6 +61,23 @@ class CkstoreRepack(Ckstore):
         return True
 
 
+class CkstoreEncrypted(Ckstore):
+    """ckstore with `init --encrypt`: keyed ids, every frame, object and ref sealed with AES-256-GCM. Each command
+    opens the repository through its key file (scrypt, 64 MiB, the default cost), as a user's would."""
+
+    name = "ckstore-encrypted"
+    description = ("ckstore `init --encrypt` (passphrase from CKSTORE_PASSWORD; each command pays the key file's "
+                   "scrypt), then as ckstore")
+    PASSPHRASE = "benchmark passphrase"
+
+    def sh(self, step: Step, cmd: list, cwd: Path | None = None):
+        return step.add(run(cmd, cwd=cwd, env={**self.ctx.env, "CKSTORE_PASSWORD": self.PASSPHRASE}))
+
+    def init(self) -> None:
+        self.repo.mkdir(parents=True)
+        self.sh(Step(), self.cmd("init", "--encrypt", self.repo))
+
+
 def prepare_ckstore(src_root: Path, work: Path) -> str | None:
     """Copy ckstore/ into work and write a launcher equal to the console script; None or the reason it fails."""
     snap = work / "ckstore-snapshot"
