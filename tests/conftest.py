@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -30,6 +31,21 @@ def make_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
 def make_safetensors_fixture() -> Callable[..., Path]:
     """The `make_safetensors(path, tensors, metadata=None)` helper, as a fixture."""
     return make_safetensors
+
+
+def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    """`ckstore ARGS...` through the console script's entry point, in-process (errors printed as users see them):
+    (exit code, stdout, stderr)."""
+    from ckstore import cli
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["ckstore", *map(str, args)])
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture

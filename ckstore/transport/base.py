@@ -32,7 +32,6 @@ import blake3
 
 from ..errors import RemoteNotFound, UsageError
 from ..model.paths import problem
-from ..model.urls import check_plain_http, is_loopback  # noqa: F401  (the transports' import point)
 
 Data = Union[bytes, bytearray, memoryview]
 

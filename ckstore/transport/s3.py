@@ -43,7 +43,8 @@ from ..errors import (
     RemoteUnavailable,
     UsageError,
 )
-from .base import Data, KeyStat, Transport, check_key, check_plain_http, check_prefix, check_range
+from ..model.urls import check_plain_http
+from .base import Data, KeyStat, Transport, check_key, check_prefix, check_range
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
 _CODE = re.compile(r"<Code>([^<]{1,100})</Code>")

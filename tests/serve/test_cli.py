@@ -4,26 +4,15 @@ parsed as `serve run PATH`."""
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-import ckstore.cli as ckstore_cli
 from ckstore.errors import RemoteAccessDenied
 from ckstore.serve.tokens import TokenStore, hash_secret, state_dir
 
+from conftest import run_cli as _run
+
 from .conftest import start
-
-
-def _run(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["ckstore", *map(str, args)])
-    try:
-        ckstore_cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_tokens_and_audit(tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ pytest.importorskip("cryptography")
 import ckstore  # noqa: E402
 from ckstore.errors import (CorruptObject, DamagedRef, RemoteError, UnsupportedFormat, UsageError)  # noqa: E402
 from ckstore.model.crypto import WrongPassphrase  # noqa: E402
-from conftest import make_safetensors  # noqa: E402
+from conftest import make_safetensors, run_cli  # noqa: E402
 from s3servers import BUCKET, s3_env  # noqa: E402
 
 PASS = "correct horse battery staple"
@@ -154,7 +154,11 @@ def test_a_flipped_bit_anywhere_is_caught(tmp_path):
     fresh()
     key = next((ck / "keys").iterdir())
     _flip(key, 40)
-    with pytest.raises((WrongPassphrase, UsageError)):
+    with pytest.raises(WrongPassphrase, match=f"damaged key files: {key.name[:12]}"):
+        ckstore.Repo.open(tmp_path / "repo", passphrase=PASS)
+    fresh()
+    shutil.rmtree(ck / "keys")
+    with pytest.raises(WrongPassphrase, match="has no key files"):
         ckstore.Repo.open(tmp_path / "repo", passphrase=PASS)
 
 
@@ -312,21 +316,12 @@ def test_key_files_add_remove_passwd(tmp_path):
 
 
 def test_cli_init_encrypt_and_keys(tmp_path, monkeypatch, capsys):
-    from ckstore import cli
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CKSTORE_AUTHOR", "tester@ci")
     make_safetensors(tmp_path / "src" / FILENAME, _weights())
 
     def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["ckstore", *args])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(monkeypatch, capsys, *args)
 
     code, _, err = run("init", "--encrypt")
     assert code != 0 and "--encrypt needs a passphrase" in err

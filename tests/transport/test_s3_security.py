@@ -16,12 +16,11 @@ import pytest
 
 import numpy as np
 
-from ckstore import cli as ckstore_cli
 from ckstore.errors import RemoteAccessDenied, RemoteError, UsageError
 from ckstore.storage import remotes
 from ckstore.transport import open_transport
 from s3servers import BUCKET, free_port, s3_env
-from conftest import make_safetensors
+from conftest import make_safetensors, run_cli
 from tlscerts import make_ca
 
 pytest.importorskip("obstore")
@@ -70,14 +69,7 @@ def cli(capsys, monkeypatch):
     monkeypatch.delenv("CKSTORE_DIR", raising=False)
 
     def run(*args: object, ok: bool = True) -> Ran:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["ckstore", *map(str, args)])
-        try:
-            ckstore_cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
+        code, out, err = run_cli(monkeypatch, capsys, *args)
         if ok:
             assert code == 0, (args, out, err)
         return Ran(code, out, err)
