@@ -231,3 +231,30 @@ print(sorted(m for m in sys.modules if m.startswith("ckstore.sync") or m.startsw
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_cli_starts_without_optional_packages() -> None:
+    """A bare `pip install ckstore` has typer (which may vendor click), not click itself, and none of the extras:
+    `ckstore --help` and every command's help must start with all of them hidden."""
+    import subprocess
+    import sys
+    hidden = ["click", "starlette", "uvicorn", "obstore", "boto3", "cryptography", "torch", "matplotlib",
+              "safetensors", "yaml"]
+    code = f"""
+import importlib.abc, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {hidden!r}:
+            raise ImportError(f"hidden: {{name}}")
+        return None
+sys.meta_path.insert(0, Hide())
+from ckstore.cli import main
+for args in (["--help"], ["serve", "--help"], ["key", "--help"], ["init", "--help"], ["remote", "add", "--help"]):
+    sys.argv = ["ckstore", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, (args, exc.code)
+"""
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr[-2000:]

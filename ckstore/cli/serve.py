@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -23,7 +22,7 @@ class _RunByDefault(TyperGroup):
     """`ckstore serve PATH ...` means `ckstore serve run PATH ...`: the group's first word is a command only when
     it names one (or asks for help)."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # a click Context (typer may vendor click)
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["run", *args]
         return super().parse_args(ctx, args)
