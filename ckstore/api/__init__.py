@@ -102,6 +102,11 @@ class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro, Keys):
         """The repository's settings."""
         return self.engine.config
 
+    @property
+    def format_version(self) -> int:
+        """The repository format version on disk: 1, or 2 for an encrypted repository (docs/design.md)."""
+        return self.engine.config.version
+
     # -- revisions ------------------------------------------------------------------------------------------------
 
     def head_branch(self) -> str:

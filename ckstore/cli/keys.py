@@ -78,9 +78,13 @@ def migrate(encrypt: bool = typer.Option(False, "--encrypt", help="Make this pla
             as_json: bool = JsonOpt) -> None:
     """Rewrite the repository in a newer form: `--encrypt` makes a plain one encrypted, in place (every id
     changes; its remotes stay plain, so push to a new remote)."""
-    from ..errors import UsageError
     if not encrypt:
-        raise UsageError("say what to migrate to", hint="ckstore migrate --encrypt")
+        with open_repo() as repo:
+            version = repo.format_version
+        if as_json:
+            return emit({"version": version, "migrated": False})
+        return info(f"repository format version {version} is the newest this ckstore writes: nothing to migrate"
+                    + ("" if version > 1 else " (`--encrypt` makes it an encrypted repository)"))
     with open_repo() as repo:
         result = repo.migrate_encrypt(_new_passphrase(required=False), keep_plain=keep_plain, wait=wait,
                                       progress=progress())

@@ -60,10 +60,14 @@ class Config:
     governance: dict = field(default_factory=dict)  # {"checks": {name: command}, "name_template": str, ...}
     encryption: dict = field(default_factory=dict)  # {"cipher", "ids", "key_id"}: set only in an encrypted one
 
+    @property
+    def version(self) -> int:
+        """The format version this config is written with."""
+        return ENCRYPTED_VERSION if self.encryption else VERSION
+
     def to_json(self) -> str:
         """The config file's text, with a checksum over its values (fsck reports a config changed behind it)."""
-        version = ENCRYPTED_VERSION if self.encryption else VERSION
-        body = {"format": FORMAT, "version": version, "hash": HASH, "chunk_size": self.chunk_size,
+        body = {"format": FORMAT, "version": self.version, "hash": HASH, "chunk_size": self.chunk_size,
                 "pack_size": self.pack_size,
                 "codec": {"zstd_level": self.zstd_level, "max_delta_depth": self.max_delta_depth},
                 "schema": self.schema}

@@ -1,0 +1,84 @@
+"""Repositories written by an earlier ckstore (tests/data/frozen, made once by its make.py and never rewritten)
+still read, verify and check out byte-identical, and migrate to an encrypted repository."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import ckstore
+from ckstore.model.crypto import WrongPassphrase
+
+FROZEN = Path(__file__).parent / "data" / "frozen"
+NAMES = sorted(p.name for p in FROZEN.iterdir() if (p / "expected.json").is_file())
+
+
+def _copy(name: str, tmp_path: Path) -> tuple[Path, dict]:
+    shutil.copytree(FROZEN / name, tmp_path / name)
+    root = tmp_path / name
+    remotes = root / "repo" / ".ckstore" / "remotes.json"
+    if remotes.is_file():                          # the remote it was cloned from, copied beside it
+        table = json.loads(remotes.read_text())
+        for spec in table.values():
+            spec["url"] = str(root / "remote")
+        remotes.write_text(json.dumps(table))
+    return root, json.loads((root / "expected.json").read_text())
+
+
+def _digests(d: Path) -> dict[str, str]:
+    return {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _check(repo: ckstore.Repo, expected: dict, out: Path) -> None:
+    assert {n: o.hex() for n, o in repo.engine.refs.list().items()} == expected["refs"]
+    assert [i.id for i in repo.log(all=True)] == [c["id"] for c in expected["commits"]]
+    for c in expected["commits"]:
+        repo.checkout(c["id"], out / c["id"])
+        assert _digests(out / c["id"]) == c["files"], c["message"]
+
+
+def test_every_frozen_version_is_there():
+    assert {"v1-basic", "v1-partial", "v2-encrypted"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_frozen_repository_reads_verifies_and_checks_out(name, tmp_path):
+    root, expected = _copy(name, tmp_path)
+    passphrase = expected.get("passphrase")
+    if passphrase:
+        with pytest.raises(WrongPassphrase):
+            ckstore.Repo.open(root / "repo", passphrase="not it")
+    with ckstore.Repo.open(root / "repo", passphrase=passphrase) as repo:
+        assert repo.fsck(read_data=True).ok
+        _check(repo, expected, tmp_path / "out")
+        assert repo.engine.store.scheme.encrypted == bool(passphrase)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("v1-basic")])
+def test_frozen_plain_repository_migrates_to_an_encrypted_one(name, tmp_path):
+    root, expected = _copy(name, tmp_path)
+    with ckstore.Repo.open(root / "repo") as repo:
+        result = repo.migrate_encrypt("migrated passphrase")
+        assert result.refs == len(expected["refs"])
+        assert repo.fsck(read_data=True).ok
+        messages = [i.commit.message for i in repo.log(all=True)]
+        assert messages == [c["message"] for c in expected["commits"]]
+        for info, c in zip(repo.log(all=True), expected["commits"]):
+            repo.checkout(info.id, tmp_path / "out" / info.id)
+            assert _digests(tmp_path / "out" / info.id) == c["files"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_migrate_says_each_frozen_version_is_the_newest(name, tmp_path, monkeypatch, capsys):
+    from conftest import run_cli
+    root, expected = _copy(name, tmp_path)
+    if expected.get("passphrase"):
+        monkeypatch.setenv("CKSTORE_PASSWORD", expected["passphrase"])
+    code, out, err = run_cli(monkeypatch, capsys, "-C", root / "repo", "migrate", "--json")
+    assert code == 0, err
+    assert json.loads(out) == {"version": 2 if expected.get("passphrase") else 1, "migrated": False}
