@@ -29,8 +29,8 @@ def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
     if lower.endswith(".npz"):
         from . import numpy_files
         return numpy_files.scan_npz(rel, buf)
-    if lower.endswith(TORCH_SUFFIXES) and bytes(buf[:4]) == b"PK\x03\x04":
-        from . import torchzip
+    if lower.endswith(TORCH_SUFFIXES) and (bytes(buf[:4]) == b"PK\x03\x04" or bytes(buf[:2]) == b"\x80\x02"):
+        from . import torchzip           # a zip archive, or a legacy stream (its magic number's pickle)
         return torchzip.scan(rel, buf)
     return opaque(rel, buf)
 

@@ -1,4 +1,9 @@
-"""torch.save zip archives read by an allowlist unpickler that runs no code: each storage record is a tensor span."""
+"""torch.save files read by an allowlist unpickler that runs no code: each storage is a tensor span.
+
+Two layouts: the zip archive (torch >= 1.6: `archive/data.pkl` and one `archive/data/<key>` record per storage),
+and the legacy stream (before 1.6, or `_use_new_zipfile_serialization=False`): five pickles — the magic number,
+the protocol version (1001), a sys-info dict, the object (storages as persistent ids), the sorted storage keys —
+then each storage as an int64 element count and its raw bytes. What either cannot label is stored opaque."""
 
 from __future__ import annotations
 
@@ -158,11 +163,13 @@ _ALLOWED: dict[tuple[str, str], object] = {
 
 
 class _Unpickler(pickle.Unpickler):
-    """Resolves globals only from _ALLOWED and persistent ids only to _Storage placeholders."""
+    """Resolves globals only from _ALLOWED and persistent ids only to _Storage placeholders (the zip layout's
+    5-tuples, or with `legacy` the stream layout's 6-tuples, whose last item — a storage view — must be None)."""
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__(io.BytesIO(data), fix_imports=False)
+    def __init__(self, data: bytes | io.BytesIO, legacy: bool = False) -> None:
+        super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data, fix_imports=False)
         self.storages: dict[str, _Storage] = {}
+        self.legacy = legacy
 
     def find_class(self, module: str, name: str) -> object:
         try:
@@ -171,6 +178,8 @@ class _Unpickler(pickle.Unpickler):
             raise _Refused(f"global {module}.{name} is not allowlisted") from None
 
     def persistent_load(self, pid: object) -> _Storage:
+        if self.legacy and isinstance(pid, tuple) and len(pid) == 6 and pid[5] is None:
+            pid = pid[:5]                  # (a legacy view of a storage, pid[5] set, stays refused)
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Kind)
                 and isinstance(pid[2], str) and isinstance(pid[3], str) and _is_index(pid[4])):
             raise _Refused(f"unexpected persistent id of type {type(pid).__name__}")
@@ -181,8 +190,9 @@ class _Unpickler(pickle.Unpickler):
         return st
 
 
-def _prescan(data: bytes) -> None:
-    """Walk the opcodes without running them, refusing what the C unpickler would turn into a hazard."""
+def _prescan(data: bytes | io.BytesIO) -> None:
+    """Walk the opcodes (of one pickle: to its STOP) without running them, refusing what the C unpickler would turn
+    into a hazard."""
     memo = 0
     for n, (op, arg, _) in enumerate(pickletools.genops(data)):
         if op.name in _BANNED_OPS or n >= MAX_OPS:
@@ -284,10 +294,69 @@ def _readable(info: zipfile.ZipInfo) -> bool:
     return not info.flag_bits & 1 and info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
+LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
+
+
+def _pickle_at(buf: memoryview, pos: int, legacy: bool = False,
+               limit: int = 1 << 20) -> tuple[object, _Unpickler, int]:
+    """The pickle starting at `pos` (at most `limit` bytes: a bigger one is refused), pre-scanned, then loaded
+    through the allowlist; with the unpickler and where the next one starts. _Refused otherwise."""
+    f = io.BytesIO(bytes(buf[pos:pos + limit]))
+    _prescan(f)
+    end = f.tell()
+    f.seek(0)
+    unpickler = _Unpickler(f, legacy)
+    obj = unpickler.load()
+    if f.tell() != end:
+        raise _Refused("the pickle's opcodes and its load disagree")
+    return obj, unpickler, pos + end
+
+
+def _legacy(rel: str, buf: memoryview) -> ScannedFile:
+    """Scan a legacy torch.save stream (see the module docstring); opaque when anything is not as torch writes."""
+    try:
+        # the magic number is over 2**64, which _prescan refuses in general: its short pickle is read op by op
+        ops = list(pickletools.genops(bytes(buf[:32])))
+        if [(op.name, arg) for op, arg, _ in ops if op.name not in ("PROTO", "FRAME")] != [
+                ("LONG1", LEGACY_MAGIC), ("STOP", None)]:
+            return opaque(rel, buf)
+        protocol, _, pos = _pickle_at(buf, ops[-1][2] + 1)
+        info, _, pos = _pickle_at(buf, pos)
+        if (protocol != LEGACY_PROTOCOL or not isinstance(info, dict)
+                or info.get("little_endian") is not True):
+            return opaque(rel, buf)  # a pickle, but not a little-endian torch.save: never labelled
+        root, unpickler, pos = _pickle_at(buf, pos, legacy=True, limit=MAX_PICKLE)
+        keys, _, pos = _pickle_at(buf, pos)
+        names, views = _walk(root)
+    except Exception:  # the unpickler only ever reaches our placeholders: whatever fails, the answer is "refuse"
+        return opaque(rel, buf)
+    storages = unpickler.storages
+    if not (isinstance(keys, list) and sorted(storages) == sorted(keys) == keys):
+        return opaque(rel, buf)
+    spans = []
+    for key in keys:
+        st = storages[key]
+        dtype = next((t.dtype for t in views.get(key, [])), "U8") if st.kind.untyped else st.kind.dtype
+        size = itemsize(dtype)
+        if pos + 8 > len(buf):
+            return opaque(rel, buf)
+        (numel,) = struct.unpack("<q", buf[pos:pos + 8])
+        nbytes = numel * (1 if st.kind.untyped else size)
+        if numel != st.numel or nbytes % size or pos + 8 + nbytes > len(buf):
+            return opaque(rel, buf)      # sizes disagree with the pickle, or the file is cut short
+        shapes = {t.shape for t in views.get(key, []) if t.dtype == dtype and t.offset == 0
+                  and math.prod(t.shape) == nbytes // size and (nbytes == 0 or _contiguous(t.shape, t.stride))}
+        shape = shapes.pop() if len(shapes) == 1 else (nbytes // size,)
+        spans.append((pos + 8, nbytes, TensorInfo(names.get(key, f"storage/{key}"), dtype, shape)))
+        pos += 8 + nbytes
+    return spans_from_tensors(rel, buf, spans)
+
+
 def scan(rel: str, buf: memoryview) -> ScannedFile:
-    """Scan a torch.save zip, reading its pickle without running it; what it cannot label (legacy pickles) is opaque."""
+    """Scan a torch.save file, reading its pickle without running it: the zip layout, or the legacy stream
+    (pickle protocol 2+); what cannot be labelled is opaque."""
     if bytes(buf[:4]) != MAGIC:
-        return opaque(rel, buf)  # legacy (pre-1.6) pickle checkpoints: never unpickled, stored as they are
+        return _legacy(rel, buf) if bytes(buf[:1]) == b"\x80" else opaque(rel, buf)
     try:
         zf = zipfile.ZipFile(_View(buf))
         infos = {i.filename: i for i in zf.infolist()}
