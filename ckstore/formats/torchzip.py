@@ -100,6 +100,21 @@ class _ODict(dict):
             raise _Refused("BUILD on an OrderedDict with non-dict state")
 
 
+class _ScriptObject:
+    """A TorchScript module or class instance (`__torch__.*`, built by NEWOBJ then BUILD): only its attribute dict
+    is kept, to find and name the tensors in it. Its code stays in the archive's `code/`, never run or read."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state: dict = {}
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict):
+            raise _Refused("BUILD on a TorchScript object with non-dict state")
+        self.state = state
+
+
 def _is_index(x: object) -> bool:
     """A non-negative int small enough that sizes and offsets built from it stay exact and cheap."""
     return type(x) is int and 0 <= x < 1 << 62
@@ -166,12 +181,14 @@ class _Unpickler(pickle.Unpickler):
     """Resolves globals only from _ALLOWED and persistent ids only to _Storage placeholders (the zip layout's
     5-tuples, or with `legacy` the stream layout's 6-tuples, whose last item — a storage view — must be None)."""
 
-    def __init__(self, data: bytes | io.BytesIO, legacy: bool = False) -> None:
+    def __init__(self, data: bytes | io.BytesIO, legacy: bool = False, script: bool = False) -> None:
         super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data, fix_imports=False)
         self.storages: dict[str, _Storage] = {}
-        self.legacy = legacy
+        self.legacy, self.script = legacy, script
 
     def find_class(self, module: str, name: str) -> object:
+        if self.script and (module == "__torch__" or module.startswith("__torch__.")):
+            return _ScriptObject              # a TorchScript class: a placeholder holding its attributes
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -190,12 +207,14 @@ class _Unpickler(pickle.Unpickler):
         return st
 
 
-def _prescan(data: bytes | io.BytesIO) -> None:
+def _prescan(data: bytes | io.BytesIO, script: bool = False) -> None:
     """Walk the opcodes (of one pickle: to its STOP) without running them, refusing what the C unpickler would turn
-    into a hazard."""
+    into a hazard. `script`: a TorchScript archive, whose objects are NEWOBJ of `__torch__` classes (the
+    unpickler then resolves those, and only those, to `_ScriptObject`)."""
     memo = 0
+    banned = _BANNED_OPS - {"NEWOBJ"} if script else _BANNED_OPS
     for n, (op, arg, _) in enumerate(pickletools.genops(data)):
-        if op.name in _BANNED_OPS or n >= MAX_OPS:
+        if op.name in banned or n >= MAX_OPS:
             raise _Refused(f"opcode {op.name} (number {n}) is not accepted")
         if op.name in ("INT", "LONG", "LONG1", "LONG4") and type(arg) is int and not -MAX_INT <= arg < MAX_INT:
             raise _Refused("integer too large")
@@ -216,7 +235,11 @@ def _walk(root: object) -> tuple[dict[str, str], dict[str, list[_Tensor]]]:
         if isinstance(obj, _Tensor) and id(obj) not in seen:
             seen.add(id(obj))
             views.setdefault(obj.storage.key, []).append(obj)
-        if isinstance(obj, (_Tensor, _Storage)):
+        if isinstance(obj, _ScriptObject) and id(obj) not in seen:
+            seen.add(id(obj))
+            for k, v in obj.state.items():       # a module's parameters and buffers, and its submodules
+                walk(v, path + (str(k),))
+        elif isinstance(obj, (_Tensor, _Storage)):
             if path:  # a top-level tensor has no path; it is named after its record below
                 names.setdefault(obj.key if isinstance(obj, _Storage) else obj.storage.key, ".".join(path))
         elif isinstance(obj, (dict, list, tuple)) and id(obj) not in seen:
@@ -228,10 +251,11 @@ def _walk(root: object) -> tuple[dict[str, str], dict[str, list[_Tensor]]]:
     return names, views
 
 
-def _load(data: bytes) -> tuple[dict[str, _Storage], dict[str, str], dict[str, list[_Tensor]]]:
-    """Storages, names and tensor views of a data.pkl; raises _Refused for anything outside the allowlist."""
-    _prescan(data)
-    unpickler = _Unpickler(data)
+def _load(data: bytes, script: bool = False) -> tuple[dict[str, _Storage], dict[str, str], dict[str, list[_Tensor]]]:
+    """Storages, names and tensor views of a data.pkl (`script`: of a TorchScript archive); raises _Refused for
+    anything outside the allowlist."""
+    _prescan(data, script)
+    unpickler = _Unpickler(data, script=script)
     root = unpickler.load()
     return unpickler.storages, *_walk(root)
 
@@ -373,7 +397,9 @@ def scan(rel: str, buf: memoryview) -> ScannedFile:
     except ZIP_ERRORS as exc:
         raise MalformedCheckpoint(rel, f"torch zip archive does not parse: {exc}") from None
     try:
-        storages, names, views = _load(data)
+        # a TorchScript archive (torch.jit.save) has its code beside the pickle; the code is kept as it is
+        script = any(n.startswith(f"{prefix}/code/") for n in infos) and f"{prefix}/constants.pkl" in infos
+        storages, names, views = _load(data, script)
     except Exception:  # the unpickler only ever reaches our placeholders: whatever fails, the answer is "refuse"
         return opaque(rel, buf)
     spans = []
