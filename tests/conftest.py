@@ -33,6 +33,16 @@ def make_safetensors_fixture() -> Callable[..., Path]:
     return make_safetensors
 
 
+def joined(sf) -> bytes:
+    """A scanned file's bytes put back together from its spans, checking they cover it in order."""
+    pos = 0
+    for span in sf.spans:
+        assert span.offset == pos
+        pos += span.nbytes
+    assert pos == sf.size
+    return b"".join(bytes(s.data) for s in sf.spans)
+
+
 def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
     """`ckstore ARGS...` through the console script's entry point, in-process (errors printed as users see them):
     (exit code, stdout, stderr)."""

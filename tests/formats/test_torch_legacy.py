@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import ckstore
 from ckstore.formats import scan_buffer
-from ckstore.formats.base import ScannedFile
+from conftest import joined
 
 torch = pytest.importorskip("torch")
 
@@ -24,15 +24,6 @@ torch = pytest.importorskip("torch")
 def _legacy(obj, path: Path) -> bytes:
     torch.save(obj, path, _use_new_zipfile_serialization=False)
     return path.read_bytes()
-
-
-def _joined(sf: ScannedFile) -> bytes:
-    pos = 0
-    for span in sf.spans:
-        assert span.offset == pos
-        pos += span.nbytes
-    assert pos == sf.size
-    return b"".join(bytes(s.data) for s in sf.spans)
 
 
 def _state(seed: int = 0) -> dict:
@@ -48,7 +39,7 @@ def test_tensors_found_with_names_dtypes_and_shapes(tmp_path):
     got = {s.tensor.name: (s.tensor.dtype, s.tensor.shape) for s in sf.tensors()}
     assert got == {"encoder.weight": ("F32", (64, 32)), "encoder.bias": ("F32", (64,)),
                    "head.weight": ("BF16", (10, 64)), "steps": ("I64", (3,)), "mask": ("BOOL", (5,))}
-    assert _joined(sf) == data
+    assert joined(sf) == data
     w = next(s for s in sf.tensors() if s.tensor.name == "encoder.weight")
     assert bytes(w.data) == _state()["encoder.weight"].numpy().tobytes()
 
@@ -62,7 +53,7 @@ def test_optimizer_state_views_and_shared_storages(tmp_path):
     shapes = {s.tensor.name: s.tensor.shape for s in sf.tensors()}
     assert shapes["model.w"] == (8, 8)            # the storage is named by its first path; views share it
     assert shapes["opt.state.0.exp_avg"] == (8, 8)
-    assert len(sf.tensors()) == 2 and _joined(sf) == data
+    assert len(sf.tensors()) == 2 and joined(sf) == data
 
 
 def test_commit_dedups_diffs_and_restores(tmp_path):
@@ -115,7 +106,7 @@ def test_hostile_and_damaged_streams_stay_opaque(tmp_path):
     assert scan_buffer("ok.pt", memoryview(dumps(0x1950A86A20F9469CFC6C, 1001, info) + rest)).tensors()
     for name, blob in cases.items():
         sf = scan_buffer(f"{name}.pt", memoryview(blob))
-        assert _joined(sf) == blob, name
+        assert joined(sf) == blob, name
         assert sf.tensors() == [], name
     assert not sentinel.exists()
     # a legacy stream whose last storage is cut short commits and restores byte for byte
@@ -143,7 +134,7 @@ def test_corrupted_streams_never_raise(legacy_bytes, flips, cut):
     if cut is not None:
         blob = blob[: cut % (len(blob) + 1)]
     sf = scan_buffer("fuzz.pt", memoryview(bytes(blob)))
-    assert _joined(sf) == bytes(blob)
+    assert joined(sf) == bytes(blob)
     for s in sf.tensors():
         assert s.nbytes == int(np.prod(s.tensor.shape)) * {"F32": 4, "BF16": 2, "I64": 8, "BOOL": 1}.get(
             s.tensor.dtype, s.nbytes // max(1, int(np.prod(s.tensor.shape))))
@@ -152,4 +143,4 @@ def test_corrupted_streams_never_raise(legacy_bytes, flips, cut):
 def test_not_a_torch_pickle_is_opaque(tmp_path):
     for blob in (pickle.dumps({"a": 1}, protocol=2), b"\x80\x02garbage", pickle.dumps(list(range(10)), protocol=4)):
         sf = scan_buffer("x.pt", memoryview(blob))
-        assert sf.tensors() == [] and _joined(sf) == blob
+        assert sf.tensors() == [] and joined(sf) == blob

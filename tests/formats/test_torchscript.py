@@ -11,7 +11,7 @@ import pytest
 
 import ckstore
 from ckstore.formats import scan_buffer
-from ckstore.formats.base import ScannedFile
+from conftest import joined
 
 torch = pytest.importorskip("torch")
 
@@ -42,11 +42,6 @@ def _saved(path: Path, net: torch.nn.Module) -> bytes:
     return path.read_bytes()
 
 
-def _joined(sf: ScannedFile) -> bytes:
-    assert [s.offset for s in sf.spans] == [sum(x.nbytes for x in sf.spans[:i]) for i in range(len(sf.spans))]
-    return b"".join(bytes(s.data) for s in sf.spans)
-
-
 def test_parameters_and_buffers_named_code_kept(tmp_path):
     torch.manual_seed(0)
     data = _saved(tmp_path / "net.pt", Net())
@@ -54,7 +49,7 @@ def test_parameters_and_buffers_named_code_kept(tmp_path):
     got = {s.tensor.name: s.tensor.shape for s in sf.tensors()}
     assert got == {"embed.weight": (32, 16), "block.proj.weight": (8, 16), "block.proj.bias": (8,),
                    "block.scale": (8,), "head.weight": (4, 8), "head.bias": (4,)}
-    assert _joined(sf) == data
+    assert joined(sf) == data
     code = [n for n in zipfile.ZipFile(io.BytesIO(data)).namelist() if "/code/" in n]
     assert code                                       # the code is in the archive, stored as it is
 
@@ -102,4 +97,4 @@ def test_hostile_script_archives_stay_opaque(tmp_path):
     for name, payload in payloads.items():
         blob = _replace_pickle(archive, payload)
         sf = scan_buffer(f"{name}.pt", memoryview(blob))
-        assert sf.tensors() == [] and _joined(sf) == blob, name
+        assert sf.tensors() == [] and joined(sf) == blob, name

@@ -25,6 +25,7 @@ import pytest
 from ckstore.errors import MalformedCheckpoint
 from ckstore.formats import ScannedFile, TensorInfo, scan_buffer, torchzip
 from ckstore.formats.base import map_file, opaque
+from conftest import joined
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -56,15 +57,6 @@ def audit() -> Callable[[], contextlib.AbstractContextManager[list[tuple[str, st
         finally:
             _RECORDING[0] = False
     return watch
-
-
-def joined(sf: ScannedFile) -> bytes:
-    pos = 0
-    for span in sf.spans:
-        assert span.offset == pos
-        pos += span.nbytes
-    assert pos == sf.size
-    return b"".join(bytes(s.data) for s in sf.spans)
 
 
 def save(tmp_path: Path, obj: object, name: str = "ck.pt") -> tuple[ScannedFile, bytes]:
