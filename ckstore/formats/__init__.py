@@ -26,6 +26,9 @@ def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
     if lower.endswith(".npy"):
         from . import numpy_files
         return numpy_files.scan_npy(rel, buf)
+    if lower.endswith(".onnx"):
+        from . import onnx
+        return onnx.scan(rel, buf)
     if lower.endswith(".npz"):
         from . import numpy_files
         return numpy_files.scan_npz(rel, buf)

@@ -1,0 +1,111 @@
+"""ONNX models written by the `onnx` package: inline initializers become tensors (dedup and diff tensor by
+tensor), the graph and external-data initializers stay opaque, and damaged or hostile bytes never raise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ckstore
+from ckstore.formats import scan_buffer
+from conftest import joined
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _model(weights: dict[str, np.ndarray]) -> "onnx.ModelProto":
+    nodes, x = [], "x"
+    for i, name in enumerate(n for n in weights if n.endswith(".weight")):
+        bias = name.replace(".weight", ".bias")
+        nodes.append(helper.make_node("Gemm", [x, name, bias], [f"h{i}"], transB=1))
+        x = f"h{i}"
+    inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
+    width = next(iter(weights.values())).shape[1]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph)
+
+
+def _weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"fc1.weight": rng.standard_normal((32, 16)).astype(np.float32), "fc1.bias": np.zeros(32, np.float32),
+            "fc2.weight": rng.standard_normal((8, 32)).astype(np.float16), "fc2.bias": np.ones(8, np.float16)}
+
+
+def _saved(path: Path, weights: dict) -> bytes:
+    onnx.save(_model(weights), str(path))
+    return path.read_bytes()
+
+
+def test_initializers_are_tensors(tmp_path):
+    data = _saved(tmp_path / "m.onnx", _weights())
+    sf = scan_buffer("m.onnx", memoryview(data))
+    got = {s.tensor.name: (s.tensor.dtype, s.tensor.shape) for s in sf.tensors()}
+    assert got == {"fc1.weight": ("F32", (32, 16)), "fc1.bias": ("F32", (32,)), "fc2.weight": ("F16", (8, 32)),
+                   "fc2.bias": ("F16", (8,))}
+    assert joined(sf) == data
+    w = next(s for s in sf.tensors() if s.tensor.name == "fc1.weight")
+    assert bytes(w.data) == _weights()["fc1.weight"].tobytes()
+
+
+def test_two_exports_dedup_and_diff_tensor_by_tensor(tmp_path):
+    a_w = _weights()
+    b_w = {**a_w, "fc2.weight": (a_w["fc2.weight"] + 1).astype(np.float16)}
+    one, two = _saved(tmp_path / "a.onnx", a_w), _saved(tmp_path / "b.onnx", b_w)
+    repo = ckstore.Repo.init(tmp_path / "repo")
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "model.onnx").write_bytes(one)
+    a = repo.commit(tmp_path / "ck", "export 1", capture_env=False)
+    (tmp_path / "ck" / "model.onnx").write_bytes(two)
+    b = repo.commit(tmp_path / "ck", "export 2", capture_env=False)
+    diff = repo.diff(a.id, b.id).tensors
+    assert [t["name"] for t in diff["changed"]] == ["fc2.weight"] and "fc1.weight" in diff["unchanged"]
+    assert repo.show(b.id).new_bytes < 4096
+    for c, blob in ((a, one), (b, two)):
+        repo.checkout(c.id, tmp_path / c.id)
+        assert (tmp_path / c.id / "model.onnx").read_bytes() == blob
+    repo.close()
+
+
+def test_external_data_and_typed_lists_stay_opaque(tmp_path):
+    model = _model(_weights())
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.onnx.data", size_threshold=0)
+    data = (tmp_path / "ext.onnx").read_bytes()
+    sf = scan_buffer("ext.onnx", memoryview(data))
+    assert sf.tensors() == [] and joined(sf) == data
+    typed = helper.make_tensor("t", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])     # float_data, not raw_data
+    graph = helper.make_graph([], "g", [], [], [typed])
+    blob = helper.make_model(graph).SerializeToString()
+    sf = scan_buffer("typed.onnx", memoryview(blob))
+    assert sf.tensors() == [] and joined(sf) == blob
+
+
+@pytest.mark.parametrize("blob", [b"", b"\x3a\xff\xff\xff\xff\x0f", b"\x3a\x05\x2a\x10abc", b"\x0b\x00",
+                                  b"\x80" * 20, b"not an onnx model at all"])
+def test_hostile_bytes_are_opaque(blob):
+    sf = scan_buffer("bad.onnx", memoryview(blob))
+    assert sf.tensors() == [] and joined(sf) == blob
+
+
+@pytest.fixture(scope="module")
+def model_bytes(tmp_path_factory) -> bytes:
+    return _saved(tmp_path_factory.mktemp("onnx") / "m.onnx", _weights())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, 255)), min_size=1, max_size=5),
+       cut=st.one_of(st.none(), st.integers(0, 1 << 16)))
+def test_damaged_models_never_raise(model_bytes, flips, cut):
+    blob = bytearray(model_bytes)
+    for at, x in flips:
+        blob[at % len(blob)] ^= x
+    if cut is not None:
+        blob = blob[: cut % (len(blob) + 1)]
+    sf = scan_buffer("fuzz.onnx", memoryview(bytes(blob)))
+    assert joined(sf) == bytes(blob)
