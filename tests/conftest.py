@@ -43,6 +43,31 @@ def joined(sf) -> bytes:
     return b"".join(bytes(s.data) for s in sf.spans)
 
 
+def damaged(blob: bytes, flips: list[tuple[int, int]], cut: int | None) -> bytes:
+    """`blob` with each (position, mask) XORed in (positions wrap around) and then cut at `cut` (wrapping too): the
+    damage the format readers' fuzz tests hand them."""
+    out = bytearray(blob)
+    for at, x in flips:
+        out[at % len(out)] ^= x
+    return bytes(out if cut is None else out[: cut % (len(out) + 1)])
+
+
+def two_versions(tmp_path: Path, name: str, one: bytes, two: bytes):
+    """A new repository at tmp_path/"repo" with two commits of the file `name` (bytes `one`, then `two`), each
+    checked out and compared byte for byte: (repo, first CommitResult, second); the caller closes the repo."""
+    import ckstore
+    repo = ckstore.Repo.init(tmp_path / "repo")
+    (tmp_path / "ck").mkdir()
+    commits = []
+    for i, blob in enumerate((one, two)):
+        (tmp_path / "ck" / name).write_bytes(blob)
+        commits.append(repo.commit(tmp_path / "ck", f"version {i + 1}", capture_env=False))
+    for c, blob in zip(commits, (one, two)):
+        repo.checkout(c.id, tmp_path / c.id)
+        assert (tmp_path / c.id / name).read_bytes() == blob
+    return repo, commits[0], commits[1]
+
+
 def run_cli(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
     """`ckstore ARGS...` through the console script's entry point, in-process (errors printed as users see them):
     (exit code, stdout, stderr)."""

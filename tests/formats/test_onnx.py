@@ -10,9 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ckstore
 from ckstore.formats import scan_buffer
-from conftest import joined
+from conftest import damaged, joined, two_versions
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -57,18 +56,10 @@ def test_two_exports_dedup_and_diff_tensor_by_tensor(tmp_path):
     a_w = _weights()
     b_w = {**a_w, "fc2.weight": (a_w["fc2.weight"] + 1).astype(np.float16)}
     one, two = _saved(tmp_path / "a.onnx", a_w), _saved(tmp_path / "b.onnx", b_w)
-    repo = ckstore.Repo.init(tmp_path / "repo")
-    (tmp_path / "ck").mkdir()
-    (tmp_path / "ck" / "model.onnx").write_bytes(one)
-    a = repo.commit(tmp_path / "ck", "export 1", capture_env=False)
-    (tmp_path / "ck" / "model.onnx").write_bytes(two)
-    b = repo.commit(tmp_path / "ck", "export 2", capture_env=False)
+    repo, a, b = two_versions(tmp_path, "model.onnx", one, two)
     diff = repo.diff(a.id, b.id).tensors
     assert [t["name"] for t in diff["changed"]] == ["fc2.weight"] and "fc1.weight" in diff["unchanged"]
     assert repo.show(b.id).new_bytes < 4096
-    for c, blob in ((a, one), (b, two)):
-        repo.checkout(c.id, tmp_path / c.id)
-        assert (tmp_path / c.id / "model.onnx").read_bytes() == blob
     repo.close()
 
 
@@ -102,10 +93,6 @@ def model_bytes(tmp_path_factory) -> bytes:
 @given(flips=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, 255)), min_size=1, max_size=5),
        cut=st.one_of(st.none(), st.integers(0, 1 << 16)))
 def test_damaged_models_never_raise(model_bytes, flips, cut):
-    blob = bytearray(model_bytes)
-    for at, x in flips:
-        blob[at % len(blob)] ^= x
-    if cut is not None:
-        blob = blob[: cut % (len(blob) + 1)]
-    sf = scan_buffer("fuzz.onnx", memoryview(bytes(blob)))
-    assert joined(sf) == bytes(blob)
+    blob = damaged(model_bytes, flips, cut)
+    sf = scan_buffer("fuzz.onnx", memoryview(blob))
+    assert joined(sf) == blob

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import ckstore
 from ckstore.formats import scan_buffer
-from conftest import joined
+from conftest import joined, two_versions
 
 torch = pytest.importorskip("torch")
 
@@ -61,19 +60,11 @@ def test_a_fine_tuned_release_dedups_and_diffs_tensor_by_tensor(tmp_path):
     with torch.no_grad():
         net.head.weight += 0.5                       # one tensor changes between the releases
     two = _saved(tmp_path / "b.pt", net)
-    repo = ckstore.Repo.init(tmp_path / "repo")
-    (tmp_path / "ck").mkdir()
-    (tmp_path / "ck" / "model.pt").write_bytes(one)
-    a = repo.commit(tmp_path / "ck", "release 1", capture_env=False)
-    (tmp_path / "ck" / "model.pt").write_bytes(two)
-    b = repo.commit(tmp_path / "ck", "release 2", capture_env=False)
+    repo, a, b = two_versions(tmp_path, "model.pt", one, two)
     diff = repo.diff(a.id, b.id).tensors
     assert [t["name"] for t in diff["changed"]] == ["head.weight"]
     assert "embed.weight" in diff["unchanged"]
     assert repo.show(b.id).new_bytes < 16384        # the changed tensor and the archive's small members
-    for c, blob in ((a, one), (b, two)):
-        repo.checkout(c.id, tmp_path / c.id)
-        assert (tmp_path / c.id / "model.pt").read_bytes() == blob
     repo.close()
 
 
