@@ -191,7 +191,8 @@ def unwrap(key_file: KeyFile, passphrase: str) -> Keyring | None:
 
 # ---------------------------------------------------------------------------------------------------- schemes
 
-def _plain_hash(data: Any) -> bytes:
+def hash_bytes(data: Any) -> bytes:
+    """BLAKE3-256 of a bytes-like object: the ids of a plain repository, pack names, file hashes."""
     return blake3.blake3(data, max_threads=blake3.blake3.AUTO if len(data) > (1 << 22) else 1).digest()
 
 
@@ -205,11 +206,11 @@ class Scheme:
 
     def chunk_id(self, data: Any) -> bytes:
         """The id of a chunk's raw bytes (any buffer)."""
-        return _plain_hash(data)
+        return hash_bytes(data)
 
     def object_id(self, encoded: bytes) -> bytes:
         """The id of an encoded object (its type tag and canonical msgpack)."""
-        return _plain_hash(encoded)
+        return hash_bytes(encoded)
 
     def hasher(self) -> Any:
         """A streaming hasher whose digest is `chunk_id` of what it was fed."""

@@ -6,21 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Union
 
-import blake3
 import msgpack
 
 from ..errors import CorruptObject
-from .crypto import PLAIN, Scheme
+from .crypto import PLAIN, Scheme, hash_bytes
 from .metadata import ALL_SECTIONS
 
 ID_BYTES = 32
 FORMAT_VERSION = 1
 ZERO_ID = b"\0" * ID_BYTES
 
-
-def hash_bytes(data: Any) -> bytes:
-    """BLAKE3-256 of a bytes-like object (the identity of chunks, objects and files)."""
-    return blake3.blake3(data, max_threads=blake3.blake3.AUTO if len(data) > (1 << 22) else 1).digest()
 
 
 def hex_id(oid: bytes) -> str:

@@ -101,9 +101,7 @@ class KeyStore:
             data = (self.dir / name).read_bytes()
         except FileNotFoundError:
             raise UsageError(f"no key file {name[:12]}", hint="see `ckstore key list`") from None
-        if key_name(data) != name:
-            raise UsageError(f"key file {name[:12]} is damaged: it does not hash to its name")
-        return KeyFile.from_bytes(data, f"key file {name[:12]}")
+        return parse_key_file(name, data)
 
     def files(self) -> dict[str, KeyFile | UsageError]:
         """Every key file by name: parsed, or the error saying why it cannot be."""
@@ -124,9 +122,7 @@ class KeyStore:
     def put_raw(self, name: str, data: bytes) -> None:
         """Write a key file's bytes received from elsewhere (a remote): refused unless they hash to `name` and
         parse."""
-        if key_name(data) != name:
-            raise UsageError(f"key file {name[:12]} is damaged: it does not hash to its name")
-        KeyFile.from_bytes(data, f"key file {name[:12]}")
+        parse_key_file(name, data)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / name, data, self.tmp)
 
@@ -142,15 +138,19 @@ class KeyStore:
         return unlock(self.files(), passphrase, key_id, what, where=str(self.dir))
 
 
+def parse_key_file(name: str, data: bytes) -> KeyFile:
+    """A key file's bytes, checked: they must hash to `name` and parse (UsageError: damaged)."""
+    if key_name(data) != name:
+        raise UsageError(f"key file {name[:12]} is damaged: it does not hash to its name")
+    return KeyFile.from_bytes(data, f"key file {name[:12]}")
+
+
 def parse_files(raw: dict[str, bytes]) -> dict[str, KeyFile | UsageError]:
-    """Key files received as bytes by name (a remote's), each parsed and checked against its name."""
+    """Key files as bytes by name (this repository's, or a remote's), each parsed, or the error saying why not."""
     out: dict[str, KeyFile | UsageError] = {}
     for name, data in raw.items():
-        if key_name(data) != name:
-            out[name] = UsageError(f"key file {name[:12]} is damaged: it does not hash to its name")
-            continue
         try:
-            out[name] = KeyFile.from_bytes(data, f"key file {name[:12]}")
+            out[name] = parse_key_file(name, data)
         except UsageError as exc:
             out[name] = exc
     return out
