@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from ..errors import UsageError
-from ..formats.base import DTYPES
+from ..formats.base import element_dtype
 from ..model import stats
 from ..model.diff import Diff, tensors_by_name
 from .app import emit
@@ -54,7 +54,7 @@ def _side(repo: Any, commit: str, name: str) -> Side | None:
     t = tensors_by_name(repo.manifest(commit)).get(name)
     if t is None:
         return None
-    if stats.histogram(t.stats) is not None or DTYPES[t.dtype].kind == "c":  # complex tensors have no histogram
+    if stats.histogram(t.stats) is not None or element_dtype(t.dtype) is None:  # complex, quantized: no histogram
         return Side(commit, t.stats, False)
     return Side(commit, stats.of_array(repo.load(commit, names=[name])[name]), True)
 

@@ -7,7 +7,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from ..formats.base import DTYPES
+from ..formats.base import element_dtype, is_blocked
 from ..model import stats
 from ..model.diff import (Diff, TensorPair, compare_files, compare_metadata, compare_tensors, hist_pair,
                           shape_change)
@@ -19,9 +19,10 @@ from .restore import read_tensor
 
 def _pair_stats(store: Store, pool: Executor, pair: TensorPair, atol: float, rtol: float) -> dict:
     old, new = pair.old, pair.new
-    dtype = DTYPES[old.dtype]
-    if dtype.kind == "c":
-        return {"name": pair.name, "comparable": False, "note": "complex tensors: no element statistics"}
+    dtype = element_dtype(old.dtype)
+    if dtype is None:
+        kind = f"{old.dtype} blocks" if is_blocked(old.dtype) else "complex tensors"
+        return {"name": pair.name, "comparable": False, "note": f"{kind}: no element statistics"}
     if old.chunk_bytes == new.chunk_bytes:
         differing = [(a, b) for a, b in zip(old.chunks, new.chunks) if a != b]
         differing_bytes = sum(end - start for (a, start, end), b in zip(old.chunk_ranges(), new.chunks) if a != b)

@@ -17,7 +17,7 @@ import blake3
 import numpy as np
 
 from ..errors import AlreadyExists, CorruptObject, UnsafePath
-from ..formats.base import DTYPES
+from ..formats.base import as_array
 from ..model.objects import ChunkRun, FileRecipe, Inline, Manifest, TensorEntry
 from ..model.paths import check_paths
 from ..storage.store import Store
@@ -79,11 +79,12 @@ def file_pieces(store: Store, manifest: Manifest, recipe: FileRecipe, pool: Exec
 
 
 def read_tensor(store: Store, entry: TensorEntry, pool: Executor) -> np.ndarray:
-    """A stored tensor read back whole from its chunks, as an array of its dtype and shape."""
+    """A stored tensor read back whole from its chunks, as an array of its dtype and shape (block-quantized types:
+    uint8 rows of blocks, see formats.base.as_array)."""
     out = np.empty(entry.nbytes, dtype=np.uint8)
     for (_, start, end), piece in zip(entry.chunk_ranges(), ordered_map(pool, store.get_chunk, entry.chunks)):
         out[start:end] = np.frombuffer(piece, dtype=np.uint8)
-    return out.view(DTYPES[entry.dtype]).reshape(entry.shape)
+    return as_array(out, entry.dtype, entry.shape)
 
 
 def select(manifest: Manifest, include: list[str] | None, exclude: list[str] | None = None) -> list[FileRecipe]:

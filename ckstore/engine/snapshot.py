@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 import blake3
 import numpy as np
 
-from ..formats.base import DTYPES, ScannedFile, TensorInfo, drop_range, itemsize, mapping_of
+from ..formats.base import ScannedFile, TensorInfo, drop_range, element_dtype, is_blocked, itemsize, mapping_of
 from ..model import codec, stats
 from ..model.chunking import INLINE_MAX, chunk_bytes_for, split
 from ..model.objects import (ChunkRun, FileRecipe, Inline, Manifest, Segment, TensorEntry, TensorRef)
@@ -53,7 +53,7 @@ class _Span:
 
     span: object
     pieces: list[memoryview]
-    width: int
+    width: int  # the codec's element width
     bases: list[bytes | None]
     ids: list[bytes] = field(default_factory=list)
     partials: list[stats.Partial | None] = field(default_factory=list)
@@ -104,11 +104,13 @@ class Snapshotter:
                     pieces = split(span.data, size)
                     out.append(_Span(span, pieces, 1, [None] * len(pieces)))
                 continue
-            width = itemsize(span.tensor.dtype)
-            pieces = split(span.data, chunk_bytes_for(width, size))
+            step = chunk_bytes_for(itemsize(span.tensor.dtype), size)  # whole elements (or blocks) per chunk
+            pieces = split(span.data, step)
             t = self._parent(scanned.path, span.tensor.name)
             same_layout = (t is not None and t.dtype == span.tensor.dtype and t.nbytes == span.nbytes
-                           and t.chunk_bytes == chunk_bytes_for(width, size))
+                           and t.chunk_bytes == step)
+            # quantized blocks mix scales and packed codes: their byte planes do not line up, so plain bytes
+            width = 1 if is_blocked(span.tensor.dtype) else itemsize(span.tensor.dtype)
             out.append(_Span(span, pieces, width, list(t.chunks) if same_layout else [None] * len(pieces)))
         return out
 
@@ -147,7 +149,8 @@ class Snapshotter:
                 info = span.tensor
                 segments.append(TensorRef(len(tensors)))
                 tensors.append(TensorEntry(info.name, scanned.path, info.dtype, info.shape, span.offset, span.nbytes,
-                                           chunk_bytes_for(sp.width, self.settings.chunk_size), tuple(sp.ids),
+                                           chunk_bytes_for(itemsize(info.dtype), self.settings.chunk_size),
+                                           tuple(sp.ids),
                                            self._stats(scanned.path, sp)))
             elif sp is None:
                 segments.append(Inline(bytes(span.data)))
@@ -214,10 +217,7 @@ class Snapshotter:
 
 
 def _stats_dtype(info: TensorInfo | None) -> np.dtype | None:
-    if info is None:
-        return None
-    dtype = DTYPES[info.dtype]
-    return None if dtype.kind == "c" else dtype
+    return None if info is None else element_dtype(info.dtype)
 
 
 def _file_hash(scanned: ScannedFile, progress: Callable[[int], None]) -> bytes:

@@ -29,6 +29,9 @@ def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
     if lower.endswith(".onnx"):
         from . import onnx
         return onnx.scan(rel, buf)
+    if lower.endswith(".gguf"):
+        from . import gguf
+        return gguf.scan(rel, buf)
     if lower.endswith(".npz"):
         from . import numpy_files
         return numpy_files.scan_npz(rel, buf)

@@ -65,9 +65,52 @@ def dtype_name(dt: np.dtype) -> str:
     raise ValueError(f"unsupported dtype {dt}")
 
 
+# GGML's quantized types (llama.cpp's GGUF files): (elements per block, bytes per block). Their elements have no
+# numpy type: a tensor of one is a run of whole blocks along its last axis, chunked on block boundaries (the block is
+# its unit, as an element is for the types in DTYPES), compressed as plain bytes, with no element statistics.
+BLOCKS = {
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q8_1": (32, 40),
+    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),
+    "Q8_K": (256, 292), "IQ2_XXS": (256, 66), "IQ2_XS": (256, 74), "IQ3_XXS": (256, 98), "IQ1_S": (256, 50),
+    "IQ4_NL": (32, 18), "IQ3_S": (256, 110), "IQ2_S": (256, 82), "IQ4_XS": (256, 136), "IQ1_M": (256, 56),
+    "TQ1_0": (256, 54), "TQ2_0": (256, 66), "MXFP4": (32, 17),
+}
+
+
+def is_blocked(dtype: str) -> bool:
+    """Whether `dtype` names a block-quantized type (a key of BLOCKS), whose elements have no numpy type."""
+    return dtype in BLOCKS
+
+
 def itemsize(dtype: str) -> int:
-    """Bytes per element of a dtype named as in DTYPES."""
-    return DTYPES[dtype].itemsize
+    """Bytes per element of a dtype named as in DTYPES; bytes per block of a type in BLOCKS."""
+    return BLOCKS[dtype][1] if dtype in BLOCKS else DTYPES[dtype].itemsize
+
+
+def tensor_nbytes(dtype: str, shape: tuple[int, ...]) -> int | None:
+    """Bytes of a tensor of `dtype` and `shape`; None when a block type's last axis is not whole blocks."""
+    count = int(np.prod(shape, dtype=object))
+    if dtype not in BLOCKS:
+        return count * DTYPES[dtype].itemsize
+    per, size = BLOCKS[dtype]
+    if shape and shape[-1] % per:
+        return None
+    return count // per * size
+
+
+def as_array(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A tensor's bytes (a flat uint8 array) as its array: elements of its dtype in its shape, or, for a block type,
+    uint8 rows of whole blocks (shape[:-1] + (bytes per row,)), the layout GGUF readers hand out."""
+    if dtype in BLOCKS:
+        return raw.reshape(*shape[:-1], -1) if shape else raw
+    return raw.view(DTYPES[dtype]).reshape(shape)
+
+
+def element_dtype(dtype: str) -> np.dtype | None:
+    """The numpy type whose element statistics a tensor of `dtype` gets: None for block and complex types."""
+    if dtype in BLOCKS or DTYPES[dtype].kind == "c":
+        return None
+    return DTYPES[dtype]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +118,7 @@ class TensorInfo:
     """A tensor's name, dtype (a key of DTYPES) and shape, as its checkpoint file declares them."""
 
     name: str
-    dtype: str  # a key of DTYPES
+    dtype: str  # a key of DTYPES or BLOCKS
     shape: tuple[int, ...]
 
 
