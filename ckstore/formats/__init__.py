@@ -42,8 +42,12 @@ def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
 
 
 def scan_path(path: str | os.PathLike, rel: str) -> ScannedFile:
-    """Map the file at `path` and scan it as `rel` (see scan_buffer); MalformedCheckpoint if it cannot be read."""
+    """Map the file at `path` and scan it as `rel` (see scan_buffer; a torch.distributed.checkpoint `.distcp` data
+    file with the `.metadata` beside it); MalformedCheckpoint if it cannot be read."""
     try:
+        if check_file_name(rel).lower().endswith(".distcp"):   # read with the .metadata of its directory
+            from . import dcp
+            return dcp.scan(rel, map_file(path), dcp.sibling_metadata(path))
         return scan_buffer(rel, map_file(path))
     except OSError as exc:
         raise MalformedCheckpoint(rel, f"cannot read: {exc.strerror or exc}") from None

@@ -20,6 +20,7 @@ from ..errors import MalformedCheckpoint
 from .base import ZIP_ERRORS, ScannedFile, TensorInfo, itemsize, opaque, spans_from_tensors
 
 MAGIC = b"PK\x03\x04"
+RecordTest = Callable[[str, str], bool]  # (module, class name) -> whether its instances load as `Record`s
 MAX_PICKLE = 64 << 20  # real state-dict pickles are KBs to a few MBs; anything bigger is stored opaque
 MAX_OPS = 1 << 22  # pickletools walks ~2M opcodes/s: this bounds the pre-scan to a couple of seconds
 MAX_MEMO = 1 << 20  # the C unpickler sizes its memo array by the largest PUT index, so cap it before loading
@@ -42,8 +43,9 @@ _STORAGES = {"FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF
              "Float8_e5m2Storage": "F8_E5M2"}
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The pickle asks for something outside the allowlist: the file is kept as opaque bytes."""
+
 
 
 class _Sealed:
@@ -52,7 +54,7 @@ class _Sealed:
     __slots__ = ()
 
     def __setstate__(self, state: object) -> None:
-        raise _Refused(f"BUILD on {type(self).__name__}")
+        raise Refused(f"BUILD on {type(self).__name__}")
 
 
 class _Kind(_Sealed):
@@ -78,7 +80,7 @@ class _Tensor(_Sealed):
         self.storage, self.offset, self.shape, self.stride, self.dtype = storage, offset, shape, stride, dtype
 
 
-class _Call(_Sealed):
+class Call(_Sealed):
     """An allowlisted callable; a wrapper because plain functions accept attribute writes through BUILD."""
 
     __slots__ = ("fn",)
@@ -97,21 +99,22 @@ class _ODict(dict):
 
     def __setstate__(self, state: object) -> None:
         if not isinstance(state, dict):
-            raise _Refused("BUILD on an OrderedDict with non-dict state")
+            raise Refused("BUILD on an OrderedDict with non-dict state")
 
 
-class _ScriptObject:
-    """A TorchScript module or class instance (`__torch__.*`, built by NEWOBJ then BUILD): only its attribute dict
-    is kept, to find and name the tensors in it. Its code stays in the archive's `code/`, never run or read."""
+class Record:
+    """An instance of a class a reader lets through (NEWOBJ then BUILD): only its attribute dict is kept. A
+    TorchScript module or class (`__torch__.*`), to find and name its tensors: its code stays in the archive's
+    `code/`, never run or read; or a torch.distributed.checkpoint metadata record."""
 
     __slots__ = ("state",)
 
     def __init__(self) -> None:
-        self.state: dict = {}
+        self.state: dict | tuple = {}
 
     def __setstate__(self, state: object) -> None:
-        if not isinstance(state, dict):
-            raise _Refused("BUILD on a TorchScript object with non-dict state")
+        if not isinstance(state, (dict, tuple)):   # a tuple: a class's own __getstate__ (DCP's TensorProperties)
+            raise Refused("BUILD on a record with state that is neither a dict nor a tuple")
         self.state = state
 
 
@@ -126,14 +129,14 @@ def _tensor(storage: object, offset: object, size: object, stride: object, dtype
                and all(map(_is_index, size + stride)))
     if not (isinstance(storage, _Storage) and _is_index(offset) and dims_ok
             and (dtype is None or isinstance(dtype, _Kind) and not dtype.untyped)):
-        raise _Refused("tensor rebuilt from unexpected arguments")
+        raise Refused("tensor rebuilt from unexpected arguments")
     return _Tensor(storage, offset, size, stride, (dtype or storage.kind).dtype)
 
 
 def _v3(st: object, off: object, size: object, stride: object, requires_grad: object, hooks: object,
         dtype: object, metadata: object = None) -> _Tensor:
     if type(requires_grad) is not bool or not isinstance(hooks, dict) or not isinstance(metadata, (dict, type(None))):
-        raise _Refused("tensor rebuilt with unexpected requires_grad, hooks or metadata")
+        raise Refused("tensor rebuilt with unexpected requires_grad, hooks or metadata")
     return _tensor(st, off, size, stride, dtype)
 
 
@@ -144,33 +147,33 @@ def _v2(st: object, off: object, size: object, stride: object, requires_grad: ob
 
 def _parameter(data: object, requires_grad: object, hooks: object, state: object = None) -> _Tensor:
     if not isinstance(data, _Tensor) or type(requires_grad) is not bool or not isinstance(hooks, dict):
-        raise _Refused("parameter rebuilt from unexpected arguments")
+        raise Refused("parameter rebuilt from unexpected arguments")
     return data
 
 
-def _container(kind: type) -> _Call:
+def _container(kind: type) -> Call:
     """OrderedDict, set, frozenset: protocol 2 (torch's default) spells them as a call on nothing or a list."""
     def make(*args: object) -> object:
         if len(args) > 1 or args and not isinstance(args[0], (list, tuple)):
-            raise _Refused(f"{kind.__name__} called with unexpected arguments")
+            raise Refused(f"{kind.__name__} called with unexpected arguments")
         return kind(*args)
-    return _Call(make)
+    return Call(make)
 
 
 def _encode(text: object, encoding: object) -> bytes:
     """_codecs.encode(str, 'latin1'): how protocol 2 spells a bytes value."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise _Refused("_codecs.encode called with unexpected arguments")
+        raise Refused("_codecs.encode called with unexpected arguments")
     return text.encode("latin1")
 
 
 _ALLOWED: dict[tuple[str, str], object] = {
     ("collections", "OrderedDict"): _container(_ODict),
     **{(mod, kind.__name__): _container(kind) for mod in ("builtins", "__builtin__") for kind in (set, frozenset)},
-    ("_codecs", "encode"): _Call(_encode),
-    ("torch._utils", "_rebuild_tensor"): _Call(_tensor), ("torch._utils", "_rebuild_tensor_v2"): _Call(_v2),
-    ("torch._utils", "_rebuild_tensor_v3"): _Call(_v3), ("torch._utils", "_rebuild_parameter"): _Call(_parameter),
-    ("torch._utils", "_rebuild_parameter_with_state"): _Call(_parameter),
+    ("_codecs", "encode"): Call(_encode),
+    ("torch._utils", "_rebuild_tensor"): Call(_tensor), ("torch._utils", "_rebuild_tensor_v2"): Call(_v2),
+    ("torch._utils", "_rebuild_tensor_v3"): Call(_v3), ("torch._utils", "_rebuild_parameter"): Call(_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): Call(_parameter),
     **{("torch", name): _Kind(dt, False) for name, dt in (_STORAGES | _DTYPES).items()},
     **{(mod, name): _Kind("U8", True) for mod in ("torch", "torch.storage")
        for name in ("UntypedStorage", "TypedStorage")},
@@ -181,46 +184,47 @@ class _Unpickler(pickle.Unpickler):
     """Resolves globals only from _ALLOWED and persistent ids only to _Storage placeholders (the zip layout's
     5-tuples, or with `legacy` the stream layout's 6-tuples, whose last item — a storage view — must be None)."""
 
-    def __init__(self, data: bytes | io.BytesIO, legacy: bool = False, script: bool = False) -> None:
+    def __init__(self, data: bytes | io.BytesIO, legacy: bool = False, records: RecordTest | None = None,
+                 extra: dict[tuple[str, str], object] | None = None) -> None:
         super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data, fix_imports=False)
         self.storages: dict[str, _Storage] = {}
-        self.legacy, self.script = legacy, script
+        self.legacy, self.records, self.allowed = legacy, records, {**_ALLOWED, **(extra or {})}
 
     def find_class(self, module: str, name: str) -> object:
-        if self.script and (module == "__torch__" or module.startswith("__torch__.")):
-            return _ScriptObject              # a TorchScript class: a placeholder holding its attributes
+        if self.records is not None and self.records(module, name):
+            return Record                     # a class the reader lets through: a placeholder holding attributes
         try:
-            return _ALLOWED[(module, name)]
+            return self.allowed[(module, name)]
         except KeyError:
-            raise _Refused(f"global {module}.{name} is not allowlisted") from None
+            raise Refused(f"global {module}.{name} is not allowlisted") from None
 
     def persistent_load(self, pid: object) -> _Storage:
         if self.legacy and isinstance(pid, tuple) and len(pid) == 6 and pid[5] is None:
             pid = pid[:5]                  # (a legacy view of a storage, pid[5] set, stays refused)
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _Kind)
                 and isinstance(pid[2], str) and isinstance(pid[3], str) and _is_index(pid[4])):
-            raise _Refused(f"unexpected persistent id of type {type(pid).__name__}")
+            raise Refused(f"unexpected persistent id of type {type(pid).__name__}")
         _, kind, key, _, numel = pid
         st = self.storages.setdefault(key, _Storage(key, kind, numel))
         if st.kind is not kind or st.numel != numel:
-            raise _Refused(f"storage {key!r} declared twice with different types or sizes")
+            raise Refused(f"storage {key!r} declared twice with different types or sizes")
         return st
 
 
-def _prescan(data: bytes | io.BytesIO, script: bool = False) -> None:
+def _prescan(data: bytes | io.BytesIO, records: bool = False) -> None:
     """Walk the opcodes (of one pickle: to its STOP) without running them, refusing what the C unpickler would turn
-    into a hazard. `script`: a TorchScript archive, whose objects are NEWOBJ of `__torch__` classes (the
-    unpickler then resolves those, and only those, to `_ScriptObject`)."""
+    into a hazard. `records`: objects are NEWOBJ of classes the unpickler resolves to `Record` (TorchScript's
+    `__torch__` classes, DCP's metadata), so NEWOBJ is let through."""
     memo = 0
-    banned = _BANNED_OPS - {"NEWOBJ"} if script else _BANNED_OPS
+    banned = _BANNED_OPS - {"NEWOBJ"} if records else _BANNED_OPS
     for n, (op, arg, _) in enumerate(pickletools.genops(data)):
         if op.name in banned or n >= MAX_OPS:
-            raise _Refused(f"opcode {op.name} (number {n}) is not accepted")
+            raise Refused(f"opcode {op.name} (number {n}) is not accepted")
         if op.name in ("INT", "LONG", "LONG1", "LONG4") and type(arg) is int and not -MAX_INT <= arg < MAX_INT:
-            raise _Refused("integer too large")
+            raise Refused("integer too large")
         memo += op.name == "MEMOIZE"
         if memo > MAX_MEMO or op.name.endswith("PUT") and arg >= MAX_MEMO:
-            raise _Refused("memo index beyond the cap")
+            raise Refused("memo index beyond the cap")
 
 
 def _walk(root: object) -> tuple[dict[str, str], dict[str, list[_Tensor]]]:
@@ -231,13 +235,14 @@ def _walk(root: object) -> tuple[dict[str, str], dict[str, list[_Tensor]]]:
 
     def walk(obj: object, path: tuple[str, ...]) -> None:
         if len(path) > MAX_DEPTH:
-            raise _Refused("containers nested too deeply")
+            raise Refused("containers nested too deeply")
         if isinstance(obj, _Tensor) and id(obj) not in seen:
             seen.add(id(obj))
             views.setdefault(obj.storage.key, []).append(obj)
-        if isinstance(obj, _ScriptObject) and id(obj) not in seen:
+        if isinstance(obj, Record) and id(obj) not in seen:
             seen.add(id(obj))
-            for k, v in obj.state.items():       # a module's parameters and buffers, and its submodules
+            state = obj.state.items() if isinstance(obj.state, dict) else enumerate(obj.state)
+            for k, v in state:                   # a module's parameters and buffers, and its submodules
                 walk(v, path + (str(k),))
         elif isinstance(obj, (_Tensor, _Storage)):
             if path:  # a top-level tensor has no path; it is named after its record below
@@ -251,11 +256,25 @@ def _walk(root: object) -> tuple[dict[str, str], dict[str, list[_Tensor]]]:
     return names, views
 
 
+def _is_script(module: str, name: str) -> bool:
+    return module == "__torch__" or module.startswith("__torch__.")
+
+
+def load_records(data: bytes, records: RecordTest, extra: dict[tuple[str, str], object]) -> object:
+    """The object of a pickle of records (instances of the classes `records` accepts, each a `Record`) and the
+    globals of torch.save's allowlist plus `extra` (each a `Call` or a constant), pre-scanned and never running
+    code; Refused for anything else."""
+    if len(data) > MAX_PICKLE:
+        raise Refused(f"a {len(data)}-byte pickle")
+    _prescan(data, True)
+    return _Unpickler(data, records=records, extra=extra).load()
+
+
 def _load(data: bytes, script: bool = False) -> tuple[dict[str, _Storage], dict[str, str], dict[str, list[_Tensor]]]:
-    """Storages, names and tensor views of a data.pkl (`script`: of a TorchScript archive); raises _Refused for
+    """Storages, names and tensor views of a data.pkl (`script`: of a TorchScript archive); raises Refused for
     anything outside the allowlist."""
     _prescan(data, script)
-    unpickler = _Unpickler(data, script=script)
+    unpickler = _Unpickler(data, records=_is_script if script else None)
     root = unpickler.load()
     return unpickler.storages, *_walk(root)
 
@@ -324,7 +343,7 @@ LEGACY_MAGIC, LEGACY_PROTOCOL = 0x1950A86A20F9469CFC6C, 1001
 def _pickle_at(buf: memoryview, pos: int, legacy: bool = False,
                limit: int = 1 << 20) -> tuple[object, _Unpickler, int]:
     """The pickle starting at `pos` (at most `limit` bytes: a bigger one is refused), pre-scanned, then loaded
-    through the allowlist; with the unpickler and where the next one starts. _Refused otherwise."""
+    through the allowlist; with the unpickler and where the next one starts. Refused otherwise."""
     f = io.BytesIO(bytes(buf[pos:pos + limit]))
     _prescan(f)
     end = f.tell()
@@ -332,7 +351,7 @@ def _pickle_at(buf: memoryview, pos: int, legacy: bool = False,
     unpickler = _Unpickler(f, legacy)
     obj = unpickler.load()
     if f.tell() != end:
-        raise _Refused("the pickle's opcodes and its load disagree")
+        raise Refused("the pickle's opcodes and its load disagree")
     return obj, unpickler, pos + end
 
 

@@ -21,12 +21,16 @@ def full_state(seed: int = 0) -> dict:
 
 
 def run(rank: int, world: int, mode: str, repo: str, init: str) -> None:
-    """Save (mode "save") or load and check (mode "load") the test state as one rank of `world`."""
+    """Save (mode "save") or load and check (mode "load") the test state as one rank of `world`; or save it to a
+    plain DCP directory (mode "dir", `repo` naming the directory)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     mesh = init_device_mesh("cpu", (world,))
     full = full_state()
-    if mode == "save":
+    if mode == "dir":  # DCP's own FileSystemWriter, into the directory `repo`: one data file per rank
+        state = {"w": distribute_tensor(full["w"], mesh, [Shard(0)]), "b": full["b"], "step": full["step"]}
+        dcp.save(state, storage_writer=dcp.FileSystemWriter(repo))
+    elif mode == "save":
         state = {"w": distribute_tensor(full["w"], mesh, [Shard(0)]), "b": full["b"], "step": full["step"],
                  "extra": full["extra"]}
         writer = CkstoreWriter(repo, branch="main", step=7, message="dcp step 7")

@@ -71,3 +71,19 @@ def test_reader_refuses_a_commit_that_is_not_a_dcp_checkpoint(tmp_path: Path) ->
         CkstoreReader(tmp_path / "r").read_metadata()
     with pytest.raises(BaseException):  # through dcp.load: DCP wraps the same error in a CheckpointException
         dcp.load({"w": torch.zeros(2)}, storage_reader=CkstoreReader(tmp_path / "r"))
+
+
+def test_a_sharded_dcp_directory_commits_as_named_shards_and_loads_after_checkout(tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from dcp_worker import full_state
+    launch(2, "dir", tmp_path / "ckpt", tmp_path)               # DCP's FileSystemWriter: __0_0 and __1_0.distcp
+    with ckstore.Repo.init(tmp_path / "repo") as r:
+        c = r.commit(tmp_path / "ckpt", "sharded", capture_env=False)
+        shards = {(t.file, t.name, t.shape) for t in r.manifest(c.id).tensors}
+        assert {("__0_0.distcp", "w", (4, 6)), ("__1_0.distcp", "w@4,0", (4, 6))} <= shards
+        assert {t[1] for t in shards} == {"w", "w@4,0", "b"}
+        r.checkout(c.id, tmp_path / "out")
+    state = {"w": torch.zeros(8, 6), "b": torch.zeros(12, dtype=torch.bfloat16), "step": 0}
+    dcp.load(state, storage_reader=dcp.FileSystemReader(str(tmp_path / "out")), no_dist=True)
+    assert torch.equal(state["w"], full_state()["w"]) and torch.equal(state["b"], full_state()["b"])
+    assert state["step"] == 7
