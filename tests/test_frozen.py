@@ -1,5 +1,6 @@
 """Repositories written by an earlier ckstore (tests/data/frozen, made once by its make.py and never rewritten)
-still read, verify and check out byte-identical, and migrate to an encrypted repository."""
+still read, verify and check out byte-identical, upgrade in place to the newest format version, and migrate to an
+encrypted repository."""
 
 from __future__ import annotations
 
@@ -43,7 +44,17 @@ def _check(repo: ckstore.Repo, expected: dict, out: Path) -> None:
 
 
 def test_every_frozen_version_is_there():
-    assert {"v1-basic", "v1-partial", "v2-encrypted"} <= set(NAMES)
+    assert {"v1-basic", "v1-partial", "v2-encrypted", "v3-cdc", "v3-encrypted"} <= set(NAMES)
+
+
+def test_version_3_holds_its_features(tmp_path):
+    """The frozen version-3 repositories hold what version 3 added: content-cut runs and GGML block types."""
+    root, _ = _copy("v3-cdc", tmp_path)
+    with ckstore.Repo.open(root / "repo") as repo:
+        assert repo.format_version == 3 and repo.config.features == ("cdc",)
+        m = repo.manifest("HEAD")
+        runs = [s for f in m.files for s in f.segments if getattr(s, "lengths", None)]
+        assert runs and {t.dtype for t in m.tensors} >= {"Q8_0", "F32"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -74,11 +85,27 @@ def test_frozen_plain_repository_migrates_to_an_encrypted_one(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_migrate_says_each_frozen_version_is_the_newest(name, tmp_path, monkeypatch, capsys):
+def test_migrate_upgrades_each_frozen_version_in_place(name, tmp_path, monkeypatch, capsys):
+    """`ckstore migrate` raises every frozen version to the newest (3); the repository then verifies and checks
+    out as before, cuts opaque runs by content from its next commit on, and a second migrate has nothing to do."""
     from conftest import run_cli
     root, expected = _copy(name, tmp_path)
     if expected.get("passphrase"):
         monkeypatch.setenv("CKSTORE_PASSWORD", expected["passphrase"])
+    before = json.loads((root / "repo" / ".ckstore" / "config").read_text())["version"]
     code, out, err = run_cli(monkeypatch, capsys, "-C", root / "repo", "migrate", "--json")
     assert code == 0, err
-    assert json.loads(out) == {"version": 2 if expected.get("passphrase") else 1, "migrated": False}
+    assert json.loads(out) == {"version": 3, "from": before, "migrated": before != 3}
+    config = json.loads((root / "repo" / ".ckstore" / "config").read_text())
+    assert config["version"] == 3 and config["features"] == ["cdc"]
+    assert bool(config.get("encryption")) == bool(expected.get("passphrase"))
+    with ckstore.Repo.open(root / "repo", passphrase=expected.get("passphrase")) as repo:
+        assert repo.fsck(read_data=True).ok
+        _check(repo, expected, tmp_path / "out")
+        (tmp_path / "new").mkdir()
+        (tmp_path / "new" / "vocab.txt").write_bytes(b"".join(b"token %d\n" % i for i in range(30000)))
+        c = repo.commit(tmp_path / "new", "after the upgrade", capture_env=False)
+        (seg,) = repo.manifest(c.id).files[0].segments
+        assert seg.lengths is not None and sum(seg.lengths) == (tmp_path / "new" / "vocab.txt").stat().st_size
+    code, out, err = run_cli(monkeypatch, capsys, "-C", root / "repo", "migrate", "--json")
+    assert json.loads(out) == {"version": 3, "from": 3, "migrated": False}

@@ -104,7 +104,8 @@ class Repo(Queries, Lifecycle, RemoteLifecycle, Governance, Repro, Keys):
 
     @property
     def format_version(self) -> int:
-        """The repository format version on disk: 1, or 2 for an encrypted repository (docs/design.md)."""
+        """The repository format version on disk: 1, 2 for an encrypted repository, 3 for one that names its
+        features (docs/design.md, "Version history")."""
         return self.engine.config.version
 
     # -- revisions ------------------------------------------------------------------------------------------------

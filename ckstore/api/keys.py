@@ -81,6 +81,12 @@ class Keys:
         self.engine.key_name = new
         return new
 
+    def upgrade(self) -> tuple[int, int]:
+        """Raise the repository to the newest format version this build writes, in place and crash-safe (only the
+        config changes): (version before, version after), equal when it was the newest already."""
+        from ..engine.migrate import upgrade
+        return upgrade(self.engine)
+
     def migrate_encrypt(self, passphrase: Passphrase, *, keep_plain: bool = False, wait: float = 60.0,
                         progress: Progress | None = None):
         """Rewrite this plain repository in place as an encrypted one under `passphrase` (every id changes: it

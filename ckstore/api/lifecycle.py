@@ -51,8 +51,7 @@ class Lifecycle:
         self._save_config(replace(cfg, retention={**cfg.retention, "prices": merged}))
 
     def _save_config(self, cfg) -> None:
-        cfg.save(self.engine.dir / "config", self.engine.dir / "tmp")
-        self.engine.config = cfg
+        self.engine.config = cfg.save(self.engine.dir / "config", self.engine.dir / "tmp")
 
     def auto_forget(self) -> ForgetResult | None:
         """The saved policy, applied when it is marked `auto` (after each commit); None otherwise."""

@@ -76,15 +76,21 @@ def migrate(encrypt: bool = typer.Option(False, "--encrypt", help="Make this pla
             wait: float = typer.Option(60.0, "--wait", metavar="SECONDS", help="How long to wait for running "
                                                                                "writers."),
             as_json: bool = JsonOpt) -> None:
-    """Rewrite the repository in a newer form: `--encrypt` makes a plain one encrypted, in place (every id
-    changes; its remotes stay plain, so push to a new remote)."""
+    """Upgrade the repository to the newest format version, in place (only its config changes; older ckstore
+    builds then refuse it). `--encrypt` also makes a plain one encrypted, in place (every id changes; its remotes
+    stay plain, so push to a new remote)."""
     if not encrypt:
         with open_repo() as repo:
-            version = repo.format_version
+            before, after = repo.upgrade()
+            encrypted = bool(repo.config.encryption)
         if as_json:
-            return emit({"version": version, "migrated": False})
-        return info(f"repository format version {version} is the newest this ckstore writes: nothing to migrate"
-                    + ("" if version > 1 else " (`--encrypt` makes it an encrypted repository)"))
+            return emit({"version": after, "from": before, "migrated": after != before})
+        hint = "" if encrypted else " (`--encrypt` makes it an encrypted repository)"
+        if after == before:
+            return info(f"repository format version {after} is the newest this ckstore writes: nothing to migrate"
+                        + hint)
+        return info(f"upgraded from format version {before} to {after}: opaque runs are now cut by content"
+                    + hint)
     with open_repo() as repo:
         result = repo.migrate_encrypt(_new_passphrase(required=False), keep_plain=keep_plain, wait=wait,
                                       progress=progress())

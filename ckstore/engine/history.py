@@ -109,7 +109,7 @@ def snapshot(repo: Repository, src: str | os.PathLike | dict, progress: Progress
     progress.begin("commit", sum(f.recipe.size if isinstance(f, CachedFile) else f.size for f in sources))
     try:
         snap = Snapshotter(repo.store, writer, repo.pool, SnapshotSettings(cfg.chunk_size, cfg.zstd_level,
-                                                                          cfg.max_delta_depth),
+                                                                          cfg.max_delta_depth, cfg.uses("cdc")),
                            progress.advance, parent)
         manifest = snap.manifest(sources, tree)
         writer.finish()

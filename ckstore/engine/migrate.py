@@ -27,6 +27,7 @@ from ..fs.fileio import write_atomic
 from ..model import codec
 from ..model.objects import AliasMove, ChunkRun, Commit, Manifest, Note, Tag
 from ..model.progress import NoProgress, Progress
+from ..storage.config import NEW_FEATURES
 from ..storage.keys import Passphrase
 from ..storage.refs import ANY
 from .repository import Repository
@@ -172,7 +173,7 @@ def migrate_encrypt(src: Repository, passphrase: Passphrase, *, keep_plain: bool
         shutil.rmtree(work, ignore_errors=True)         # what a killed migrate left (no READY: never swapped in)
         dst = Repository.create(work, chunk_size=src.config.chunk_size, encrypt=passphrase)
         try:
-            config = dataclasses.replace(src.config, encryption=dst.config.encryption)
+            config = dataclasses.replace(src.config, encryption=dst.config.encryption, features=NEW_FEATURES)
             config.save(dst.dir / "config", dst.dir / "tmp")
             dst.config = config
             rw = _Rewrite(src, dst)
@@ -204,3 +205,15 @@ def migrate_encrypt(src: Repository, passphrase: Passphrase, *, keep_plain: bool
     else:
         shutil.rmtree(root / PLAIN_COPY)
     return result, root
+
+
+def upgrade(repo: Repository) -> tuple[int, int]:
+    """Raise the repository's format version to the newest this build writes, in place: (version before, after).
+    Every object an older version wrote reads the same under the newer one, so only the config changes, in one
+    atomic rename (a crash leaves the old config or the new one); the features only add ways of writing."""
+    before = repo.config.version
+    missing = tuple(f for f in NEW_FEATURES if not repo.config.uses(f))
+    if missing:
+        cfg = dataclasses.replace(repo.config, features=repo.config.features + missing)
+        repo.config = cfg.save(repo.dir / "config", repo.dir / "tmp")
+    return before, repo.config.version

@@ -17,7 +17,7 @@ from ..model.objects import AliasMove, Commit, FileRecipe, Manifest, Tag, Tensor
 from ..model.progress import NoProgress, Progress
 from ..model.refnames import ALIASES, HEADS, NOTES, TAGS, candidates, short
 from ..model.crypto import PLAIN, Keyring, Scheme, Sealed
-from ..storage.config import Config
+from ..storage.config import NEW_FEATURES, Config
 from ..storage.keys import KeyStore, Passphrase, new_key_file, resolve
 from ..storage.records import archived_set, dropped_set
 from ..storage.leases import Leases
@@ -149,7 +149,7 @@ class Repository:
             secret = resolve(encrypt, f"the new repository {root}")
         config = Config(chunk_size=chunk_size or Config.chunk_size,
                         schema=check_schema_spec(required) if required else {},
-                        encryption=encryption_table(keyring) if keyring else {})
+                        encryption=encryption_table(keyring) if keyring else {}, features=NEW_FEATURES)
         for sub in LAYOUT:
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "HEAD").write_text("ref: refs/heads/main\n")

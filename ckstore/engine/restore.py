@@ -196,9 +196,8 @@ def placed_pieces(manifest: Manifest, recipe: FileRecipe) -> Iterator[tuple[int,
             yield pos, len(seg.data), memoryview(seg.data)
             pos += len(seg.data)
         elif isinstance(seg, ChunkRun):
-            for k, cid in enumerate(seg.chunks):
-                start = k * seg.chunk_size
-                yield pos + start, min(seg.chunk_size, seg.nbytes - start), cid
+            for cid, start, n in seg.ranges():
+                yield pos + start, n, cid
             pos += seg.nbytes
         else:
             entry = manifest.tensors[seg.index]

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..formats.base import ScannedFile, TensorInfo, drop_range, element_dtype, is_blocked, itemsize, mapping_of
 from ..model import codec, stats
-from ..model.chunking import INLINE_MAX, chunk_bytes_for, split
+from ..model.chunking import INLINE_MAX, chunk_bytes_for, cut_by_content, split
 from ..model.objects import (ChunkRun, FileRecipe, Inline, Manifest, Segment, TensorEntry, TensorRef)
 from ..storage.store import PackSink, Store
 from .parallel import ordered_map
@@ -24,11 +24,13 @@ HASH_BLOCK = 4 << 20  # the whole-file hash maps in and drops this much at a tim
 
 @dataclass(frozen=True, slots=True)
 class SnapshotSettings:
-    """How a snapshot encodes chunks: chunk size (bytes), zstd level and the longest delta chain allowed."""
+    """How a snapshot encodes chunks: chunk size (bytes), zstd level, the longest delta chain allowed, and whether
+    opaque runs are cut by content (the repository's "cdc" feature) or at multiples of the chunk size."""
 
     chunk_size: int
     zstd_level: int
     max_delta_depth: int = 4  # a full frame at least every few versions: reads decode at most this many deltas
+    cdc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class _Span:
     bases: list[bytes | None]
     ids: list[bytes] = field(default_factory=list)
     partials: list[stats.Partial | None] = field(default_factory=list)
+    done: int = 0  # bytes of the span whose chunks are back
 
 
 class Snapshotter:
@@ -101,7 +104,7 @@ class Snapshotter:
         for span in scanned.spans:
             if span.tensor is None:
                 if span.nbytes > INLINE_MAX:
-                    pieces = split(span.data, size)
+                    pieces = cut_by_content(span.data) if self.settings.cdc else split(span.data, size)
                     out.append(_Span(span, pieces, 1, [None] * len(pieces)))
                 continue
             step = chunk_bytes_for(itemsize(span.tensor.dtype), size)  # whole elements (or blocks) per chunk
@@ -155,6 +158,8 @@ class Snapshotter:
             elif sp is None:
                 segments.append(Inline(bytes(span.data)))
                 self.progress(span.nbytes)
+            elif self.settings.cdc:
+                segments.append(ChunkRun(span.nbytes, 0, tuple(sp.ids), tuple(len(p) for p in sp.pieces)))
             else:
                 segments.append(ChunkRun(span.nbytes, self.settings.chunk_size, tuple(sp.ids)))
         return FileRecipe(scanned.path, scanned.size, file_hash, tuple(_merge_inline(segments)))
@@ -189,8 +194,9 @@ class Snapshotter:
                 self.writer.add(cid, frame, n)
             sp.ids.append(cid)
             sp.partials.append(part)
+            sp.done += n
             self.progress(n)
-            pages.consumed(i, sp.span.offset + min(len(sp.ids) * len(sp.pieces[0]), sp.span.nbytes))
+            pages.consumed(i, sp.span.offset + sp.done)
         pages.release()  # every chunk is read: the hash may finish the files
 
     def manifest(self, files: Iterable[ScannedFile | CachedFile], tree: object = None) -> Manifest:

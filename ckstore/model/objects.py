@@ -118,7 +118,7 @@ class TensorEntry:
 
 
 # A file recipe is a sequence of typed segments; on disk each is a list headed by its kind.
-SEG_INLINE, SEG_CHUNKS, SEG_TENSOR = 0, 1, 2
+SEG_INLINE, SEG_CHUNKS, SEG_TENSOR, SEG_CDC = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +134,27 @@ class Inline:
 
 @dataclass(frozen=True, slots=True)
 class ChunkRun:
-    """`nbytes` of opaque file content cut into chunks of `chunk_size` (the last may be shorter)."""
+    """`nbytes` of opaque file content cut into chunks of `chunk_size` (the last may be shorter), or, cut by content
+    (`lengths` set, `chunk_size` 0), into chunks of those lengths."""
 
     nbytes: int
     chunk_size: int
     chunks: tuple[bytes, ...]
+    lengths: tuple[int, ...] | None = None
 
     def encode(self) -> list:
-        """The segment as stored: [1, nbytes, chunk_size, [chunk ids]]."""
+        """The segment as stored: [1, nbytes, chunk_size, [chunk ids]], or [3, [lengths], [chunk ids]]."""
+        if self.lengths is not None:
+            return [SEG_CDC, list(self.lengths), list(self.chunks)]
         return [SEG_CHUNKS, self.nbytes, self.chunk_size, list(self.chunks)]
+
+    def ranges(self) -> Iterator[tuple[bytes, int, int]]:
+        """(chunk id, start, length) of each chunk within the run."""
+        start = 0
+        for k, cid in enumerate(self.chunks):
+            n = self.lengths[k] if self.lengths is not None else min(self.chunk_size, self.nbytes - start)
+            yield cid, start, n
+            start += n
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +173,7 @@ Segment = Union[Inline, ChunkRun, TensorRef]
 
 def decode_segment(s: Any, n_tensors: int) -> Segment:
     """A stored segment list, checked against the schema."""
-    _need(isinstance(s, list) and s and s[0] in (SEG_INLINE, SEG_CHUNKS, SEG_TENSOR), "segment kind")
+    _need(isinstance(s, list) and s and s[0] in (SEG_INLINE, SEG_CHUNKS, SEG_TENSOR, SEG_CDC), "segment kind")
     if s[0] == SEG_INLINE:
         _need(len(s) == 2 and isinstance(s[1], bytes), "inline segment")
         return Inline(s[1])
@@ -169,6 +181,10 @@ def decode_segment(s: Any, n_tensors: int) -> Segment:
         _need(len(s) == 4 and _is_int(s[1]) and _is_int(s[2]) and s[2] > 0 and isinstance(s[3], list)
               and all(_is_id(c) for c in s[3]) and len(s[3]) == -(-s[1] // s[2]), "chunk segment")
         return ChunkRun(s[1], s[2], tuple(s[3]))
+    if s[0] == SEG_CDC:
+        _need(len(s) == 3 and isinstance(s[1], list) and isinstance(s[2], list) and len(s[1]) == len(s[2])
+              and all(_is_int(n) and n > 0 for n in s[1]) and all(_is_id(c) for c in s[2]), "content-cut segment")
+        return ChunkRun(sum(s[1]), 0, tuple(s[2]), tuple(s[1]))
     _need(len(s) == 2 and _is_int(s[1]) and 0 <= s[1] < n_tensors, "tensor segment")
     return TensorRef(s[1])
 

@@ -41,7 +41,7 @@ from ..errors import (
 from ..transport.base import check_key, check_prefix
 from ..transport.directory import DirectoryTransport
 from .audit import AuditLog
-from .policy import Forbidden, Refused, Write, check_read, check_ref_write, check_write
+from .policy import Forbidden, Refused, Write, adds_features_only, check_read, check_ref_write, check_write
 from .tokens import MAX_SECRET, Token, TokenRefused, TokenStore, state_dir
 
 MIB = 1 << 20
@@ -302,6 +302,11 @@ class Server:
 
     def write(self, token: Token, name: str, w: Write) -> str:
         """Check the scope (and, for refs, the remote's protection) and make the write; returns the etag."""
+        if w.key == "config" and w.if_match and token.push_globs and w.data is not None:
+            t = self.remote(name, token, create=False)
+            cur = self.current(t, "config") if t is not None else None
+            if cur is not None and cur[1] == w.if_match and adds_features_only(cur[0], w.data):
+                return t.put(w.key, w.data, if_match=w.if_match)   # a push raising the format version
         check_write(token, w)
         t = self.remote(name, token, create=True)
         assert t is not None

@@ -13,7 +13,8 @@ What a push writes (sync/push.py, session.py, remote_leases.py, governance.py), 
     refs/...                                by compare-and-swap (create-only, or If-Match), only where a push
                                             scope's glob matches the ref
 
-A push deletes nothing; deletes (gc, stale leases), the gc lock, and rewrites of config and HEAD are admin's.
+A push deletes nothing; deletes (gc, stale leases), the gc lock, and rewrites of config and HEAD are admin's, save
+one: raising the config to a newer format version by adding features (`adds_features_only`), by compare-and-swap.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..engine.protect import rule_for
 from ..errors import CkstoreError, CorruptObject, RemoteNotFound, UsageError
 from ..model import graph
 from ..model.objects import AliasMove, Commit, Note, Tag, decode_object
+from ..storage.config import check_version
 from ..storage.store import decompress_object
 from ..transport.directory import DirectoryTransport
 from .tokens import Token
@@ -101,6 +103,22 @@ def check_write(token: Token, w: Write) -> None:
     if w.if_absent and any(p.match(w.key) for p in _CREATE_ONLY):
         return
     raise need_admin
+
+
+def adds_features_only(old: bytes, new: bytes) -> bool:
+    """Whether config `new` is `old` raised to version 3 with features added and nothing else changed: the one
+    config rewrite a push makes (sync.session.add_remote_features), so push tokens may make it."""
+    try:
+        before, after = json.loads(old), json.loads(new)
+        if not isinstance(before, dict) or not isinstance(after, dict):
+            return False
+        check_version(after, "config")
+    except (ValueError, UnicodeDecodeError, CkstoreError):
+        return False
+    rest = ("version", "features", "check")
+    kept = set(before.get("features") or []) <= set(after.get("features") or [])
+    return kept and {k: v for k, v in before.items() if k not in rest} == {
+        k: v for k, v in after.items() if k not in rest}
 
 
 # -- protected refs ---------------------------------------------------------------------------------------------

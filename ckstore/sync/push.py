@@ -40,6 +40,7 @@ from .select import chunks_in_order, topo_order
 from .remote_refs import move_ref, read_ref, track_refs, upload_keys
 from .session import (
     Session,
+    add_remote_features,
     cache_idx,
     io_pool,
     load_index,
@@ -111,7 +112,8 @@ def _push(repo: Repository, remote: Session, io: ThreadPoolExecutor, result: Syn
           force: bool, progress: Progress) -> None:
     store = repo.store
     upload_keys(repo, remote)        # before the config: a remote that says it is encrypted has its key files
-    cfg = remote_config(remote, create_from=(repo.dir / "config").read_bytes())
+    cfg = add_remote_features(remote, remote_config(remote, create_from=(repo.dir / "config").read_bytes()),
+                              repo.config.features)
     track_refs(remote, repo)
     theirs = cfg.get("chunk_size")
     if isinstance(theirs, int) and repo.config.chunk_size > theirs:

@@ -27,11 +27,12 @@ from ..errors import (
 )
 from ..fs.fileio import write_atomic
 from ..model import codec
+from ..model.chunking import CDC_MAX
 from ..model.metadata import SCHEMA_TYPES
 from ..model.crypto import Scheme
 from ..model.objects import decode_object
 from ..storage import remotes
-from ..storage.config import FORMAT, HASH, check_version
+from ..storage.config import FEATURES_VERSION, FORMAT, HASH, check_version, with_checksum
 from ..storage.packs import Entry, PackFormatError, parse_idx
 from ..storage.remotes import RemoteSpec
 from ..storage.store import decompress_object
@@ -183,8 +184,9 @@ class FrameLimits:
 
     @classmethod
     def for_chunks(cls, *chunk_sizes: int) -> FrameLimits:
-        """Limits for chunks of the largest of `chunk_sizes` (the remote's config, and this repository's)."""
-        raw = max(chunk_sizes)
+        """Limits for chunks of the largest of `chunk_sizes` (the remote's config, and this repository's), and
+        never below the longest content-cut chunk."""
+        raw = max(*chunk_sizes, CDC_MAX)
         return cls(raw, frame_bound(raw))
 
 
@@ -245,6 +247,24 @@ def remote_config(remote: Session, create_from: bytes | None = None, *, match_sc
         check_same_keys(raw, remote.scheme, remote.url)
     remote.config = check_remote_config(raw, remote.url)
     return raw
+
+
+def add_remote_features(remote: Session, raw: dict, features: tuple[str, ...]) -> dict:
+    """The remote's config `raw`, raised (compare-and-swap) to version 3 with `features` added when it lacks any:
+    before objects that use a feature are pushed, so an older client refuses the remote instead of misreading it."""
+    have = list(raw.get("features") or [])
+    if all(f in have for f in features):
+        return raw
+    got = remote.get_with_etag("config")
+    if got is None:
+        raise RemoteError(f"{remote.url} lost its config during the push", url=remote.url, key="config")
+    data, etag = got
+    new = json.loads(data)
+    new["features"] = have + [f for f in features if f not in have]
+    new["version"] = FEATURES_VERSION
+    remote.put_cas("config", (json.dumps(with_checksum(new), indent=2) + "\n").encode(), etag)
+    remote.config = check_remote_config(new, remote.url)
+    return new
 
 
 def check_same_keys(raw: dict, scheme: Scheme, url: str) -> None:

@@ -170,7 +170,7 @@ def test_init_creates_repository_in_cwd(tmp_path: Path) -> None:
     assert f"Initialized empty ckstore repository in {(tmp_path / '.ckstore').resolve()}" in r.stdout
     d = tmp_path / ".ckstore"
     config = json.loads((d / "config").read_text())
-    assert config["format"] == "ckstore" and config["version"] == 1
+    assert config["format"] == "ckstore" and config["version"] == 3
     assert (d / "HEAD").read_text() == "ref: refs/heads/main\n"
     for sub in ("refs/heads", "refs/tags", "objects", "packs", "logs"):
         assert (d / sub).is_dir(), sub

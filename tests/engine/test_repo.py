@@ -235,8 +235,15 @@ def test_open_errors(tmp_path):
     with pytest.raises(AlreadyExists):
         Repo.init(tmp_path / "r")
     cfg = tmp_path / "r/.ckstore/config"
-    cfg.write_text(cfg.read_text().replace('"version": 1', '"version": 2'))
-    with pytest.raises(UnsupportedFormat, match="version 2"):
+    text = cfg.read_text()
+    cfg.write_text(text.replace('"version": 3', '"version": 4'))
+    with pytest.raises(UnsupportedFormat, match="version 4"):
+        Repo.open(tmp_path / "r")
+    cfg.write_text(text.replace('"cdc"', '"cdc", "wormholes"'))
+    with pytest.raises(UnsupportedFormat, match="feature 'wormholes' is not one this ckstore knows"):
+        Repo.open(tmp_path / "r")
+    cfg.write_text(text.replace('"version": 3', '"version": 1'))
+    with pytest.raises(UnsupportedFormat, match="format version 1 has no place for a features list"):
         Repo.open(tmp_path / "r")
 
 

@@ -68,7 +68,7 @@ def hashed(tmp_path: Path):
     rng = np.random.default_rng(7)
     save_file({"w": rng.standard_normal((64, 256), dtype=np.float32),
                "b": rng.standard_normal((256,), dtype=np.float32)}, str(src / "model.safetensors"))
-    (src / "sub" / "blob.bin").write_bytes(rng.integers(0, 256, 70_000, dtype=np.uint8).tobytes())
+    (src / "sub" / "blob.bin").write_bytes(rng.integers(0, 256, 400_000, dtype=np.uint8).tobytes())
     (src / "config.json").write_text('{"d": 256}\n')
     repo = Repo.init(tmp_path / "repo", chunk_size=CHUNK)
     good = repo.commit(src, "good", capture_env=False).id
@@ -98,18 +98,18 @@ def test_wrong_file_hash_never_gets_its_final_name(hashed, tmp_path: Path, path:
 
 
 def test_chunk_placed_at_the_wrong_length_is_refused(hashed, tmp_path: Path) -> None:
-    """The last two chunks of an opaque run swapped (a short one where a full one belongs) with the recipe hash of
-    the swapped bytes: every chunk verifies, the total length matches, but the bytes would land at other offsets
-    than hashed. Refused before any final name."""
+    """The last two chunks of an opaque run swapped (chunks of other lengths than the run records there) with the
+    recipe hash of the swapped bytes: every chunk verifies, the total length matches, but the bytes would land at
+    other offsets than hashed. Refused before any final name."""
     repo, _, good = hashed
     manifest = repo.manifest(good)
     recipe = manifest.file("sub/blob.bin")
     (run,) = recipe.segments
-    assert isinstance(run, ChunkRun) and len(run.chunks) > 2 and run.nbytes % run.chunk_size
+    assert isinstance(run, ChunkRun) and len(run.chunks) > 2 and run.lengths[-1] != run.lengths[-2]
     chunks = run.chunks[:-2] + (run.chunks[-1], run.chunks[-2])
     data = b"".join(bytes(repo.engine.store.get_chunk(c)) for c in chunks)
-    lying = with_recipe(manifest, recipe.path, hash=hash_bytes(data), segments=(ChunkRun(run.nbytes, run.chunk_size,
-                                                                                          chunks),))
+    lying = with_recipe(manifest, recipe.path, hash=hash_bytes(data), segments=(ChunkRun(run.nbytes, 0, chunks,
+                                                                                          run.lengths),))
     bad = replant(repo, lying, "misplaced chunk")
     with pytest.raises(CorruptObject, match="sub/blob.bin"):
         repo.checkout(bad, tmp_path / "dest")

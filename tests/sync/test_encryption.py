@@ -280,7 +280,7 @@ def test_an_older_ckstore_refuses_an_encrypted_repository(tmp_path):
                               str(tmp_path / "repo")], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(old)}, cwd=tmp_path)
         assert run.returncode != 0
-        assert "repository format version 2 is not supported" in run.stderr, run.stderr[-500:]
+        assert "repository format version 3 is not supported" in run.stderr, run.stderr[-500:]
     finally:
         subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(old)], capture_output=True)
 

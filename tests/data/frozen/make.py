@@ -36,9 +36,32 @@ def _checkpoint(path: Path, step: int) -> None:
     (path / "config.json").write_text(json.dumps({"step": step, "hidden": 96}) + "\n")
 
 
-def _history(repo: ckstore.Repo, work: Path) -> None:
+def _extras(path: Path, step: int) -> None:
+    """Files of version 3's features and formats: an opaque file over 64 KiB that gains lines at its front each
+    step (content-cut chunks), and a GGUF file with quantized blocks."""
+    import gguf
+    rng = np.random.default_rng(1)
+    vocab = [f"tok{i}-{rng.integers(1 << 30)}" for i in range(12000)]
+    head = [f"added-at-step-{s}" for s in range(step)]
+    (path / "tokenizer.json").write_text(json.dumps({"vocab": head + vocab}) + "\n")
+    w = gguf.GGUFWriter(str(path / "model.gguf"), "llama")
+    w.add_name(f"frozen-{step}")
+    weight = rng.standard_normal((64, 256)).astype(np.float32)
+    weight[:step] += 1.0
+    q = gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("blk.0.w", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("norm", np.ones(256, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def _history(repo: ckstore.Repo, work: Path, extras: bool = False) -> None:
     for step in range(3):
         _checkpoint(work / "ck", step)
+        if extras:
+            _extras(work / "ck", step)
         repo.commit(work / "ck", f"step {step}", step=step, metrics={"loss": 1.0 / (step + 1)}, capture_env=False)
     repo.tag("best", "HEAD~1")
     repo.branch("experiment", "HEAD~2")
@@ -59,7 +82,7 @@ def _expected(repo: ckstore.Repo, root: Path) -> dict:
 
 
 def make(name: str) -> Path:
-    """Write the frozen repository `name`: v1-basic, v1-partial or v2-encrypted."""
+    """Write the frozen repository `name`: v1-basic, v1-partial, v2-encrypted, v3-cdc or v3-encrypted."""
     target = HERE / name
     if target.exists():
         raise SystemExit(f"{target} exists: frozen repositories are never rewritten")
@@ -73,6 +96,9 @@ def make(name: str) -> Path:
         elif name == "v2-encrypted":
             repo = ckstore.Repo.init(work / "repo", encrypt=PASSPHRASE)
             _history(repo, work)
+        elif name in ("v3-cdc", "v3-encrypted"):   # version 3: features ["cdc"]; GGUF's block types
+            repo = ckstore.Repo.init(work / "repo", encrypt=PASSPHRASE if name == "v3-encrypted" else None)
+            _history(repo, work, extras=True)
         elif name == "v1-partial":
             src = ckstore.Repo.init(work / "src")
             _history(src, work)
@@ -87,7 +113,7 @@ def make(name: str) -> Path:
             expected = _expected(repo, work)
         else:                                    # the clone's own refs (its branch, tags, remote-tracking refs)
             expected["refs"] = {n: oid.hex() for n, oid in repo.engine.refs.list().items()}
-        expected["passphrase"] = PASSPHRASE if name.startswith("v2") else None
+        expected["passphrase"] = PASSPHRASE if name.endswith("encrypted") else None
         repo.close()
         target.mkdir()
         shutil.copytree(work / "repo" / ".ckstore", target / "repo" / ".ckstore",
@@ -101,5 +127,5 @@ def make(name: str) -> Path:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:] or ["v1-basic", "v1-partial", "v2-encrypted"]:
+    for arg in sys.argv[1:]:
         print(make(arg))
