@@ -101,10 +101,21 @@ class Snapshotter:
         """Cut a file's tensors and large opaque runs into chunks, each paired with its delta base."""
         out = []
         size = self.settings.chunk_size
+        mm = mapping_of(scanned)
         for span in scanned.spans:
             if span.tensor is None:
-                if span.nbytes > INLINE_MAX:
-                    pieces = cut_by_content(span.data) if self.settings.cdc else split(span.data, size)
+                if span.nbytes > INLINE_MAX and self.settings.cdc:
+                    pieces, pos, dropped = [], span.offset, span.offset
+                    for piece in cut_by_content(span.data):
+                        pieces.append(piece)
+                        pos += len(piece)
+                        if mm is not None and pos - dropped >= HASH_BLOCK:  # the cut reads every page: out of
+                            dropped = drop_range(mm, dropped, pos)  # our resident set (the page cache keeps them)
+                    if mm is not None:
+                        drop_range(mm, dropped, pos)
+                    out.append(_Span(span, pieces, 1, [None] * len(pieces)))
+                elif span.nbytes > INLINE_MAX:
+                    pieces = split(span.data, size)
                     out.append(_Span(span, pieces, 1, [None] * len(pieces)))
                 continue
             step = chunk_bytes_for(itemsize(span.tensor.dtype), size)  # whole elements (or blocks) per chunk
