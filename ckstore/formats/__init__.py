@@ -43,12 +43,20 @@ def scan_buffer(rel: str, buf: memoryview) -> ScannedFile:
 
 def scan_path(path: str | os.PathLike, rel: str) -> ScannedFile:
     """Map the file at `path` and scan it as `rel` (see scan_buffer; a torch.distributed.checkpoint `.distcp` data
-    file with the `.metadata` beside it); MalformedCheckpoint if it cannot be read."""
+    file with the `.metadata` beside it, an ONNX external data file with the models beside it that place their
+    initializers in it); MalformedCheckpoint if it cannot be read."""
     try:
         if check_file_name(rel).lower().endswith(".distcp"):   # read with the .metadata of its directory
             from . import dcp
             return dcp.scan(rel, map_file(path), dcp.sibling_metadata(path))
-        return scan_buffer(rel, map_file(path))
+        buf = map_file(path)
+        scanned = scan_buffer(rel, buf)
+        if not scanned.tensors() and len(buf) > 0:
+            from . import onnx                                   # an ONNX model's external data file?
+            placed = onnx.beside(path)
+            if placed:
+                return onnx.scan_external(rel, buf, placed)
+        return scanned
     except OSError as exc:
         raise MalformedCheckpoint(rel, f"cannot read: {exc.strerror or exc}") from None
 

@@ -3,20 +3,28 @@ span, the graph and everything else the rest of the file.
 
 Only the three messages on the way to the initializers are decoded — ModelProto.graph (field 7),
 GraphProto.initializer (5), and in each TensorProto: dims (1), data_type (2), name (8), raw_data (9),
-data_location (14) — walking the wire format's tags, varints and lengths with every length checked against what
-is left. Initializers stored as typed lists (`float_data` …), in external files, or of a type without a byte
-layout here stay in the opaque part. The `onnx` package is not needed: parsing a model with it would build the
-whole graph in memory, and this reader never copies a tensor. Anything that does not parse is opaque bytes.
+external_data (13), data_location (14) — walking the wire format's tags, varints and lengths with every length
+checked against what is left. Initializers stored as typed lists (`float_data` …) or of a type without a byte
+layout here stay in the opaque part. An initializer in an external data file is a tensor span of that file: the
+file is read with the models beside it (`external_tensors`, `scan_external`). The `onnx` package is not needed:
+parsing a model with it would build the whole graph in memory, and this reader never copies a tensor. Anything
+that does not parse is opaque bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+from pathlib import Path
 
+from ..errors import MalformedCheckpoint
 from .base import DTYPES, ScannedFile, TensorInfo, opaque, spans_from_tensors
 
 MAX_DIMS = 64
 MAX_FIELDS = 1 << 20            # tags walked in one message before the file is taken as hostile
+MAX_MODELS = 64                 # .onnx files beside a data file read to find its initializers
+MAX_MODEL = 2 << 30             # protobuf's own limit on a model's size
 # TensorProto.DataType -> the DTYPES name with the same little-endian layout
 _TYPES = {1: "F32", 2: "U8", 3: "I8", 4: "U16", 5: "I16", 6: "I32", 7: "I64", 9: "BOOL", 10: "F16", 11: "F64",
           12: "U32", 13: "U64", 16: "BF16", 17: "F8_E4M3", 19: "F8_E5M2"}
@@ -64,11 +72,34 @@ def _fields(buf: memoryview, pos: int, end: int):
     raise _Bad("too many fields")
 
 
-def _tensor(buf: memoryview, start: int, end: int) -> tuple[int, int, TensorInfo] | None:
-    """The span of one TensorProto's inline raw_data, or None when it has no byte layout we can label."""
+def _text(buf: memoryview, value: tuple[int, int]) -> str:
+    try:
+        return bytes(buf[value[0]:value[1]]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Bad("a string is not UTF-8") from None
+
+
+def _entry(buf: memoryview, start: int, end: int) -> tuple[str, str]:
+    """A StringStringEntryProto: (key, value)."""
+    key = value = ""
+    for number, wire, v in _fields(buf, start, end):
+        if wire == 2 and number in (1, 2):
+            if number == 1:
+                key = _text(buf, v)
+            else:
+                value = _text(buf, v)
+    return key, value
+
+
+def _tensor(buf: memoryview, start: int, end: int, external_out: list | None = None
+            ) -> tuple[int, int, TensorInfo] | None:
+    """The span of one TensorProto's inline raw_data, or None when it has no byte layout we can label. An
+    initializer whose data lies in an external file is appended to `external_out` as (location, offset, length
+    or None, TensorInfo)."""
     dims: list[int] = []
     dtype = name = raw = None
     external = False
+    entries: dict[str, str] = {}
     for number, wire, value in _fields(buf, start, end):
         if number == 1 and wire == 0:
             dims.append(value)
@@ -80,38 +111,127 @@ def _tensor(buf: memoryview, start: int, end: int) -> tuple[int, int, TensorInfo
         elif number == 2 and wire == 0:
             dtype = _TYPES.get(value)
         elif number == 8 and wire == 2:
-            try:
-                name = bytes(buf[value[0]:value[1]]).decode("utf-8")
-            except UnicodeDecodeError:
-                raise _Bad("a tensor name is not UTF-8") from None
+            name = _text(buf, value)
         elif number == 9 and wire == 2:
             raw = value
+        elif number == 13 and wire == 2:                      # external_data
+            k, v = _entry(buf, *value)
+            entries[k] = v
         elif number == 14 and wire == 0:
             external = value == 1
         if len(dims) > MAX_DIMS:
             raise _Bad("too many dims")
-    if raw is None or external or dtype is None or not name:
+    if dtype is None or not name or any(d >= 1 << 62 for d in dims):
         return None
-    nbytes = raw[1] - raw[0]
-    if any(d >= 1 << 62 for d in dims) or math.prod(dims) * DTYPES[dtype].itemsize != nbytes:
+    info = TensorInfo(name, dtype, tuple(dims))
+    nbytes = math.prod(dims) * DTYPES[dtype].itemsize
+    if external:
+        where = _external(entries, nbytes)
+        if where is not None and external_out is not None:
+            external_out.append((*where, info))
+        return None
+    if raw is None or raw[1] - raw[0] != nbytes:
         return None                                          # raw bytes that do not match the shape: opaque
-    return raw[0], nbytes, TensorInfo(name, dtype, tuple(dims))
+    return raw[0], nbytes, info
+
+
+def _external(entries: dict[str, str], nbytes: int) -> tuple[str, int, int] | None:
+    """(location, offset, length) of external data, when its entries are well formed and the length (if given)
+    is the shape's."""
+    location, offset, length = entries.get("location"), entries.get("offset", "0"), entries.get("length")
+    if not location or not offset.isdigit() or (length is not None and (not length.isdigit()
+                                                                         or int(length) != nbytes)):
+        return None
+    return location, int(offset), nbytes
+
+
+def _initializers(buf: memoryview, external: list | None = None) -> list[tuple[int, int, TensorInfo]]:
+    tensors = []
+    for number, wire, value in _fields(buf, 0, len(buf)):
+        if number == 7 and wire == 2:                         # ModelProto.graph
+            for n2, w2, v2 in _fields(buf, *value):
+                if n2 == 5 and w2 == 2:                       # GraphProto.initializer
+                    t = _tensor(buf, *v2, external)
+                    if t is not None:
+                        tensors.append(t)
+    return tensors
+
+
+def external_tensors(model: memoryview) -> list[tuple[str, int, int, TensorInfo]]:
+    """(location, offset, length, TensorInfo) of each initializer a model keeps in an external file (location
+    relative to the model's directory); empty when the model does not parse."""
+    out: list = []
+    try:
+        _initializers(model, out)
+    except _Bad:
+        return []
+    return out
+
+
+def scan_external(rel: str, buf: memoryview, tensors: list[tuple[int, int, TensorInfo]]) -> ScannedFile:
+    """Scan an external data file with the (offset, length, TensorInfo) its models place in it; opaque when they
+    do not fit it (outside the file, overlapping, a name twice)."""
+    names = [t[2].name for t in tensors]
+    if len(set(names)) != len(names) or any(off + n > len(buf) for off, n, _ in tensors):
+        return opaque(rel, buf)
+    try:
+        return spans_from_tensors(rel, buf, tensors)
+    except MalformedCheckpoint:
+        return opaque(rel, buf)
 
 
 def scan(rel: str, buf: memoryview) -> ScannedFile:
     """Scan an .onnx model: its inline initializers as tensors; opaque when it does not parse as ONNX."""
     try:
-        tensors = []
-        for number, wire, value in _fields(buf, 0, len(buf)):
-            if number == 7 and wire == 2:                     # ModelProto.graph
-                for n2, w2, v2 in _fields(buf, *value):
-                    if n2 == 5 and w2 == 2:                   # GraphProto.initializer
-                        t = _tensor(buf, *v2)
-                        if t is not None:
-                            tensors.append(t)
+        tensors = _initializers(buf)
         names = [t[2].name for t in tensors]
         if len(set(names)) != len(names):
             return opaque(rel, buf)                           # initializer names are unique in a valid model
         return spans_from_tensors(rel, buf, tensors)
     except _Bad:
         return opaque(rel, buf)
+
+
+def beside(path: str | os.PathLike) -> list[tuple[int, int, TensorInfo]] | None:
+    """The initializers that the `.onnx` models in the directory of the file at `path` keep in that file, as
+    (offset, length, TensorInfo); None when no model there names it."""
+    target = Path(path).resolve()
+    try:
+        listing = os.stat(target.parent).st_mtime_ns
+    except OSError:
+        return None
+    found = [(off, n, info) for model in _models(str(target.parent), listing)
+             for loc, off, n, info in _placed(model, *_signature(model))
+             if (Path(model).parent / loc).resolve() == target]
+    return found or None
+
+
+@functools.lru_cache(maxsize=64)
+def _models(directory: str, _mtime_ns: int) -> tuple[str, ...]:
+    """The .onnx files of a directory (cached per directory and its mtime: one listing per commit, not per file)."""
+    try:
+        names = sorted(e.name for e in os.scandir(directory) if e.name.lower().endswith(".onnx") and e.is_file())
+    except OSError:
+        return ()
+    return tuple(os.path.join(directory, n) for n in names[:MAX_MODELS])
+
+
+def _signature(model: str) -> tuple[int, tuple[int, int, int]]:
+    try:
+        st = os.stat(model)
+        return st.st_size, (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    except OSError:
+        return -1, (0, 0, 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _placed(model: str, size: int, _changed: tuple[int, int, int]) -> tuple:
+    """External initializers of one model (cached by its size, times and inode). A stale entry could only
+    mislabel spans, never change the bytes stored: the spans cover the file whatever they are called."""
+    from .base import map_file
+    if not 0 < size <= MAX_MODEL:
+        return ()
+    try:
+        return tuple(external_tensors(map_file(model)))
+    except OSError:
+        return ()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckstore.formats import scan_buffer
+from ckstore.formats import scan_buffer, scan_path
 from conftest import damaged, joined, two_versions
 
 onnx = pytest.importorskip("onnx")
@@ -77,6 +77,56 @@ def test_external_data_and_typed_lists_stay_opaque(tmp_path):
     assert sf.tensors() == [] and joined(sf) == blob
 
 
+def _external(path: Path, weights: dict, location: str = "model.onnx.data") -> Path:
+    onnx.save(_model(weights), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=location, size_threshold=0)
+    return path.parent / location
+
+
+def test_external_data_files_are_tensors(tmp_path):
+    data = _external(tmp_path / "model.onnx", _weights())
+    sf = scan_path(data, data.name)
+    got = {s.tensor.name: (s.tensor.dtype, s.tensor.shape) for s in sf.tensors()}
+    assert got == {"fc1.weight": ("F32", (32, 16)), "fc1.bias": ("F32", (32,)), "fc2.weight": ("F16", (8, 32)),
+                   "fc2.bias": ("F16", (8,))}
+    assert joined(sf) == data.read_bytes()
+    for s in sf.tensors():
+        assert bytes(s.data) == _weights()[s.tensor.name].tobytes()
+    (tmp_path / "model.onnx").unlink()                            # no model beside it: opaque bytes
+    assert scan_path(data, data.name).tensors() == []
+
+
+def test_two_exports_with_external_data_dedup_and_diff(tmp_path):
+    import ckstore
+    a_w = _weights()
+    b_w = {**a_w, "fc1.weight": a_w["fc1.weight"] * 2}
+    repo = ckstore.Repo.init(tmp_path / "repo")
+    ids = []
+    for i, w in enumerate((a_w, b_w)):
+        (tmp_path / f"v{i}").mkdir()
+        _external(tmp_path / f"v{i}" / "model.onnx", w)
+        ids.append(repo.commit(tmp_path / f"v{i}", f"v{i}", capture_env=False).id)
+    diff = repo.diff(*ids).tensors
+    assert [t["name"] for t in diff["changed"]] == ["fc1.weight"]
+    assert repo.show(ids[1]).new_bytes < 32 * 16 * 4 + 2048
+    repo.checkout(ids[1], tmp_path / "out")
+    for f in (tmp_path / "v1").iterdir():
+        assert (tmp_path / "out" / f.name).read_bytes() == f.read_bytes()
+    repo.close()
+
+
+def test_external_data_that_does_not_fit_stays_opaque(tmp_path):
+    data = _external(tmp_path / "model.onnx", _weights())
+    blob = data.read_bytes()
+    data.write_bytes(blob[: len(blob) // 2])                      # the model places tensors past its end
+    assert scan_path(data, data.name).tensors() == []
+    (tmp_path / "sub").mkdir()
+    good = _external(tmp_path / "sub" / "model.onnx", _weights())
+    (tmp_path / "sub" / "other.data").write_bytes(good.read_bytes())   # the same bytes, a name no model gives
+    assert scan_path(tmp_path / "sub" / "other.data", "other.data").tensors() == []
+    assert len(scan_path(good, good.name).tensors()) == 4
+
+
 @pytest.mark.parametrize("blob", [b"", b"\x3a\xff\xff\xff\xff\x0f", b"\x3a\x05\x2a\x10abc", b"\x0b\x00",
                                   b"\x80" * 20, b"not an onnx model at all"])
 def test_hostile_bytes_are_opaque(blob):
@@ -96,3 +146,14 @@ def test_damaged_models_never_raise(model_bytes, flips, cut):
     blob = damaged(model_bytes, flips, cut)
     sf = scan_buffer("fuzz.onnx", memoryview(blob))
     assert joined(sf) == blob
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 1 << 10), st.integers(1, 255)), min_size=1, max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, 1 << 10)))
+def test_damaged_models_beside_a_data_file_never_raise(tmp_path_factory, flips, cut):
+    d = tmp_path_factory.mktemp("ext")
+    data = _external(d / "model.onnx", _weights())
+    (d / "model.onnx").write_bytes(damaged((d / "model.onnx").read_bytes(), flips, cut))
+    sf = scan_path(data, data.name)
+    assert joined(sf) == data.read_bytes()
