@@ -43,6 +43,14 @@ def joined(sf) -> bytes:
     return b"".join(bytes(s.data) for s in sf.spans)
 
 
+def damage(reach: int, most: int = 5) -> dict:
+    """Hypothesis strategies for `damaged`'s arguments, as `@given(**damage(reach))`: 1 to `most` flips at
+    positions below `reach`, and no cut or one below `reach`."""
+    from hypothesis import strategies as st
+    return {"flips": st.lists(st.tuples(st.integers(0, reach), st.integers(1, 255)), min_size=1, max_size=most),
+            "cut": st.one_of(st.none(), st.integers(0, reach))}
+
+
 def damaged(blob: bytes, flips: list[tuple[int, int]], cut: int | None) -> bytes:
     """`blob` with each (position, mask) XORed in (positions wrap around) and then cut at `cut` (wrapping too): the
     damage the format readers' fuzz tests hand them."""

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ckstore.formats import scan_buffer
 from ckstore.formats.base import BLOCKS, tensor_nbytes
 from ckstore.formats.gguf import TYPES
-from conftest import damaged, joined, run_cli, two_versions
+from conftest import damage, damaged, joined, run_cli, two_versions
 
 gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as Q  # noqa: E402
@@ -208,8 +207,7 @@ def model_bytes(tmp_path_factory) -> bytes:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flips=st.lists(st.tuples(st.integers(0, 1 << 15), st.integers(1, 255)), min_size=1, max_size=5),
-       cut=st.one_of(st.none(), st.integers(0, 1 << 16)))
+@given(**damage(1 << 15, 5))
 def test_damaged_files_never_raise(model_bytes, flips, cut):
     blob = damaged(model_bytes, flips, cut)
     sf = scan_buffer("fuzz.gguf", memoryview(blob))

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ckstore.formats import scan_buffer, scan_path
-from conftest import damaged, joined, two_versions
+from conftest import damage, damaged, joined, two_versions
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -140,8 +139,7 @@ def model_bytes(tmp_path_factory) -> bytes:
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flips=st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(1, 255)), min_size=1, max_size=5),
-       cut=st.one_of(st.none(), st.integers(0, 1 << 16)))
+@given(**damage(1 << 16, 5))
 def test_damaged_models_never_raise(model_bytes, flips, cut):
     blob = damaged(model_bytes, flips, cut)
     sf = scan_buffer("fuzz.onnx", memoryview(blob))
@@ -149,8 +147,7 @@ def test_damaged_models_never_raise(model_bytes, flips, cut):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flips=st.lists(st.tuples(st.integers(0, 1 << 10), st.integers(1, 255)), min_size=1, max_size=4),
-       cut=st.one_of(st.none(), st.integers(0, 1 << 10)))
+@given(**damage(1 << 10, 4))
 def test_damaged_models_beside_a_data_file_never_raise(tmp_path_factory, flips, cut):
     d = tmp_path_factory.mktemp("ext")
     data = _external(d / "model.onnx", _weights())
