@@ -12,7 +12,7 @@ from .base import DTYPES, ScannedFile, Span, TensorInfo, check_file_name, dtype_
 __all__ = ["DTYPES", "ScannedFile", "Span", "TensorInfo", "dtype_name", "itemsize", "scan_buffer", "scan_path",
            "walk_source"]
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".jit", ".ptl")  # .jit, .ptl: TorchScript (and mobile) archives
 SKIP_DIRS = {".ckstore", ".git"}
 
 

@@ -1,14 +1,17 @@
-"""ONNX models read by a bounded protobuf reader of our own: each initializer held inline (`raw_data`) is a tensor
-span, the graph and everything else the rest of the file.
+"""ONNX models read by a bounded protobuf reader of our own: each tensor held inline is a tensor span, the graph
+and everything else the rest of the file.
 
-Only the three messages on the way to the initializers are decoded — ModelProto.graph (field 7),
-GraphProto.initializer (5), and in each TensorProto: dims (1), data_type (2), name (8), raw_data (9),
-external_data (13), data_location (14) — walking the wire format's tags, varints and lengths with every length
-checked against what is left. Initializers stored as typed lists (`float_data` …) or of a type without a byte
-layout here stay in the opaque part. An initializer in an external data file is a tensor span of that file: the
-file is read with the models beside it (`external_tensors`, `scan_external`). The `onnx` package is not needed:
-parsing a model with it would build the whole graph in memory, and this reader never copies a tensor. Anything
-that does not parse is opaque bytes.
+Only the messages on the way to tensors are decoded — ModelProto.graph (field 7); GraphProto.initializer (5) and
+node (1); NodeProto.output (2), name (3) and attribute (5); AttributeProto.name (1), t (5), tensors (10), g (6)
+and graphs (11), so Constant values and If/Loop/Scan bodies are reached (16 deep at most); in each TensorProto:
+dims (1), data_type (2), name (8), raw_data (9), packed float_data (4) and double_data (10), whose wire bytes are
+the little-endian array, external_data (13), data_location (14) — walking the wire format's tags, varints and
+lengths with every length checked against what is left. A node's tensor without a name is named after the
+Constant's output (or `node.attribute`), made unique with `#2` …; varint-coded lists (`int64_data` …) and types
+without a byte layout here stay opaque. An initializer in an external data file is a tensor span of that file:
+the file is read with the models beside it (`external_tensors`, `scan_external`). The `onnx` package is not
+needed: parsing a model with it would build the whole graph in memory, and this reader never copies a tensor.
+Anything that does not parse is opaque bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .base import DTYPES, ScannedFile, TensorInfo, opaque, spans_from_tensors
 
 MAX_DIMS = 64
 MAX_FIELDS = 1 << 20            # tags walked in one message before the file is taken as hostile
+MAX_GRAPHS = 16                 # If/Loop/Scan bodies nested in each other, at most
 MAX_MODELS = 64                 # .onnx files beside a data file read to find its initializers
 MAX_MODEL = 2 << 30             # protobuf's own limit on a model's size
 # TensorProto.DataType -> the DTYPES name with the same little-endian layout
@@ -91,13 +95,14 @@ def _entry(buf: memoryview, start: int, end: int) -> tuple[str, str]:
     return key, value
 
 
-def _tensor(buf: memoryview, start: int, end: int, external_out: list | None = None
+def _tensor(buf: memoryview, start: int, end: int, external_out: list | None = None, default: str = ""
             ) -> tuple[int, int, TensorInfo] | None:
-    """The span of one TensorProto's inline raw_data, or None when it has no byte layout we can label. An
-    initializer whose data lies in an external file is appended to `external_out` as (location, offset, length
-    or None, TensorInfo)."""
+    """The span of one TensorProto's inline data — raw_data, or a packed float_data/double_data run, which is the
+    same little-endian layout — or None when it has none we can label. Named `default` when it has no name (a
+    Constant node's value). An initializer whose data lies in an external file is appended to `external_out` as
+    (location, offset, length, TensorInfo)."""
     dims: list[int] = []
-    dtype = name = raw = None
+    dtype = name = raw = packed = None
     external = False
     entries: dict[str, str] = {}
     for number, wire, value in _fields(buf, start, end):
@@ -114,6 +119,8 @@ def _tensor(buf: memoryview, start: int, end: int, external_out: list | None = N
             name = _text(buf, value)
         elif number == 9 and wire == 2:
             raw = value
+        elif number in (4, 10) and wire == 2:                 # float_data, double_data (packed)
+            packed = (number, value)
         elif number == 13 and wire == 2:                      # external_data
             k, v = _entry(buf, *value)
             entries[k] = v
@@ -121,6 +128,7 @@ def _tensor(buf: memoryview, start: int, end: int, external_out: list | None = N
             external = value == 1
         if len(dims) > MAX_DIMS:
             raise _Bad("too many dims")
+    name = name or default
     if dtype is None or not name or any(d >= 1 << 62 for d in dims):
         return None
     info = TensorInfo(name, dtype, tuple(dims))
@@ -130,6 +138,8 @@ def _tensor(buf: memoryview, start: int, end: int, external_out: list | None = N
         if where is not None and external_out is not None:
             external_out.append((*where, info))
         return None
+    if raw is None and packed is not None and (packed[0], dtype) in ((4, "F32"), (10, "F64")):
+        raw = packed[1]
     if raw is None or raw[1] - raw[0] != nbytes:
         return None                                          # raw bytes that do not match the shape: opaque
     return raw[0], nbytes, info
@@ -145,15 +155,66 @@ def _external(entries: dict[str, str], nbytes: int) -> tuple[str, int, int] | No
     return location, int(offset), nbytes
 
 
+def _graph(buf: memoryview, start: int, end: int, depth: int, out: list, external: list | None) -> None:
+    """Collect a GraphProto's tensors into `out` as (offset, nbytes, TensorInfo, named by the model): its
+    initializers (5), then the tensors in its nodes' attributes (1), subgraphs (If, Loop, Scan bodies) included."""
+    for number, wire, value in _fields(buf, start, end):
+        if number == 5 and wire == 2:                         # GraphProto.initializer
+            t = _tensor(buf, *value, external)
+            if t is not None:
+                out.append((*t, True))
+        elif number == 1 and wire == 2:                       # GraphProto.node
+            _node(buf, *value, depth, out, external)
+
+
+def _node(buf: memoryview, start: int, end: int, depth: int, out: list, external: list | None) -> None:
+    outputs, name, attributes = [], "", []
+    for number, wire, value in _fields(buf, start, end):
+        if number == 2 and wire == 2:                         # NodeProto.output
+            outputs.append(_text(buf, value))
+        elif number == 3 and wire == 2:
+            name = _text(buf, value)
+        elif number == 5 and wire == 2:                       # NodeProto.attribute
+            attributes.append(value)
+    for span in attributes:
+        attr, tensors, graphs = "", [], []
+        for number, wire, value in _fields(buf, *span):
+            if number == 1 and wire == 2:
+                attr = _text(buf, value)
+            elif number in (5, 10) and wire == 2:             # AttributeProto.t, .tensors
+                tensors.append(value)
+            elif number in (6, 11) and wire == 2:             # AttributeProto.g, .graphs
+                graphs.append(value)
+        # a Constant's value is named after its output, any other attribute's tensor after its node
+        default = outputs[0] if attr == "value" and outputs else f"{name or (outputs or ['node'])[0]}.{attr}"
+        for k, t in enumerate(tensors):
+            found = _tensor(buf, *t, external, default if len(tensors) == 1 else f"{default}.{k}")
+            if found is not None:
+                out.append((*found, False))
+        for g in graphs:
+            if depth >= MAX_GRAPHS:
+                raise _Bad("subgraphs nest too deep")
+            _graph(buf, *g, depth + 1, out, external)
+
+
 def _initializers(buf: memoryview, external: list | None = None) -> list[tuple[int, int, TensorInfo]]:
-    tensors = []
+    """Every tensor of the model's graph with inline data, named uniquely: initializer names must be unique (else
+    _Bad); a name a node's tensor takes from its output or node is made unique with `#2`, `#3` …"""
+    found: list = []
     for number, wire, value in _fields(buf, 0, len(buf)):
         if number == 7 and wire == 2:                         # ModelProto.graph
-            for n2, w2, v2 in _fields(buf, *value):
-                if n2 == 5 and w2 == 2:                       # GraphProto.initializer
-                    t = _tensor(buf, *v2, external)
-                    if t is not None:
-                        tensors.append(t)
+            _graph(buf, *value, 0, found, external)
+    named = [t[2].name for t in found if t[3]]
+    if len(set(named)) != len(named):
+        raise _Bad("an initializer name twice")
+    taken, tensors = set(named), []
+    for off, n, info, model_named in found:
+        label, k = info.name, 1
+        while not model_named and label in taken:
+            k += 1
+            label = f"{info.name}#{k}"
+        taken.add(label)
+        tensors.append((off, n, TensorInfo(label, info.dtype, info.shape) if label != info.name else info))
     return tensors
 
 
@@ -183,11 +244,7 @@ def scan_external(rel: str, buf: memoryview, tensors: list[tuple[int, int, Tenso
 def scan(rel: str, buf: memoryview) -> ScannedFile:
     """Scan an .onnx model: its inline initializers as tensors; opaque when it does not parse as ONNX."""
     try:
-        tensors = _initializers(buf)
-        names = [t[2].name for t in tensors]
-        if len(set(names)) != len(names):
-            return opaque(rel, buf)                           # initializer names are unique in a valid model
-        return spans_from_tensors(rel, buf, tensors)
+        return spans_from_tensors(rel, buf, _initializers(buf))
     except _Bad:
         return opaque(rel, buf)
 

@@ -135,7 +135,9 @@ def _tensor(storage: object, offset: object, size: object, stride: object, dtype
 
 def _v3(st: object, off: object, size: object, stride: object, requires_grad: object, hooks: object,
         dtype: object, metadata: object = None) -> _Tensor:
-    if type(requires_grad) is not bool or not isinstance(hooks, dict) or not isinstance(metadata, (dict, type(None))):
+    # hooks: an OrderedDict, or None as torch 0.4 pickled it
+    if type(requires_grad) is not bool or not isinstance(hooks, (dict, type(None))) \
+            or not isinstance(metadata, (dict, type(None))):
         raise Refused("tensor rebuilt with unexpected requires_grad, hooks or metadata")
     return _tensor(st, off, size, stride, dtype)
 
@@ -146,7 +148,7 @@ def _v2(st: object, off: object, size: object, stride: object, requires_grad: ob
 
 
 def _parameter(data: object, requires_grad: object, hooks: object, state: object = None) -> _Tensor:
-    if not isinstance(data, _Tensor) or type(requires_grad) is not bool or not isinstance(hooks, dict):
+    if not isinstance(data, _Tensor) or type(requires_grad) is not bool or not isinstance(hooks, (dict, type(None))):
         raise Refused("parameter rebuilt from unexpected arguments")
     return data
 
@@ -160,6 +162,26 @@ def _container(kind: type) -> Call:
     return Call(make)
 
 
+def _typed_list(kind: type) -> Call:
+    """torch.jit._pickle.build_intlist and its siblings: how TorchScript pickles a typed list attribute; the list
+    itself, once every item is of its type."""
+    def ok(x: object) -> bool:
+        return type(x) is bool if kind is bool else isinstance(x, kind) and type(x) is not bool
+
+    def build(items: object) -> list:
+        if not isinstance(items, list) or not all(map(ok, items)):
+            raise Refused("a TorchScript typed list of unexpected items")
+        return items
+    return Call(build)
+
+
+def _type_tag(value: object, tag: object) -> object:
+    """torch.jit._pickle.restore_type_tag(value, "Dict[str, Tensor]"): the value; the tag is only a type name."""
+    if not isinstance(tag, str) or not isinstance(value, (dict, list)):
+        raise Refused("restore_type_tag called with unexpected arguments")
+    return value
+
+
 def _encode(text: object, encoding: object) -> bytes:
     """_codecs.encode(str, 'latin1'): how protocol 2 spells a bytes value."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
@@ -171,6 +193,10 @@ _ALLOWED: dict[tuple[str, str], object] = {
     ("collections", "OrderedDict"): _container(_ODict),
     **{(mod, kind.__name__): _container(kind) for mod in ("builtins", "__builtin__") for kind in (set, frozenset)},
     ("_codecs", "encode"): Call(_encode),
+    ("torch.jit._pickle", "build_intlist"): _typed_list(int), ("torch.jit._pickle", "build_boollist"): _typed_list(bool),
+    ("torch.jit._pickle", "build_doublelist"): _typed_list(float),
+    ("torch.jit._pickle", "build_tensorlist"): _typed_list(_Tensor),
+    ("torch.jit._pickle", "restore_type_tag"): Call(_type_tag),
     ("torch._utils", "_rebuild_tensor"): Call(_tensor), ("torch._utils", "_rebuild_tensor_v2"): Call(_v2),
     ("torch._utils", "_rebuild_tensor_v3"): Call(_v3), ("torch._utils", "_rebuild_parameter"): Call(_parameter),
     ("torch._utils", "_rebuild_parameter_with_state"): Call(_parameter),

@@ -62,17 +62,50 @@ def test_two_exports_dedup_and_diff_tensor_by_tensor(tmp_path):
     repo.close()
 
 
-def test_external_data_and_typed_lists_stay_opaque(tmp_path):
+def test_typed_lists_varint_ones_stay_opaque_and_external_models_hold_no_tensors(tmp_path):
     model = _model(_weights())
     onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
               location="ext.onnx.data", size_threshold=0)
     data = (tmp_path / "ext.onnx").read_bytes()
     sf = scan_buffer("ext.onnx", memoryview(data))
     assert sf.tensors() == [] and joined(sf) == data
-    typed = helper.make_tensor("t", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])     # float_data, not raw_data
-    graph = helper.make_graph([], "g", [], [], [typed])
-    blob = helper.make_model(graph).SerializeToString()
+    floats = helper.make_tensor("f", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])     # packed float_data
+    doubles = helper.make_tensor("d", TensorProto.DOUBLE, [2], [0.5, 0.25])       # packed double_data
+    ints = helper.make_tensor("i", TensorProto.INT32, [3], [1, 2, 3])             # int32_data: varints
+    blob = helper.make_model(helper.make_graph([], "g", [], [], [floats, doubles, ints])).SerializeToString()
     sf = scan_buffer("typed.onnx", memoryview(blob))
+    assert {s.tensor.name: bytes(s.data) for s in sf.tensors()} == {
+        "f": np.array([1, 2, 3], "<f4").tobytes(), "d": np.array([0.5, 0.25], "<f8").tobytes()}
+    assert joined(sf) == blob
+
+
+def test_constant_nodes_and_subgraphs_are_tensors():
+    """Weights held in Constant nodes, also inside an If's branches, named after their outputs (unique)."""
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    const = helper.make_node("Constant", [], ["w_const"], value=numpy_helper.from_array(w, ""))
+    inner = helper.make_node("Constant", [], ["w_const"], value=numpy_helper.from_array(w * 2, ""))
+    branch = helper.make_graph([inner], "then", [], [helper.make_tensor_value_info("w_const", TensorProto.FLOAT,
+                                                                                  [3, 4])])
+    other = helper.make_graph([helper.make_node("Constant", [], ["o"], value_float=1.0)], "else", [],
+                              [helper.make_tensor_value_info("o", TensorProto.FLOAT, [])])
+    cond = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)
+    graph = helper.make_graph([const, cond], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    blob = helper.make_model(graph).SerializeToString()
+    sf = scan_buffer("const.onnx", memoryview(blob))
+    got = {s.tensor.name: bytes(s.data) for s in sf.tensors()}
+    assert got == {"w_const": w.tobytes(), "w_const#2": (w * 2).tobytes()}
+    assert joined(sf) == blob
+
+
+def test_subgraphs_nested_too_deep_are_opaque():
+    graph = helper.make_graph([helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(
+        np.ones(4, np.float32), ""))], "leaf", [], [])
+    for _ in range(20):
+        graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=graph,
+                                                    else_branch=helper.make_graph([], "e", [], []))], "g", [], [])
+    blob = helper.make_model(graph).SerializeToString()
+    sf = scan_buffer("deep.onnx", memoryview(blob))
     assert sf.tensors() == [] and joined(sf) == blob
 
 

@@ -53,6 +53,30 @@ def test_parameters_and_buffers_named_code_kept(tmp_path):
     assert code                                       # the code is in the archive, stored as it is
 
 
+class Typed(torch.nn.Module):
+    """Attributes TorchScript pickles through torch.jit._pickle: typed lists and a Dict (restore_type_tag); their
+    types are inferred from the values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.sizes, self.gains, self.flags = [1, 2, 3], [0.5, 0.25], [True, False]
+        self.extra = [torch.full((3,), 7.0)]
+        self.table = {"bias": torch.arange(5, dtype=torch.float32)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) + self.extra[0].sum() + self.table["bias"].sum()
+
+
+def test_typed_list_and_dict_attributes_are_read_and_the_jit_suffix_too(tmp_path):
+    torch.manual_seed(0)
+    data = _saved(tmp_path / "typed.jit", Typed())
+    sf = scan_buffer("typed.jit", memoryview(data))
+    got = {s.tensor.name: s.tensor.shape for s in sf.tensors()}
+    assert got == {"lin.weight": (4, 4), "lin.bias": (4,), "extra.0": (3,), "table.bias": (5,)}
+    assert joined(sf) == data
+
+
 def test_a_fine_tuned_release_dedups_and_diffs_tensor_by_tensor(tmp_path):
     torch.manual_seed(0)
     net = Net()
