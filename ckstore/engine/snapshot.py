@@ -202,7 +202,7 @@ class Snapshotter:
                 pages.consumed(done, 1 << 62)
             current = i
             if frame is not None and cid not in self.writer:
-                self.writer.add(cid, frame, n)
+                self.writer.add(cid, frame, n, looked_up=True)  # _process found the store without it
             sp.ids.append(cid)
             sp.partials.append(part)
             sp.done += n

@@ -451,11 +451,15 @@ class PackSink:
             raise CorruptObject("chunk", chunk.hex(), got.hex(), detail="in the pack being written")
         return raw
 
-    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, *, again: bool = False) -> bool:
+    def add(self, chunk: bytes, frame: bytes | memoryview, raw_length: int, *, again: bool = False,
+            looked_up: bool = False) -> bool:
         """Add a verified chunk's stored frame (sealed already in an encrypted repository: a fetch keeps the
         remote's bytes); False if the sink or the store has it already. `again` writes a chunk the
-        store indexes anyway (a repair copying the intact frames out of a damaged pack)."""
-        if chunk in self.pending or (not again and (self.store.has_chunk(chunk) or self.store.revive(chunk))):
+        store indexes anyway (a repair copying the intact frames out of a damaged pack); `looked_up`: the caller
+        has just found the store without it (a snapshot's worker, moments ago), so it is not looked up again — at
+        worst a writer racing this one stores the same frame twice, which costs bytes, never correctness."""
+        if chunk in self.pending or (not again and not looked_up
+                                     and (self.store.has_chunk(chunk) or self.store.revive(chunk))):
             return False
         if self.current is None:
             self.current = PackWriter(self.store.packs_dir, self.store.tmp_dir)
