@@ -109,7 +109,7 @@ def render_hists(name: str, d: Diff, old: Side | None, new: Side | None) -> None
     sides = [s for s in (old, new) if s is not None]
     hists = [stats.histogram(s.stats) for s in sides]
     if any(h is None for h in hists):
-        typer.echo("  no histogram: complex tensors have no ordered statistics")
+        typer.echo("  no histogram: complex and block-quantized tensors have no element statistics")
         return
     for side, h in zip(sides, hists):
         if note := sample_note(side.stats.get("count") or 0, h[2]):

@@ -142,6 +142,13 @@ def test_show_lists_ggml_types(tmp_path, monkeypatch, capsys):
     assert code == 0
     for needle in ("blk.0.attn_q.weight", "Q8_0", "Q4_0", "F16", "512×256"):
         assert needle in out, needle
+    tuned = {**_weights(), "blk.0.attn_q.weight": _weights()["blk.0.attn_q.weight"] * 2}
+    _write(tmp_path / "ck" / "model.gguf", tuned, KINDS)
+    assert run_cli(monkeypatch, capsys, "commit", "ck", "-m", "tuned")[0] == 0
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", "HEAD~1", "HEAD")
+    assert code == 0 and "blk.0.attn_q.weight" in out and "Q8_0 blocks: no element" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", "HEAD~1", "HEAD", "--hist", "blk.0.attn_q.weight")
+    assert code == 0 and "block-quantized tensors have no element statistics" in out
 
 
 # ------------------------------------------------------------------------------------------ hostile and damaged
