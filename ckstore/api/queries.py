@@ -6,17 +6,42 @@ import math
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+from ..formats.base import element_dtype, values
+from ..model import stats
+from ..model.diff import tensors_by_name
 from ..model.query import query_paths, record_paths, sort_key
 from ..results import CommitInfo, metric_value
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ..model.objects import Manifest
+
 
 class Queries:
-    """Mixed into `Repo` (which provides `log`)."""
+    """Mixed into `Repo` (which provides `log`, `manifest` and `load`)."""
 
     log: Callable[..., list[CommitInfo]]
+    manifest: Callable[..., Manifest]
+    load: Callable[..., dict]
+
+    def tensor_stats(self, rev: str, name: str) -> tuple[dict, bool] | None:
+        """A tensor's statistics in `rev` (`name` as diff names tensors: "name", or "file:name" where two files
+        share one) and whether they were computed just now: the stored ones, or for a commit made before
+        histograms were stored, computed from its data (Q8_0 and Q4_0 blocks decoded); {} for a tensor without
+        element statistics (complex, other block types). None when `rev` has no such tensor."""
+        entry = tensors_by_name(self.manifest(rev)).get(name)
+        if entry is None:
+            return None
+        if stats.histogram(entry.stats) is not None or element_dtype(entry.dtype) is None:
+            return entry.stats or {}, False
+        tree = self.load(rev, names=[entry.name])
+        if entry.name not in tree:          # a committed state dict comes back nested by the dots of its names
+            for part in entry.name.split("."):
+                tree = tree[part]
+        else:
+            tree = tree[entry.name]
+        return stats.of_array(values(entry.dtype, tree)), True
 
     def find(self, expr: str, *, rev: str | None = None, sort: str | None = None,
              limit: int | None = None) -> list[CommitInfo]:

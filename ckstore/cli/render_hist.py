@@ -8,9 +8,8 @@ from typing import Any
 import typer
 
 from ..errors import UsageError
-from ..formats.base import element_dtype
 from ..model import stats
-from ..model.diff import Diff, tensors_by_name
+from ..model.diff import Diff
 from .app import emit
 
 BAR = 28  # cells per bar: two sides, the labels and the counts fit 100 columns
@@ -51,12 +50,8 @@ def show_hists(repo: Any, d: Diff, name: str, as_json: bool) -> None:
 def _side(repo: Any, commit: str, name: str) -> Side | None:
     """The tensor's statistics in `commit` (None when it has no such tensor); stale ones are computed again from
     the tensor's data, read through the API as any reader would."""
-    t = tensors_by_name(repo.manifest(commit)).get(name)
-    if t is None:
-        return None
-    if stats.histogram(t.stats) is not None or element_dtype(t.dtype) is None:  # complex, quantized: no histogram
-        return Side(commit, t.stats, False)
-    return Side(commit, stats.of_array(repo.load(commit, names=[name])[name]), True)
+    found = repo.tensor_stats(commit, name)
+    return None if found is None else Side(commit, *found)
 
 
 def _change(d: Diff, name: str) -> str:
@@ -109,7 +104,8 @@ def render_hists(name: str, d: Diff, old: Side | None, new: Side | None) -> None
     sides = [s for s in (old, new) if s is not None]
     hists = [stats.histogram(s.stats) for s in sides]
     if any(h is None for h in hists):
-        typer.echo("  no histogram: complex and block-quantized tensors have no element statistics")
+        typer.echo("  no histogram: complex tensors, and block-quantized ones other than Q8_0 and Q4_0, have no "
+                   "element statistics")
         return
     for side, h in zip(sides, hists):
         if note := sample_note(side.stats.get("count") or 0, h[2]):

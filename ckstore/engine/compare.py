@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 from concurrent.futures import Executor
 
-import numpy as np
 
-from ..formats.base import element_dtype, is_blocked
+from ..formats.base import element_count, element_dtype, is_blocked, values
 from ..model import stats
 from ..model.diff import (Diff, TensorPair, compare_files, compare_metadata, compare_tensors, hist_pair,
                           shape_change)
@@ -23,19 +22,21 @@ def _pair_stats(store: Store, pool: Executor, pair: TensorPair, atol: float, rto
     if dtype is None:
         kind = f"{old.dtype} blocks" if is_blocked(old.dtype) else "complex tensors"
         return {"name": pair.name, "comparable": False, "note": f"{kind}: no element statistics"}
+    kind = old.dtype
     if old.chunk_bytes == new.chunk_bytes:
         differing = [(a, b) for a, b in zip(old.chunks, new.chunks) if a != b]
         differing_bytes = sum(end - start for (a, start, end), b in zip(old.chunk_ranges(), new.chunks) if a != b)
-        same_elems = (old.nbytes - differing_bytes) // dtype.itemsize  # identical chunks: counted, never read
+        same_elems = element_count(kind, old.nbytes - differing_bytes)  # identical chunks: counted, never read
 
         def one(ids: tuple[bytes, bytes]) -> stats.DeltaPartial:
-            a, b = (np.frombuffer(store.get_chunk(i), dtype=dtype) for i in ids)
+            a, b = (values(kind, store.get_chunk(i)) for i in ids)
             return stats.delta_partial(a, b, atol, rtol)
 
         parts = ordered_map(pool, one, differing)
         total = functools.reduce(stats.merge_delta, parts, stats.DeltaPartial(count=same_elems))
     else:  # chunked differently (the chunk size changed between them): compare whole tensors
-        total = stats.delta_partial(read_tensor(store, old, pool), read_tensor(store, new, pool), atol, rtol)
+        total = stats.delta_partial(values(kind, read_tensor(store, old, pool)),
+                                    values(kind, read_tensor(store, new, pool)), atol, rtol)
     result = stats.finish_delta(total, old.stats.get("l2") or 0.0, new.stats.get("l2") or 0.0)
     return {"name": pair.name, "file": new.file, "comparable": True, **result}
 

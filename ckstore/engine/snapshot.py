@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import blake3
-import numpy as np
 
-from ..formats.base import ScannedFile, TensorInfo, drop_range, element_dtype, is_blocked, itemsize, mapping_of
+from ..formats.base import (ScannedFile, TensorInfo, drop_range, element_dtype, is_blocked, itemsize, mapping_of,
+                            values)
 from ..model import codec, stats
 from ..model.chunking import INLINE_MAX, chunk_bytes_for, cut_by_content, split
 from ..model.objects import (ChunkRun, FileRecipe, Inline, Manifest, Segment, TensorEntry, TensorRef)
@@ -46,7 +46,7 @@ class _Job:
     data: memoryview
     width: int
     base: bytes | None = None  # the same chunk of the same tensor in the parent commit
-    dtype: np.dtype | None = None  # element type when the chunk's statistics are wanted
+    dtype: str | None = None  # the tensor's dtype when the chunk's statistics are wanted
 
 
 @dataclass(slots=True)
@@ -82,7 +82,7 @@ class Snapshotter:
         cid = scheme.chunk_id(job.data)
         part = None
         if job.dtype is not None and cid != job.base:
-            part = stats.partial(np.frombuffer(job.data, dtype=job.dtype))
+            part = stats.partial(values(job.dtype, job.data))
         if self.store.has_chunk(cid) or self.store.revive(cid):  # a tombstoned copy comes back: no new bytes
             return cid, None, part
         level = self.settings.zstd_level
@@ -148,7 +148,7 @@ class Snapshotter:
         if dtype is None:
             return {}
         missing = [k for k, p in enumerate(sp.partials) if p is None]
-        filled = ordered_map(self.pool, lambda k: stats.partial(np.frombuffer(sp.pieces[k], dtype=dtype)), missing)
+        filled = ordered_map(self.pool, lambda k: stats.partial(values(dtype, sp.pieces[k])), missing)
         for k, p in zip(missing, filled):
             sp.partials[k] = p
         return stats.finish(functools.reduce(stats.merge, sp.partials, stats.Partial()))
@@ -233,8 +233,9 @@ class Snapshotter:
         return Manifest(tuple(recipes[i] for i in order), tuple(tensors), tree)
 
 
-def _stats_dtype(info: TensorInfo | None) -> np.dtype | None:
-    return None if info is None else element_dtype(info.dtype)
+def _stats_dtype(info: TensorInfo | None) -> str | None:
+    """The tensor's dtype when it gets statistics (see formats.base.values), else None."""
+    return None if info is None or element_dtype(info.dtype) is None else info.dtype
 
 
 def _file_hash(scanned: ScannedFile, progress: Callable[[int], None]) -> bytes:

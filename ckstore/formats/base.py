@@ -106,11 +106,52 @@ def as_array(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return raw.view(DTYPES[dtype]).reshape(shape)
 
 
+def _q8_0(blocks: np.ndarray) -> np.ndarray:
+    """Q8_0 blocks (34 bytes: a float16 scale d, then 32 int8 q) as float32 values d·q, in order."""
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    return (d * blocks[:, 2:].view(np.int8).astype(np.float32)).reshape(-1)
+
+
+def _q4_0(blocks: np.ndarray) -> np.ndarray:
+    """Q4_0 blocks (18 bytes: a float16 scale d, then 16 bytes of 4-bit q, low nibbles the first 16 values) as
+    float32 values d·(q − 8), in order."""
+    d = blocks[:, :2].copy().view("<f2").astype(np.float32)
+    q = blocks[:, 2:]
+    x = np.concatenate([q & 0x0F, q >> 4], axis=1).astype(np.float32) - 8.0
+    return (d * x).reshape(-1)
+
+
+# the block types whose values ckstore decodes for statistics and diffs (the simple ones: a scale per block); the
+# others' layouts (K-quants, IQ, TQ) are llama.cpp's to define, and get no statistics
+_DEQUANT = {"Q8_0": _q8_0, "Q4_0": _q4_0}
+
+
 def element_dtype(dtype: str) -> np.dtype | None:
-    """The numpy type whose element statistics a tensor of `dtype` gets: None for block and complex types."""
-    if dtype in BLOCKS or DTYPES[dtype].kind == "c":
-        return None
-    return DTYPES[dtype]
+    """The numpy type of the values a tensor of `dtype` gets statistics over (float32 for the block types ckstore
+    decodes); None for complex types and the other block types."""
+    if dtype in BLOCKS:
+        return np.dtype(np.float32) if dtype in _DEQUANT else None
+    return None if DTYPES[dtype].kind == "c" else DTYPES[dtype]
+
+
+def values(dtype: str, data: object) -> np.ndarray:
+    """The values statistics are taken over, from a tensor's (or a whole-block chunk's) bytes or from the array
+    `Repo.load` gives: the elements as they are, or a block type's decoded to float32. Only for dtypes whose
+    element_dtype is not None."""
+    if dtype in _DEQUANT:
+        raw = data.reshape(-1) if isinstance(data, np.ndarray) else np.frombuffer(data, np.uint8)
+        return _DEQUANT[dtype](raw.view(np.uint8).reshape(-1, BLOCKS[dtype][1]))
+    if isinstance(data, np.ndarray):
+        return data
+    return np.frombuffer(data, dtype=DTYPES[dtype])
+
+
+def element_count(dtype: str, nbytes: int) -> int:
+    """How many elements `nbytes` of a tensor of `dtype` hold (whole blocks for a block type)."""
+    if dtype in BLOCKS:
+        per, size = BLOCKS[dtype]
+        return nbytes // size * per
+    return nbytes // DTYPES[dtype].itemsize
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,24 +69,15 @@ def histogram(repo: Repo, rev: str, tensor: str) -> dict[str, Any]:
     bin counts over `hist_of` elements (a systematic sample of large tensors; `count` when over every element)."""
     oid = repo.resolve(rev)
     entry = tensors_by_name(repo.manifest(oid)).get(tensor)
-    if entry is None:
+    found = repo.tensor_stats(oid, tensor)
+    if entry is None or found is None:
         raise UsageError(f"{rev} has no tensor {tensor!r}")
-    stored = entry.stats or {}
-    hist = stats.histogram(stored)
-    if hist is None:
-        stored = stats.of_array(_leaf(repo.load(oid, names=[entry.name]), entry.name))
-        hist = stats.histogram(stored) or (stats.hist_edges(), [], 0)  # a tensor without statistics: no bins
+    stored, computed = found
+    hist = stats.histogram(stored) or (stats.hist_edges(), [], 0)  # a tensor without statistics: no bins
     edges, counts, hist_of = hist
     return json_safe({"rev": oid, "tensor": tensor, "dtype": entry.dtype, "shape": list(entry.shape),
                       "edges": edges, "counts": counts, "hist_of": hist_of, "zeros": stored.get("zeros"),
                       "nan": stored.get("nan"), "inf": stored.get("inf"), "count": stored.get("count"),
-                      "computed": entry.stats is not stored})
+                      "computed": computed})
 
 
-def _leaf(tree: Any, name: str) -> Any:
-    """The array `name` names in what `Repo.load` returns (nested by the dots of the names)."""
-    if name in tree:
-        return tree[name]
-    for part in name.split("."):
-        tree = tree[part]
-    return tree

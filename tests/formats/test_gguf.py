@@ -94,7 +94,12 @@ def test_a_fine_tuned_model_dedups_and_diffs_tensor_by_tensor(tmp_path):
     repo, a, b = two_versions(tmp_path, "model.gguf", one, two)
     diff = repo.diff(a.id, b.id).tensors
     assert [t["name"] for t in diff["changed"]] == ["blk.0.ffn_up.weight"]
-    assert diff["changed"][0]["note"] == "Q4_0 blocks: no element statistics"
+    before, after = (gguf.quants.dequantize(quantize(w["blk.0.ffn_up.weight"], Q.Q4_0), Q.Q4_0) for w in (base, tuned))
+    (change,) = diff["changed"]                                  # statistics over the decoded values
+    assert change["comparable"] and change["changed"] == np.count_nonzero(before != after)
+    assert change["l2_delta"] == pytest.approx(float(np.linalg.norm((after - before).astype(np.float64))), rel=1e-5)
+    entry = next(t for t in repo.manifest(b.id).tensors if t.name == "blk.0.ffn_up.weight")
+    assert entry.stats["mean"] == pytest.approx(float(after.astype(np.float64).mean()), rel=1e-5, abs=1e-7)
     assert set(diff["unchanged"]) == {"token_embd.weight", "blk.0.attn_q.weight", "output_norm.weight"}
     q4 = tensor_nbytes("Q4_0", (512, 256))
     assert 0 < repo.show(b.id).new_bytes < q4 + 4096              # at most the changed tensor and the header
@@ -146,13 +151,27 @@ def test_show_lists_ggml_types(tmp_path, monkeypatch, capsys):
     tuned = {**_weights(), "blk.0.attn_q.weight": _weights()["blk.0.attn_q.weight"] * 2}
     _write(tmp_path / "ck" / "model.gguf", tuned, KINDS)
     assert run_cli(monkeypatch, capsys, "commit", "ck", "-m", "tuned")[0] == 0
-    code, out, _ = run_cli(monkeypatch, capsys, "diff", "HEAD~1", "HEAD")
-    assert code == 0 and "Q8_0" in out and "blocks" in out, out
     code, out, _ = run_cli(monkeypatch, capsys, "diff", "HEAD~1", "HEAD", "--json")
     (changed,) = json.loads(out)["tensors"]["changed"]
-    assert changed["name"] == "blk.0.attn_q.weight" and changed["comparable"] is False
+    assert changed["name"] == "blk.0.attn_q.weight" and changed["comparable"] and changed["cosine"] > 0.99
     code, out, _ = run_cli(monkeypatch, capsys, "diff", "HEAD~1", "HEAD", "--hist", "blk.0.attn_q.weight")
-    assert code == 0 and "block-quantized tensors have no element statistics" in out
+    assert code == 0 and "█" in out                            # Q8_0 values decoded: a histogram
+
+
+def test_block_types_not_decoded_have_no_statistics(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(4)
+    (tmp_path / "ck").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(monkeypatch, capsys, "init")[0] == 0
+    for i in range(2):
+        raw = {"k": (Q.Q4_K, rng.integers(0, 256, (8, 144), dtype=np.uint8))}
+        _write(tmp_path / "ck" / "model.gguf", {}, {}, raw=raw)
+        assert run_cli(monkeypatch, capsys, "commit", "ck", "-m", f"v{i}")[0] == 0
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", "HEAD~1", "HEAD", "--json")
+    (changed,) = json.loads(out)["tensors"]["changed"]
+    assert changed["comparable"] is False and changed["note"] == "Q4_K blocks: no element statistics"
+    code, out, _ = run_cli(monkeypatch, capsys, "diff", "HEAD~1", "HEAD", "--hist", "k")
+    assert code == 0 and "no histogram" in out
 
 
 # ------------------------------------------------------------------------------------------ hostile and damaged
