@@ -29,6 +29,7 @@ from ckstore.formats import scan_path
 from conftest import joined, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration     # they download from PyPI: the integration tier (run once in CI, on 3.11)
 
 
 def _bench_module():
