@@ -257,9 +257,8 @@ def beside(path: str | os.PathLike) -> list[tuple[int, int, TensorInfo]] | None:
         listing = os.stat(target.parent).st_mtime_ns
     except OSError:
         return None
-    found = [(off, n, info) for model in _models(str(target.parent), listing)
-             for loc, off, n, info in _placed(model, *_signature(model))
-             if (Path(model).parent / loc).resolve() == target]
+    found = [t for model in _models(str(target.parent), listing)
+             for t in _placed(model, *_signature(model)).get(str(target), ())]
     return found or None
 
 
@@ -282,13 +281,19 @@ def _signature(model: str) -> tuple[int, tuple[int, int, int]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _placed(model: str, size: int, _changed: tuple[int, int, int]) -> tuple:
-    """External initializers of one model (cached by its size, times and inode). A stale entry could only
-    mislabel spans, never change the bytes stored: the spans cover the file whatever they are called."""
+def _placed(model: str, size: int, _changed: tuple[int, int, int]) -> dict[str, list]:
+    """External initializers of one model by the resolved path of the file holding them, as (offset, length,
+    TensorInfo) (cached by the model's size, times and inode: each location is resolved once per model, not once
+    per data file). A stale entry could only mislabel spans, never change the bytes stored: the spans cover the
+    file whatever they are called."""
     from .base import map_file
     if not 0 < size <= MAX_MODEL:
-        return ()
+        return {}
     try:
-        return tuple(external_tensors(map_file(model)))
+        placed = external_tensors(map_file(model))
     except OSError:
-        return ()
+        return {}
+    out: dict[str, list] = {}
+    for loc, off, n, info in placed:
+        out.setdefault(str((Path(model).parent / loc).resolve()), []).append((off, n, info))
+    return out

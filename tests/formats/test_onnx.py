@@ -128,6 +128,18 @@ def test_external_data_files_are_tensors(tmp_path):
     assert scan_path(data, data.name).tensors() == []
 
 
+def test_one_external_file_per_initializer(tmp_path):
+    onnx.save(_model(_weights()), str(tmp_path / "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=False, size_threshold=0)
+    found = {}
+    for f in sorted(tmp_path.iterdir()):
+        if f.name != "model.onnx":
+            sf = scan_path(f, f.name)
+            assert joined(sf) == f.read_bytes()
+            found.update({s.tensor.name: bytes(s.data) for s in sf.tensors()})
+    assert found == {k: v.tobytes() for k, v in _weights().items()}
+
+
 def test_two_exports_with_external_data_dedup_and_diff(tmp_path):
     import ckstore
     a_w = _weights()
