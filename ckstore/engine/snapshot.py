@@ -104,18 +104,8 @@ class Snapshotter:
         mm = mapping_of(scanned)
         for span in scanned.spans:
             if span.tensor is None:
-                if span.nbytes > INLINE_MAX and self.settings.cdc:
-                    pieces, pos, dropped = [], span.offset, span.offset
-                    for piece in cut_by_content(span.data):
-                        pieces.append(piece)
-                        pos += len(piece)
-                        if mm is not None and pos - dropped >= HASH_BLOCK:  # the cut reads every page: out of
-                            dropped = drop_range(mm, dropped, pos)  # our resident set (the page cache keeps them)
-                    if mm is not None:
-                        drop_range(mm, dropped, pos)
-                    out.append(_Span(span, pieces, 1, [None] * len(pieces)))
-                elif span.nbytes > INLINE_MAX:
-                    pieces = split(span.data, size)
+                if span.nbytes > INLINE_MAX:
+                    pieces = _cut(span, mm) if self.settings.cdc else split(span.data, size)
                     out.append(_Span(span, pieces, 1, [None] * len(pieces)))
                 continue
             step = chunk_bytes_for(itemsize(span.tensor.dtype), size)  # whole elements (or blocks) per chunk
@@ -231,6 +221,20 @@ class Snapshotter:
                 self.fresh.append(CachedFile(_reindex(recipe, -start), tuple(tensors[start:])))
         order = sorted(range(len(recipes)), key=lambda i: recipes[i].path)
         return Manifest(tuple(recipes[i] for i in order), tuple(tensors), tree)
+
+
+def _cut(span, mm) -> list[memoryview]:
+    """An opaque span cut by content. The cut reads every page, so what it has passed leaves our resident set as
+    it goes (the page cache keeps it for the chunk stream)."""
+    pieces, pos, dropped = [], span.offset, span.offset
+    for piece in cut_by_content(span.data):
+        pieces.append(piece)
+        pos += len(piece)
+        if mm is not None and pos - dropped >= HASH_BLOCK:
+            dropped = drop_range(mm, dropped, pos)
+    if mm is not None:
+        drop_range(mm, dropped, pos)
+    return pieces
 
 
 def _stats_dtype(info: TensorInfo | None) -> str | None:

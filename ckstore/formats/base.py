@@ -67,7 +67,8 @@ def dtype_name(dt: np.dtype) -> str:
 
 # GGML's quantized types (llama.cpp's GGUF files): (elements per block, bytes per block). Their elements have no
 # numpy type: a tensor of one is a run of whole blocks along its last axis, chunked on block boundaries (the block is
-# its unit, as an element is for the types in DTYPES), compressed as plain bytes, with no element statistics.
+# its unit, as an element is for the types in DTYPES) and compressed as plain bytes; statistics only for the types
+# `values` decodes.
 BLOCKS = {
     "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q8_1": (32, 40),
     "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210),

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import MalformedCheckpoint
+from ..model.crypto import hash_bytes
 from . import torchzip
 from .base import ScannedFile, TensorInfo, opaque, spans_from_tensors
 
@@ -49,9 +50,23 @@ def _fields(obj: object, cls: str) -> dict:
     return obj.state
 
 
-def read_metadata(data: bytes) -> list[tuple[str, tuple[int, ...] | None, str, int, int, bool]]:
+_PARSED: dict[bytes, tuple] = {}   # a few metadata pickles by hash: each rank's data file reads the same one
+PARSED_KEPT = 4
+
+
+def read_metadata(data: bytes) -> tuple[tuple[str, tuple[int, ...] | None, str, int, int, bool], ...]:
     """(fqn, shard offsets or None for a byte item, data file, offset, length, plain) of every stored item of a
-    `.metadata` pickle (`plain`: no storage transform); torchzip.Refused when it is not DCP metadata."""
+    `.metadata` pickle (`plain`: no storage transform); torchzip.Refused when it is not DCP metadata. Unpickled
+    once for all the data files of a checkpoint."""
+    key = hash_bytes(data)
+    if key not in _PARSED:
+        while len(_PARSED) >= PARSED_KEPT:
+            _PARSED.pop(next(iter(_PARSED)))
+        _PARSED[key] = _read_metadata(data)
+    return _PARSED[key]
+
+
+def _read_metadata(data: bytes) -> tuple:
     root = _fields(torchzip.load_records(data, lambda m, n: (m, n) in _RECORDS, _EXTRA), "Metadata")
     items = root.get("storage_data")
     if not isinstance(items, dict):
@@ -65,7 +80,7 @@ def read_metadata(data: bytes) -> list[tuple[str, tuple[int, ...] | None, str, i
                 and 0 <= at and 0 <= length and (offsets is None or isinstance(offsets, tuple))):
             raise torchzip.Refused("a storage item of unexpected fields")
         out.append((fqn, offsets, path, at, length, info.get("transform_descriptors") in (None, [], ())))
-    return out
+    return tuple(out)
 
 
 def sibling_metadata(path: str | os.PathLike) -> bytes | None:

@@ -47,7 +47,6 @@ class Refused(Exception):
     """The pickle asks for something outside the allowlist: the file is kept as opaque bytes."""
 
 
-
 class _Sealed:
     """Base of every placeholder: no __dict__ (slots) and BUILD refused, so a pickle cannot alter one."""
 

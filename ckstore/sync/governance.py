@@ -24,7 +24,6 @@ from ..engine.protect import rule_for
 from ..engine.repository import Repository
 from ..errors import CkstoreError, CorruptObject, NonFastForward, ProtectedRef, RemoteError
 from ..fs.fileio import write_atomic
-from ..storage.config import with_checksum
 from ..model import graph
 from ..model.objects import AliasMove, Note
 from ..model.refnames import ALIASES, NOTES
@@ -232,22 +231,17 @@ def verify_anchors(repo: Repository, remote: Session) -> list[str]:
 def set_remote_protect(remote: Session, pattern: str, flags: dict | None) -> dict:
     """Set (flags None: remove) one protection rule in the remote's config, by compare-and-swap; returns the
     remote's rules."""
-    got = remote.get_with_etag("config")
-    if got is None:
-        raise RemoteError(f"{remote.url} has no config: push to it first", url=remote.url, key="config")
-    data, etag = got
-    raw = json.loads(data)
-    session.check_remote_config(raw, remote.url)
-    rules = dict(raw.get("protect") or {})
-    if flags is None:
-        rules.pop(pattern, None)
-    else:
-        rules[pattern] = flags
-    raw["protect"] = rules
-    if not rules:
-        raw.pop("protect")
-    remote.put_cas("config", (json.dumps(with_checksum(raw), indent=2) + "\n").encode(), etag)
-    return rules
+    def change(raw: dict) -> None:
+        rules = dict(raw.get("protect") or {})
+        if flags is None:
+            rules.pop(pattern, None)
+        else:
+            rules[pattern] = flags
+        raw["protect"] = rules
+        if not rules:
+            raw.pop("protect")
+
+    return session.edit_remote_config(remote, change).get("protect") or {}
 
 
 def on_remote(repo: Repository, name: str, work):

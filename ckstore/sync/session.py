@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import zstandard
 
@@ -249,20 +249,37 @@ def remote_config(remote: Session, create_from: bytes | None = None, *, match_sc
     return raw
 
 
-def add_remote_features(remote: Session, raw: dict, features: tuple[str, ...]) -> dict:
-    """The remote's config `raw`, raised (compare-and-swap) to version 3 with `features` added when it lacks any:
-    before objects that use a feature are pushed, so an older client refuses the remote instead of misreading it."""
-    have = list(raw.get("features") or [])
-    if all(f in have for f in features):
-        return raw
+def edit_remote_config(remote: Session, change: Callable[[dict], None]) -> dict:
+    """Rewrite the remote's config by compare-and-swap: read it (checked as `remote_config` checks it), let
+    `change` edit the table in place, write it back with a fresh checksum; returns the new table."""
     got = remote.get_with_etag("config")
     if got is None:
-        raise RemoteError(f"{remote.url} lost its config during the push", url=remote.url, key="config")
+        raise RemoteError(f"{remote.url} has no config: push to it first", url=remote.url, key="config")
     data, etag = got
-    new = json.loads(data)
-    new["features"] = have + [f for f in features if f not in have]
-    new["version"] = FEATURES_VERSION
-    remote.put_cas("config", (json.dumps(with_checksum(new), indent=2) + "\n").encode(), etag)
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
+        raise UnsupportedFormat(f"{remote.url}: its config is not a ckstore config", hint="check the URL")
+    check_remote_config(raw, remote.url)
+    change(raw)
+    remote.put_cas("config", (json.dumps(with_checksum(raw), indent=2) + "\n").encode(), etag)
+    return raw
+
+
+def add_remote_features(remote: Session, raw: dict, features: tuple[str, ...]) -> dict:
+    """The remote's config `raw`, raised to version 3 with `features` added when it lacks any: before objects that
+    use a feature are pushed, so an older client refuses the remote instead of misreading it."""
+    if all(f in (raw.get("features") or []) for f in features):
+        return raw
+
+    def add(table: dict) -> None:
+        have = list(table.get("features") or [])
+        table["features"] = have + [f for f in features if f not in have]
+        table["version"] = FEATURES_VERSION
+
+    new = edit_remote_config(remote, add)
     remote.config = check_remote_config(new, remote.url)
     return new
 
